@@ -1,0 +1,503 @@
+"""Recipes: an ``oxidize.yaml`` file read into frozen dataclasses, or a clear error.
+
+A recipe is the user's only way to steer a build, so a mistake in it must be caught when
+doit loads the tasks — before any embedding or training runs — and reported as one
+:class:`~oxidize.errors.RecipeError` that names the file, the dotted key path
+(``projections.semantic.epochs``) and what was expected. patina's format loads unchanged;
+everything oxidize adds is optional and has a default.
+
+Every key of every level is one row of a table (:data:`TOP_KEYS`, :data:`PROJECTION_KEYS`,
+:data:`TRAINING_KEYS`): its validator, its default and the build stages that read it. The
+stage column feeds :meth:`Projection.pair_settings` / :meth:`Projection.train_settings`,
+the flat dicts doit's up-to-date checks compare, so a new key (``holdout``, ``gate``) is a
+row in a table plus a field in the dataclass — a test checks the two agree.
+
+This module is imported whenever doit lists tasks, so it uses only the standard library
+and PyYAML: no numpy, numba or onnxruntime here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import yaml
+
+from oxidize.errors import RecipeError
+
+DEFAULT_MODEL = "all-minilm-l6-v2"
+DEFAULT_EVENT_TYPES: tuple[str, ...] = ("session.decision", "session.observation", "session.pattern")
+DEFAULT_LAYERS: tuple[int | None, int, int] = (None, 1024, 256)
+SUPPORTED_VERSION = 1
+PAIR_TYPES = ("same_session", "co_changed", "same_commit", "caller_callee")
+# patina's projection names imply the kind of pairs they learn from.
+PAIR_TYPE_BY_PROJECTION = {"semantic": "same_session", "temporal": "co_changed",
+                           "dependency": "caller_callee"}
+OPTIMIZERS = ("adam", "sgd")
+MAX_DIMENSION = 65536
+# Stand-in for the input size when ``layers[0]`` is null; the model's real dimension is
+# checked later, once the model is resolved.
+ESTIMATE_INPUT_DIM = 1024
+# Seeds go to Numba's ``np.random.seed``, which takes an unsigned 32-bit integer.
+MAX_SEED = 2**32 - 1
+MAX_NAME_LENGTH = 64
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_REQUIRED = object()
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one projection's pairs are drawn and its network trained (the ``training:`` block)."""
+
+    pair_type: str
+    pairs: int | None
+    event_types: tuple[str, ...]
+    min_chars: int
+    learning_rate: float
+    margin: float
+    seed: int
+    optimizer: str
+    momentum: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One projection: an MLP ``layers[0] → layers[1] (ReLU) → layers[2]``.
+
+    ``layers[0] is None`` means "take the model's dimension"; the model is resolved later.
+    """
+
+    name: str
+    layers: tuple[int | None, int, int]
+    epochs: int
+    batch_size: int
+    training: TrainingConfig
+
+    def pair_settings(self) -> dict[str, object]:
+        """The recipe keys the pairs stage reads, flat and JSON-ready (see :func:`_settings`)."""
+        return _settings(self, "pairs")
+
+    def train_settings(self) -> dict[str, object]:
+        """The recipe keys the training stage reads, flat and JSON-ready."""
+        return _settings(self, "train")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. ``path`` is the recipe file; ``model_dir``/``eventlog`` are absolute."""
+
+    name: str
+    path: Path
+    version: int
+    embedding_model: str
+    model_dir: Path | None
+    eventlog: Path | None
+    projections: dict[str, Projection]
+
+    def projection(self, name: str) -> Projection:
+        """The projection called ``name``; a RecipeError with a close match if there is none."""
+        try:
+            return self.projections[name]
+        except KeyError:
+            hint = _suggest(name, self.projections, "projections")
+            raise RecipeError(self.path, f"projections.{name}", f"no such projection; {hint}") from None
+
+    def pair_settings(self, projection_name: str) -> dict[str, object]:
+        """Flat ``{dotted key: value}`` of what the pairs of ``projection_name`` depend on."""
+        return self.projection(projection_name).pair_settings()
+
+    def train_settings(self, projection_name: str) -> dict[str, object]:
+        """Flat ``{dotted key: value}`` of what the weights of ``projection_name`` depend on."""
+        return self.projection(projection_name).train_settings()
+
+    def model_settings(self) -> dict[str, object]:
+        """The recipe keys the model fingerprint depends on.
+
+        ``model_dir`` is left out on purpose: it is an absolute path (moving the project
+        must not make everything stale), and the fingerprint hashes the files it holds.
+        """
+        return {key: _plain(getattr(self, key)) for key, spec in TOP_KEYS.items() if "model" in spec.stages}
+
+
+def _settings(projection: Projection, stage: str) -> dict[str, object]:
+    """Values after defaults, keyed ``projections.P.key`` / ``projections.P.training.key``.
+
+    Because defaults are already applied, writing a default out explicitly changes nothing,
+    and because the dict is per stage, editing ``epochs`` leaves the pairs up to date.
+    """
+    prefix = f"projections.{projection.name}"
+    out: dict[str, object] = {}
+    for key, spec in PROJECTION_KEYS.items():
+        if stage in spec.stages:
+            out[f"{prefix}.{key}"] = _plain(getattr(projection, key))
+    for key, spec in TRAINING_KEYS.items():
+        if stage in spec.stages:
+            out[f"{prefix}.training.{key}"] = _plain(getattr(projection.training, key))
+    return out
+
+
+def _plain(value: object) -> object:
+    """Tuples become lists so the settings compare equal to their JSON round trip."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: Path, name: str) -> Recipe:
+    """Read the recipe file at ``path`` (with ``yaml.safe_load``) and validate it as ``name``.
+
+    Raises:
+        RecipeError: the file is unreadable, is not YAML, or is not a valid recipe.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(path, None, "recipe file not found") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(path, None, f"not UTF-8 text (bad byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise RecipeError(path, None, f"cannot read the recipe file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors also leak ValueError etc.
+        raise RecipeError(path, None, _yaml_message(exc, text)) from None
+    return parse_recipe(data, path, name)
+
+
+def _yaml_message(exc: Exception, text: str) -> str:
+    """One line from PyYAML's multi-line error: where (1-based) and what went wrong.
+
+    Parser errors carry a mark; reader errors (control characters) only an offset; and
+    constructor bugs such as ``a: 2020-13-01`` raise a bare ``ValueError`` with neither.
+    """
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        return f"invalid YAML at line {line}, column {column}: character {exc.character!r} is not allowed"
+    if isinstance(exc, RecursionError):
+        return "invalid YAML: nested too deeply"
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"invalid YAML value: {exc}"
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context = f" ({exc.context})" if exc.context else ""
+    return f"invalid YAML{where}: {exc.problem or 'malformed document'}{context}"
+
+
+def parse_recipe(data: object, path: Path, name: str) -> Recipe:
+    """Validate already-parsed YAML ``data`` as the recipe ``name`` read from ``path``.
+
+    Relative ``eventlog``/``model_dir`` values are resolved against ``path``'s directory.
+
+    Raises:
+        RecipeError: for the first problem found, naming the dotted key path.
+    """
+    path = Path(path)
+    problem = _name_problem(name)
+    if problem:
+        raise RecipeError(path, None, f"recipe name {_short(name)} {problem}")
+    if data is None:
+        raise RecipeError(path, None, "the recipe is empty; expected a mapping with "
+                                      "'version: 1' and 'projections'")
+    values = _read_block(data, TOP_KEYS, _Where(path, None))
+    return Recipe(name=name, path=path, **values)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a value sits: the recipe file, its dotted key path and its projection's name."""
+
+    path: Path
+    key: str | None
+    projection: str = ""
+
+    def child(self, key: object) -> _Where:
+        return _Where(self.path, f"{self.key}.{key}" if self.key else str(key), self.projection)
+
+    def fail(self, message: str) -> RecipeError:
+        return RecipeError(self.path, self.key, message)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One row of a key table.
+
+    Attributes:
+        check: ``check(value, where)`` returns the value to store or raises RecipeError.
+        default: the value when the key is left out, or a callable ``default(where)``
+            when it depends on context (e.g. ``pair_type`` on the projection's name).
+        stages: the build stages (``"model"``, ``"pairs"``, ``"train"``) whose up-to-date
+            check includes this key.
+        missing: the message for a required key (one without a default) left out.
+    """
+
+    check: Callable[[Any, _Where], Any]
+    default: Any = _REQUIRED
+    stages: tuple[str, ...] = ()
+    missing: str = "missing required key"
+
+
+def _read_block(data: object, table: dict[str, Key], where: _Where,
+                elsewhere: tuple[dict[str, Key], str] | None = None) -> dict[str, Any]:
+    """Check a mapping against ``table``: no unknown keys, each value valid, defaults filled.
+
+    ``elsewhere`` is a (table, hint) for keys that are valid one level up or down, so
+    ``learning_rate`` under a projection says it belongs under ``training:``.
+    """
+    if not isinstance(data, dict):
+        at = "" if where.key else " at the top level (with 'version: 1' and 'projections')"
+        raise where.fail(f"expected a mapping{at}, found {_found(data)}")
+    for key in data:
+        if not isinstance(key, str):
+            raise where.fail(f"key {_short(key)} is {_found(key)}; keys must be strings")
+        if key not in table:
+            if elsewhere and key in elsewhere[0]:
+                raise where.child(key).fail(f"unknown key {key!r} here; {elsewhere[1]}")
+            raise where.child(key).fail(f"unknown key {key!r}; {_suggest(key, table, 'keys')}")
+    out: dict[str, Any] = {}
+    for key, spec in table.items():
+        sub = where.child(key)
+        if key in data:
+            out[key] = spec.check(data[key], sub)
+        elif spec.default is _REQUIRED:
+            raise sub.fail(spec.missing)
+        else:
+            out[key] = spec.default(sub) if callable(spec.default) else spec.default
+    return out
+
+
+def _suggest(word: str, valid: Iterable[object], what: str) -> str:
+    """"did you mean 'epochs'?" for a close match, else the list of valid names."""
+    names = sorted(str(v) for v in valid)
+    close = difflib.get_close_matches(word, names, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"valid {what} are: {', '.join(names)}" if names else f"there are no {what}"
+
+
+def _name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a directory under ``build/`` (``None`` if it can)."""
+    if not isinstance(name, str):
+        return f"is {_found(name)}; expected a string"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long; expected at most {MAX_NAME_LENGTH}"
+    if not _NAME_RE.fullmatch(name) or name.endswith("."):
+        return ("is not a safe file name; expected letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit and not ending with '.'")
+    return None
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               list: "a list", tuple: "a list", dict: "a mapping"}
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _found(value: object) -> str:
+    """What a value is, for "expected X, found Y": ``an integer (0)``, ``null``, ``a list``."""
+    if value is None:
+        return "null"
+    kind = _TYPE_NAMES.get(type(value), f"a {type(value).__name__}")
+    return kind if isinstance(value, (dict, list, tuple)) else f"{kind} ({_short(value)})"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # YAML's true is not 1
+
+
+def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any, _Where], int]:
+    expected = "an integer" + (f" >= {minimum}" if minimum is not None else "") + \
+        (f" and <= {maximum}" if maximum is not None else "")
+
+    def check(value: Any, where: _Where) -> int:
+        if (not _is_int(value) or (minimum is not None and value < minimum)
+                or (maximum is not None and value > maximum)):
+            raise where.fail(f"expected {expected}, found {_found(value)}")
+        return value
+    return check
+
+
+def _float(minimum: float, above: bool = False, below: float | None = None) -> Callable[[Any, _Where], float]:
+    """A finite number ``>= minimum`` (``> minimum`` if ``above``) and ``< below``; ints allowed."""
+    expected = f"a number {'>' if above else '>='} {minimum:g}"
+    expected += f" and < {below:g}" if below is not None else ""
+
+    def check(value: Any, where: _Where) -> float:
+        try:
+            number = float(value) if _is_int(value) or isinstance(value, float) else None
+        except OverflowError:
+            number = None
+        if (number is None or not math.isfinite(number) or number < minimum
+                or (above and number == minimum) or (below is not None and number >= below)):
+            raise where.fail(f"expected {expected}, found {_found(value)}{_exponent_hint(value)}")
+        return number
+    return check
+
+
+def _exponent_hint(value: Any) -> str:
+    """PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string, not a number."""
+    if not isinstance(value, str) or "e" not in value.lower():
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return f"; YAML reads {value!r} as text: write the number with a dot, as in 1.0e-3"
+
+
+def _string(value: Any, where: _Where) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise where.fail(f"expected a non-empty string, found {_found(value)}")
+    return value
+
+
+def _choice(*options: str) -> Callable[[Any, _Where], str]:
+    def check(value: Any, where: _Where) -> str:
+        if not isinstance(value, str) or value not in options:
+            hint = f"; did you mean {close[0]!r}?" if isinstance(value, str) and (
+                close := difflib.get_close_matches(value, options, n=1)) else ""
+            raise where.fail(f"expected one of {', '.join(options)}, found {_found(value)}{hint}")
+        return value
+    return check
+
+
+def _optional(check: Callable[[Any, _Where], Any]) -> Callable[[Any, _Where], Any]:
+    return lambda value, where: None if value is None else check(value, where)
+
+
+def _path(value: Any, where: _Where) -> Path:
+    """A path written relative to the recipe's directory, stored absolute (``~`` expanded)."""
+    if not isinstance(value, str) or not value:
+        raise where.fail(f"expected a path (a non-empty string), found {_found(value)}")
+    return Path(os.path.abspath(where.path.parent / Path(value).expanduser()))
+
+
+def _version(value: Any, where: _Where) -> int:
+    _int()(value, where)
+    if value != SUPPORTED_VERSION:
+        raise where.fail(f"unsupported version {value}; oxidize reads version {SUPPORTED_VERSION}")
+    return value
+
+
+def _event_types(value: Any, where: _Where) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise where.fail(f"expected a non-empty list of event types, found {_found(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise where.fail(f"item {index}: expected an event type (a non-empty string), "
+                             f"found {_found(item)}")
+    return tuple(value)
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory, or ``None`` where the OS does not say (no check then)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return total if total > 0 else None
+
+
+def training_memory(in_dim: int, hidden: int, out_dim: int) -> int:
+    """Bytes to train the MLP: parameters × 4 bytes (float32) × 4 copies.
+
+    The copies are the weights, their gradients and Adam's two moment estimates.
+    """
+    return (in_dim * hidden + hidden + hidden * out_dim + out_dim) * 4 * 4
+
+
+def _layers(value: Any, where: _Where) -> tuple[int | None, int, int]:
+    expected = "a list of 3 dimensions [input, hidden, output] (input may be null)"
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise where.fail(f"expected {expected}, found {_found(value)}"
+                         + (f" of length {len(value)}" if isinstance(value, (list, tuple)) else ""))
+    for index, dim in enumerate(value):
+        if dim is None and index == 0:
+            continue
+        if not _is_int(dim) or not 1 <= dim <= MAX_DIMENSION:
+            raise where.fail(f"layers[{index}]: expected an integer from 1 to {MAX_DIMENSION}, "
+                             f"found {_found(dim)}")
+    in_dim, hidden, out_dim = value
+    need = training_memory(ESTIMATE_INPUT_DIM if in_dim is None else in_dim, hidden, out_dim)
+    have = physical_memory()
+    if have is not None and need > have:
+        raise where.fail(f"layers {list(value)} would need about {need / 2**30:.1f} GiB of memory "
+                         f"to train (weights, gradients and two Adam moments, float32), "
+                         f"but this machine has {have / 2**30:.1f} GiB")
+    return (in_dim, hidden, out_dim)
+
+
+def _training(value: Any, where: _Where) -> TrainingConfig:
+    values = _read_block({} if value is None else value, TRAINING_KEYS, where,
+                         (PROJECTION_KEYS, "it belongs to the projection, one level up"))
+    return TrainingConfig(**values)
+
+
+def _projections(value: Any, where: _Where) -> dict[str, Projection]:
+    if value is None or value == {}:
+        raise where.fail(_NO_PROJECTIONS)
+    if not isinstance(value, dict):
+        raise where.fail(f"expected a mapping of projection names to settings, found {_found(value)}")
+    projections: dict[str, Projection] = {}
+    for name, block in value.items():
+        sub = _Where(where.path, f"{where.key}.{name}", projection=str(name))
+        problem = _name_problem(name)
+        if problem:
+            raise sub.fail(f"projection name {_short(name)} {problem}")
+        values = _read_block({} if block is None else block, PROJECTION_KEYS, sub,
+                             (TRAINING_KEYS, "training settings go under 'training:'"))
+        projections[name] = Projection(name=name, **values)
+    return projections
+
+
+def _default_pair_type(where: _Where) -> str:
+    return PAIR_TYPE_BY_PROJECTION.get(where.projection, "same_session")
+
+
+_NO_PROJECTIONS = ("no projections; expected a mapping of projection names to settings, "
+                   "e.g. 'semantic: {layers: [384, 1024, 256]}'")
+
+# One row per key. A null ``projections.P`` or ``training`` block means "all defaults".
+TOP_KEYS: dict[str, Key] = {
+    "version": Key(_version, missing=f"missing required key; expected 'version: {SUPPORTED_VERSION}'"),
+    "embedding_model": Key(_string, DEFAULT_MODEL, stages=("model",)),
+    "model_dir": Key(_optional(_path), None),
+    "eventlog": Key(_optional(_path), None),
+    "projections": Key(_projections, missing=_NO_PROJECTIONS),
+}
+PROJECTION_KEYS: dict[str, Key] = {
+    "layers": Key(_layers, DEFAULT_LAYERS, stages=("train",)),
+    "epochs": Key(_int(minimum=1), 10, stages=("train",)),
+    "batch_size": Key(_int(minimum=1), 32, stages=("train",)),
+    "training": Key(_training, lambda where: _training({}, where)),
+}
+TRAINING_KEYS: dict[str, Key] = {
+    "pair_type": Key(_choice(*PAIR_TYPES), _default_pair_type, stages=("pairs",)),
+    "pairs": Key(_optional(_int(minimum=1)), None, stages=("pairs",)),
+    "event_types": Key(_event_types, DEFAULT_EVENT_TYPES, stages=("pairs",)),
+    "min_chars": Key(_int(minimum=0), 20, stages=("pairs",)),
+    "learning_rate": Key(_float(0, above=True), 0.001, stages=("train",)),
+    "margin": Key(_float(0), 0.2, stages=("train",)),
+    "seed": Key(_int(minimum=0, maximum=MAX_SEED), 42, stages=("pairs", "train")),
+    "optimizer": Key(_choice(*OPTIMIZERS), "adam", stages=("train",)),
+    "momentum": Key(_float(0, below=1), 0.9, stages=("train",)),
+    "weight_decay": Key(_float(0), 0.0, stages=("train",)),
+}
