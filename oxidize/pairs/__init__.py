@@ -1,0 +1,199 @@
+"""Training pairs: the texts table and the (anchor, positive, negative) triplets.
+
+Why a package: each pair type is its own concept with its own sampling rule, so each lives
+in its own module (``same_session.py``, later ``co_changed.py``, …) and this module only
+holds what they share — the :class:`PairSet` they return, the :data:`PAIR_TYPES` registry,
+and the file format of the ``pairs`` stage.
+
+The output is split in two on purpose (see docs/architecture.md): ``texts.jsonl`` is the
+table of unique texts, in a deterministic order, and is all the embed stage depends on;
+``triplets.npy`` holds indices into it. Changing only the number of pairs or the seed
+rewrites the triplets but leaves ``texts.jsonl`` byte-identical, so doit's MD5 check keeps
+the (expensive) embeddings.
+
+numpy is imported inside the functions only: doit's task loader imports this package when
+it merely lists tasks, and that must stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oxidize.atomic import atomic_path, write_bytes, write_json
+from oxidize.errors import OxidizeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from oxidize.eventlog import EventLog
+
+#: File names the pairs stage writes into its output directory.
+TEXTS_FILE = "texts.jsonl"
+TRIPLETS_FILE = "triplets.npy"
+STATS_FILE = "pairs.json"
+
+
+@dataclass
+class PairSet:
+    """What a pair generator returns.
+
+    Attributes:
+        texts: the unique texts, in a deterministic order (first appearance by ``seq``).
+        triplets: ``int32[n, 3]`` rows of (anchor, positive, negative) indices into ``texts``.
+        stats: a flat JSON-able dict (``pair_type``, counts, the log's ``max_seq`` …) that
+            is written to ``pairs.json`` and explains what was built.
+    """
+
+    texts: list[str]
+    triplets: np.ndarray
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+Generator = Callable[..., PairSet]
+
+
+def _from_module(module: str, function: str = "generate") -> Generator:
+    """A generator that imports its module only when called (keeps task loading light)."""
+
+    def generate(log: EventLog, training: Any, label: str = "") -> PairSet:
+        return getattr(importlib.import_module(module), function)(log, training, label)
+
+    generate.__qualname__ = generate.__name__ = f"{module}.{function}"
+    return generate
+
+
+def _not_implemented(name: str) -> Generator:
+    """A placeholder for a pair type that is planned but not written yet."""
+
+    def generate(log: EventLog, training: Any, label: str = "") -> PairSet:
+        implemented = ", ".join(sorted(n for n in PAIR_TYPES if n not in NOT_IMPLEMENTED))
+        raise OxidizeError(f"pair_type `{name}` is not implemented yet in oxidize; "
+                           f"use one of: {implemented}")
+
+    generate.__qualname__ = generate.__name__ = f"not_implemented[{name}]"
+    return generate
+
+
+#: Pair types known but not implemented yet (each will get its own module).
+NOT_IMPLEMENTED = frozenset({"co_changed", "same_commit", "caller_callee"})
+
+#: pair_type name → generator ``(log, training, label) -> PairSet``.
+PAIR_TYPES: dict[str, Generator] = {
+    "same_session": _from_module("oxidize.pairs.same_session"),
+    **{name: _not_implemented(name) for name in sorted(NOT_IMPLEMENTED)},
+}
+
+
+def generate_pairs(log: EventLog, training: Any, label: str = "") -> PairSet:
+    """Build the pair set of one projection from one event-log snapshot.
+
+    Args:
+        log: an open event log (its snapshot is read once).
+        training: the projection's ``TrainingConfig`` (``pair_type``, ``pairs``,
+            ``event_types``, ``min_chars``, ``seed`` are read here).
+        label: prefix for the one line printed to stdout (``"example:semantic"``).
+
+    Raises:
+        OxidizeError: unknown or not-yet-implemented pair type; an
+            :class:`~oxidize.errors.EventLogError` when the log has too little to pair.
+    """
+    generator = PAIR_TYPES.get(training.pair_type)
+    if generator is None:
+        raise OxidizeError(f"unknown pair_type `{training.pair_type}`; known: {', '.join(sorted(PAIR_TYPES))}")
+    return generator(log, training, label)
+
+
+def default_pair_count(n_texts: int) -> int:
+    """The automatic number of triplets: 10 per usable text, clamped to [1,000, 200,000].
+
+    Ten per text lets every text be an anchor several times; the floor keeps tiny logs
+    trainable for a few epochs, the ceiling keeps a huge log's pairs stage and training
+    bounded (set ``training.pairs`` to go beyond).
+    """
+    return min(max(10 * n_texts, 1_000), 200_000)
+
+
+def _texts_jsonl(texts: list[str]) -> bytes:
+    """One JSON string per line, UTF-8, ``ensure_ascii=False`` (readable and diffable).
+
+    A text holding a lone surrogate cannot be encoded as UTF-8; that line alone falls back
+    to ``\\u`` escapes, which still round-trips exactly.
+    """
+    lines = []
+    for text in texts:
+        line = json.dumps(text, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            line = json.dumps(text, ensure_ascii=True)
+        lines.append(line + "\n")
+    return "".join(lines).encode("utf-8")
+
+
+def write_pairs(pairset: PairSet, out_dir: Path | str) -> None:
+    """Write ``texts.jsonl``, ``triplets.npy`` and ``pairs.json`` into ``out_dir``, atomically.
+
+    Each file is renamed into place only when complete; ``pairs.json`` goes last so that
+    its presence means the other two are done.
+    """
+    import numpy as np
+
+    out = Path(out_dir)
+    triplets = np.ascontiguousarray(pairset.triplets, dtype="<i4")
+    if triplets.ndim != 2 or triplets.shape[1] != 3:
+        raise OxidizeError(f"triplets for {out} have shape {triplets.shape}, expected (n, 3)")
+    write_bytes(out / TEXTS_FILE, _texts_jsonl(pairset.texts))
+    with atomic_path(out / TRIPLETS_FILE, suffix=".npy") as tmp:
+        np.save(tmp, triplets, allow_pickle=False)
+    write_json(out / STATS_FILE, pairset.stats)
+
+
+def read_texts(path: Path | str) -> list[str]:
+    """Read a ``texts.jsonl`` written by :func:`write_pairs`.
+
+    Raises:
+        OxidizeError: a line is not a JSON string (names the file and line).
+    """
+    path = Path(path)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise OxidizeError(f"cannot read texts table {path}: {err}") from None
+    texts = []
+    # split("\n"), not splitlines(): U+2028, U+0085 … may appear unescaped inside a text.
+    lines = content.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            text = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise OxidizeError(f"{path}: line {lineno}: not valid JSON ({err}); expected a JSON string") from None
+        if not isinstance(text, str):
+            raise OxidizeError(f"{path}: line {lineno}: found a JSON {type(text).__name__}, expected a string")
+        texts.append(text)
+    return texts
+
+
+def read_triplets(path: Path | str) -> np.ndarray:
+    """Read a ``triplets.npy`` written by :func:`write_pairs` (no pickle).
+
+    Raises:
+        OxidizeError: not a ``.npy`` file of integer ``(n, 3)`` rows.
+    """
+    import numpy as np
+
+    path = Path(path)
+    try:
+        triplets = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise OxidizeError(f"cannot read triplets {path}: {err}") from None
+    if triplets.ndim != 2 or triplets.shape[1] != 3 or triplets.dtype.kind not in "iu":
+        raise OxidizeError(f"{path}: triplets have shape {triplets.shape} and dtype {triplets.dtype}, "
+                           f"expected int32 (n, 3)")
+    return triplets.astype(np.int32, copy=False)
