@@ -1,0 +1,5 @@
+"""Training losses, one per file; this package only re-exports them."""
+
+from oxidize.losses.triplet import TripletLoss
+
+__all__ = ["TripletLoss"]

@@ -1,0 +1,369 @@
+"""Tests for the MLP trainer: gradients, learning, determinism, divergence, validation, files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from oxidize.errors import TrainingError
+from oxidize.losses import TripletLoss
+from oxidize.train import (TrainResult, load_weights, loss_and_gradients, project,
+                           save_weights, train_projection)
+
+KEYS = ("w1", "b1", "w2", "b2")
+
+
+# ---------------------------------------------------------------- helpers
+
+def clusters(n_clusters=4, per_cluster=40, dim=24, n_triplets=1500, seed=0):
+    """Points around ``n_clusters`` centres (in a few dims) drowned in isotropic noise.
+
+    Returns (embeddings float32 [n, dim] with unit rows, labels, triplets int32 [n_triplets, 3])
+    where each triplet is (anchor, same-cluster positive, other-cluster negative).
+    """
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((n_clusters, dim))
+    centres[np.arange(n_clusters), np.arange(n_clusters)] = 1.0
+    labels = np.repeat(np.arange(n_clusters), per_cluster)
+    x = centres[labels] + rng.normal(scale=0.45, size=(labels.size, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    by_label = [np.flatnonzero(labels == c) for c in range(n_clusters)]
+    anchors = rng.integers(0, labels.size, n_triplets)
+    pos = np.array([rng.choice(by_label[labels[a]]) for a in anchors])
+    neg_label = (labels[anchors] + rng.integers(1, n_clusters, n_triplets)) % n_clusters
+    neg = np.array([rng.choice(by_label[c]) for c in neg_label])
+    return x.astype(np.float32), labels, np.stack([anchors, pos, neg], 1).astype(np.int32)
+
+
+def nn_same_cluster(y, labels):
+    """Fraction of points whose nearest other point (cosine) has the same label."""
+    sim = y @ y.T
+    np.fill_diagonal(sim, -np.inf)
+    return float(np.mean(labels[np.argmax(sim, axis=1)] == labels))
+
+
+def small_problem():
+    emb = np.random.default_rng(3).normal(size=(50, 12)).astype(np.float32)
+    trip = np.random.default_rng(4).integers(0, 50, size=(70, 3)).astype(np.int32)
+    return emb, trip
+
+
+KW = dict(hidden=16, out=6, epochs=2, batch_size=16, learning_rate=1e-3, margin=0.2, seed=7,
+          progress=False)
+
+
+# ---------------------------------------------------------------- gradients
+
+def _random_problem(seed):
+    rng = np.random.default_rng(seed)
+    b, d_in, hidden, out = 6, 5, 9, 4
+    w = {"w1": rng.normal(size=(hidden, d_in)), "b1": rng.normal(scale=0.3, size=hidden),
+         "w2": rng.normal(size=(out, hidden)), "b2": rng.normal(scale=0.3, size=out)}
+    xs = [rng.normal(size=(b, d_in)) for _ in range(3)]
+    return w, xs
+
+
+def _gaps(w, xs, margin):
+    ya, yp, yn = (project(w, x) for x in xs)
+    return np.einsum("ij,ij->i", ya, yn) - np.einsum("ij,ij->i", ya, yp) + margin
+
+
+def test_gradients_match_central_differences_float64():
+    margin = 0.3
+    for seed in range(50):  # pick a problem away from every kink: hinge and ReLU
+        w, xs = _random_problem(seed)
+        gaps = _gaps(w, xs, margin)
+        pre = [x @ w["w1"].T + w["b1"] for x in xs]
+        if (np.abs(gaps).min() > 1e-2 and (gaps > 0).sum() >= 2 and (gaps < 0).sum() >= 1
+                and min(np.abs(p).min() for p in pre) > 1e-3):
+            break
+    else:  # pragma: no cover
+        pytest.fail("no kink-free random problem found")
+
+    loss, grads = loss_and_gradients(w, *xs, margin)
+    ref_loss, *_ = TripletLoss(margin).compute_loss(*(project(w, x) for x in xs))
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    assert all(grads[k].dtype == np.float64 and grads[k].shape == w[k].shape for k in KEYS)
+
+    eps = 1e-6
+    for key in KEYS:
+        numeric = np.zeros_like(w[key])
+        for idx in np.ndindex(w[key].shape):
+            plus = {k: v.copy() for k, v in w.items()}
+            minus = {k: v.copy() for k, v in w.items()}
+            plus[key][idx] += eps
+            minus[key][idx] -= eps
+            numeric[idx] = (loss_and_gradients(plus, *xs, margin)[0]
+                            - loss_and_gradients(minus, *xs, margin)[0]) / (2 * eps)
+        assert np.abs(numeric).max() > 1e-4, key  # the check is not vacuous
+        np.testing.assert_allclose(grads[key], numeric, rtol=1e-6, atol=1e-8, err_msg=key)
+
+
+def test_triplet_loss_gradient_on_plain_arrays():
+    rng = np.random.default_rng(1)
+    ys = [rng.normal(size=(5, 3)) for _ in range(3)]
+    loss_fn = TripletLoss(margin=0.5)
+    loss, *grads = loss_fn.compute_loss(*ys)
+    eps = 1e-6
+    for which in range(3):
+        numeric = np.zeros_like(ys[which])
+        for idx in np.ndindex(ys[which].shape):
+            up = [y.copy() for y in ys]
+            down = [y.copy() for y in ys]
+            up[which][idx] += eps
+            down[which][idx] -= eps
+            numeric[idx] = (loss_fn.compute_loss(*up)[0] - loss_fn.compute_loss(*down)[0]) / (2 * eps)
+        np.testing.assert_allclose(grads[which], numeric, rtol=1e-6, atol=1e-9)
+    assert loss_fn.config_dict() == {"loss": "TripletLoss", "distance": "cosine", "margin": 0.5}
+
+
+def test_kernel_loss_matches_triplet_loss_class():
+    from oxidize import kernels
+
+    rng = np.random.default_rng(2)
+    b = 7
+    y = rng.normal(size=(3 * b, 5))
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    dy = np.empty_like(y)
+    loss = kernels.triplet_loss_grad(y, b, 0.4, dy)
+    ref, dya, dyp, dyn = TripletLoss(0.4).compute_loss(y[:b], y[b:2 * b], y[2 * b:])
+    assert loss == pytest.approx(ref, rel=1e-12)
+    np.testing.assert_allclose(dy, np.concatenate([dya, dyp, dyn]), rtol=1e-12, atol=1e-15)
+
+
+# ---------------------------------------------------------------- learning
+
+@pytest.mark.parametrize("optimizer,lr", [("adam", 3e-3), ("sgd", 0.5)])
+def test_loss_falls_and_clusters_separate(optimizer, lr):
+    emb, labels, trip = clusters()
+    before = nn_same_cluster(emb, labels)
+    result = train_projection(emb, trip, hidden=64, out=16, epochs=12, batch_size=32,
+                              learning_rate=lr, margin=0.2, seed=0, optimizer=optimizer,
+                              progress=False)
+    assert len(result.losses) == 12
+    assert result.losses[-1] < 0.3 * result.losses[0], result.losses
+    y = project(result.weights, emb)
+    after = nn_same_cluster(y, labels)
+    assert after >= 0.95 and after > before, (before, after)
+    # same-cluster pairs are closer than cross-cluster pairs on average, by a clear gap
+    sim = y @ y.T
+    same = labels[:, None] == labels[None, :]
+    np.fill_diagonal(same, False)
+    assert sim[same].mean() - sim[~same].mean() > 0.5
+    assert result.config["optimizer"] == optimizer
+    assert result.config["loss"] == {"loss": "TripletLoss", "distance": "cosine", "margin": 0.2}
+
+
+def test_weight_decay_shrinks_weights():
+    emb, labels, trip = clusters(n_triplets=300)
+    kw = dict(hidden=32, out=8, epochs=4, batch_size=32, learning_rate=0.1, margin=0.2, seed=0,
+              optimizer="sgd", progress=False)
+    plain = train_projection(emb, trip, **kw).weights
+    decayed = train_projection(emb, trip, weight_decay=0.5, **kw).weights
+    assert np.linalg.norm(decayed["w1"]) < np.linalg.norm(plain["w1"])
+    assert np.linalg.norm(decayed["w2"]) < np.linalg.norm(plain["w2"])
+
+
+def test_batch_larger_than_data_and_ragged_last_batch():
+    emb, trip = small_problem()
+    for batch in (1000, 13):  # 70 triplets: one short batch; 5 batches of 13 and one of 5
+        result = train_projection(emb, trip, **{**KW, "batch_size": batch})
+        assert all(np.isfinite(result.losses))
+
+
+def test_progress_lines_name_label_and_epoch(capsys):
+    emb, trip = small_problem()
+    train_projection(emb, trip, **{**KW, "progress": True}, label="example:semantic")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("example:semantic train: epoch 1/2 loss ")
+    assert err[1].startswith("example:semantic train: epoch 2/2 loss ")
+
+
+# ---------------------------------------------------------------- determinism
+
+def _digest(weights):
+    h = hashlib.sha256()
+    for k in KEYS:
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(weights[k]).tobytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_and_other_seed_differs():
+    emb, _, trip = clusters(n_triplets=400)
+    kw = dict(hidden=48, out=8, epochs=3, batch_size=32, learning_rate=1e-2, margin=0.2,
+              progress=False)
+    a = train_projection(emb, trip, seed=5, **kw)
+    b = train_projection(emb, trip, seed=5, **kw)
+    c = train_projection(emb, trip, seed=6, **kw)
+    assert _digest(a.weights) == _digest(b.weights)
+    assert a.losses == b.losses
+    assert _digest(a.weights) != _digest(c.weights)
+
+
+_CHILD = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    from oxidize.train import train_projection, save_weights
+    rng = np.random.default_rng(11)
+    emb = rng.normal(size=(300, 96)).astype(np.float32)
+    trip = rng.integers(0, 300, size=(500, 3)).astype(np.int32)
+    r = train_projection(emb, trip, hidden=256, out=48, epochs=2, batch_size=96,
+                         learning_rate=1e-3, margin=0.2, seed=3, progress=False)
+    save_weights(sys.argv[1], r)
+    print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
+""")
+
+
+def test_identical_bytes_across_processes_and_blas_threads(tmp_path):
+    """Separate processes (fresh hash seeds) and 1 vs 2 BLAS threads give the same file."""
+    digests = []
+    for i, threads in enumerate(("1", "2", "2")):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
+               "PYTHONHASHSEED": str(i)}
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / f"w{i}.safetensors")],
+                             env=env, capture_output=True, text=True, check=True)
+        digests.append(out.stdout.strip())
+    assert len(set(digests)) == 1, digests
+
+
+# ---------------------------------------------------------------- divergence
+
+def test_huge_learning_rate_raises_with_epoch_and_advice():
+    emb, _, trip = clusters(n_triplets=200)
+    with pytest.raises(TrainingError) as info:
+        train_projection(emb, trip, hidden=32, out=8, epochs=3, batch_size=32,
+                         learning_rate=1e30, margin=0.2, seed=0, progress=False,
+                         label="example:semantic")
+    message = str(info.value)
+    assert "example:semantic" in message
+    assert "epoch 1/3" in message
+    assert "learning_rate" in message
+
+
+def test_kernel_stops_at_first_non_finite_loss():
+    """NaN inputs that get past validation are caught by the epoch kernel itself."""
+    from oxidize import kernels
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(10, 4)).astype(np.float32)
+    emb[7, 2] = np.nan
+    trip = np.array([[0, 1, 2]] * 4 + [[7, 1, 2]] + [[0, 1, 2]] * 3, dtype=np.int64)
+    order = np.arange(8, dtype=np.int64)
+    hidden, out, bs = 5, 3, 2
+    params = rng.normal(size=hidden * 4 + out * hidden + hidden + out).astype(np.float32)
+    w1 = params[:20].reshape(hidden, 4)
+    w2 = params[20:35].reshape(out, hidden)
+    b1, b2 = params[35:40], params[40:43]
+    grads = np.zeros_like(params)
+    gw1, gw2, gb1, gb2 = (grads[:20].reshape(hidden, 4), grads[20:35].reshape(out, hidden),
+                          grads[35:40], grads[40:43])
+    rows = 3 * bs
+    bufs = [np.zeros((rows, 4), np.float32), np.zeros((rows, hidden), np.float32),
+            np.zeros((rows, out), np.float32), np.zeros((rows, out), np.float32),
+            np.zeros(rows, np.float32), np.zeros((rows, out), np.float32),
+            np.zeros((rows, hidden), np.float32)]
+    losses = np.zeros(4)
+    done, step = kernels.train_epoch(emb, trip, order, bs, 0.2, params, w1, b1, w2, b2, grads,
+                                     gw1, gb1, gw2, gb2, np.zeros_like(params),
+                                     np.zeros_like(params), *bufs, kernels.ADAM, 1e-3, 0.9,
+                                     0.999, 1e-8, 0.9, 0.0, 35, 0, losses)
+    assert (done, step) == (2, 2)  # third minibatch (triplets 4, 5) holds the NaN row
+    assert np.isnan(losses[2])
+    assert np.isfinite(params).all()  # the poisoned update was not applied
+
+
+# ---------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda e, t: (e[:, :, None], t), "2-D"),
+    (lambda e, t: (e.astype(np.int32), t), "floating point"),
+    (lambda e, t: (e, t[:, :2]), "[n, 3]"),
+    (lambda e, t: (e, t.astype(np.float32)), "integers"),
+    (lambda e, t: (e, t[:0]), "no triplets"),
+    (lambda e, t: (e, np.where(t == t[3, 1], 50, t)), "outside 0..49"),
+    (lambda e, t: (e, np.where(t == t[3, 1], -1, t)), "outside 0..49"),
+    (lambda e, t: (np.where(np.arange(50)[:, None] == 9, np.nan, e).astype(np.float32), t),
+     "row 9"),
+])
+def test_bad_inputs_are_named(change, needle):
+    emb, trip = small_problem()
+    emb, trip = change(emb, trip)
+    with pytest.raises(TrainingError, match="x:p") as info:
+        train_projection(emb, trip, **KW, label="x:p")
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("hidden", 0), ("out", -1), ("epochs", 1.5), ("batch_size", 0), ("learning_rate", 0.0),
+    ("learning_rate", float("nan")), ("margin", -0.1), ("optimizer", "rmsprop"),
+    ("momentum", 1.0), ("weight_decay", -1.0),
+])
+def test_bad_hyperparameters_are_named(key, value):
+    emb, trip = small_problem()
+    with pytest.raises(TrainingError, match=key):
+        train_projection(emb, trip, **{**KW, key: value})
+
+
+def test_input_dimension_must_match_layer():
+    emb, trip = small_problem()
+    with pytest.raises(TrainingError, match="dimension 12 .* input layer is 768"):
+        train_projection(emb, trip, **KW, in_dim=768)
+    train_projection(emb, trip, **KW, in_dim=12)
+
+
+# ---------------------------------------------------------------- files
+
+def test_save_load_roundtrip(tmp_path):
+    emb, trip = small_problem()
+    result = train_projection(emb, trip, **KW)
+    path = tmp_path / "build" / "r" / "p" / "weights.safetensors"
+    save_weights(path, result)
+    loaded = load_weights(path)
+    assert set(loaded) == set(KEYS)
+    expected = {"w1": (16, 12), "b1": (16,), "w2": (6, 16), "b2": (6,)}
+    for k in KEYS:
+        assert loaded[k].dtype == np.float32 and loaded[k].shape == expected[k]
+        assert loaded[k].tobytes() == result.weights[k].tobytes()
+    np.testing.assert_array_equal(project(loaded, emb), project(result.weights, emb))
+    info = json.loads((path.parent / "training.json").read_text())
+    assert info["losses"] == result.losses
+    assert info["config"]["layers"] == [12, 16, 6]
+    assert info["shapes"] == {k: list(v) for k, v in expected.items()}
+    from safetensors import safe_open
+    with safe_open(str(path), "np") as handle:
+        meta = json.loads(handle.metadata()["oxidize"])
+    assert meta["format"] == "oxidize-mlp" and meta["layers"] == [12, 16, 6]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["training.json", "weights.safetensors"]
+
+
+def test_failed_save_leaves_no_target_and_no_temp_file(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    def broken(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", broken)
+    result = TrainResult(weights={k: np.zeros(2, np.float32) for k in KEYS}, losses=[1.0],
+                         seconds=0.1, config={"layers": [2, 2, 2]})
+    with pytest.raises(OSError):
+        save_weights(tmp_path / "weights.safetensors", result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_weights_errors(tmp_path):
+    with pytest.raises(TrainingError, match="no weights file"):
+        load_weights(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    with pytest.raises(TrainingError, match="delete it"):
+        load_weights(bad)
