@@ -1,0 +1,160 @@
+"""The doit actions: glue from files on disk to the modules that do the work.
+
+Each function here is one task's action. It takes only strings (paths and names) so that
+doit can pass it to another process under ``-n``; it re-reads the recipe (cheap) rather than
+holding objects from load time. Numerical libraries are imported inside the functions: this
+module is imported when doit loads the task graph, which must stay light.
+
+A user's mistake surfaces as an :class:`~oxidize.errors.OxidizeError`; :func:`_user_errors`
+turns it into doit's ``TaskFailed`` with the message alone, so the user sees one readable
+line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+from oxidize import __version__
+from oxidize.errors import OxidizeError, TrainingError
+
+
+def _user_errors(func):
+    """Report an OxidizeError as a failed task with its message and no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except OxidizeError as err:
+            from doit.exceptions import TaskFailed
+
+            print(f"oxidize: {err}", file=sys.stderr)
+            return TaskFailed(str(err))
+
+    return wrapper
+
+
+def _recipe(recipe_file: str, recipe_name: str):
+    from oxidize.recipe import load_recipe
+
+    return load_recipe(Path(recipe_file), recipe_name)
+
+
+def _say(label: str, message: str) -> None:
+    print(f"{label}: {message}", flush=True)
+
+
+@_user_errors
+def build_model_fingerprint(recipe_file: str, recipe_name: str, target: str) -> None:
+    """Resolve the recipe's model and write its fingerprint record to ``model.json``."""
+    from oxidize import models
+    from oxidize.atomic import write_json
+
+    recipe = _recipe(recipe_file, recipe_name)
+    resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
+    start = time.perf_counter()
+    record = models.fingerprint_record(resolved)
+    write_json(target, record)
+    _say(f"{recipe_name}:model", f"{recipe.embedding_model} fingerprint {record['fingerprint'][:12]} "
+                                 f"({time.perf_counter() - start:.2f}s)")
+
+
+@_user_errors
+def build_pairs(recipe_file: str, recipe_name: str, projection: str, eventlog: str, out_dir: str) -> None:
+    """Read the event log (one snapshot) and write the texts table and triplets."""
+    from oxidize.eventlog import open_eventlog
+    from oxidize.pairs import generate_pairs, write_pairs
+
+    recipe = _recipe(recipe_file, recipe_name)
+    proj = recipe.projection(projection)
+    label = f"{recipe_name}:{projection}"
+    start = time.perf_counter()
+    with open_eventlog(Path(eventlog)) as log:
+        pairset = generate_pairs(log, proj.training, label=label)
+    write_pairs(pairset, Path(out_dir))
+    _say(label, f"pairs written to {out_dir} ({time.perf_counter() - start:.2f}s)")
+
+
+@_user_errors
+def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_dir: str,
+                     model_json: str, cache_file: str) -> None:
+    """Embed the texts table, taking every text already embedded from the cache."""
+    import numpy as np
+
+    from oxidize import models
+    from oxidize.atomic import atomic_path, write_json
+    from oxidize.embed_cache import EmbeddingCache, embed_with_cache
+    from oxidize.pairs import read_texts
+
+    recipe = _recipe(recipe_file, recipe_name)
+    label = f"{recipe_name}:{projection}"
+    out = Path(out_dir)
+    texts = read_texts(out / "texts.jsonl")
+    record = json.loads(Path(model_json).read_text(encoding="utf-8"))
+    resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
+
+    encoders = []
+
+    def encoder_factory():
+        # Created at most once, and only when some text is not in the cache.
+        if not encoders:
+            from oxidize.encoder import Encoder
+
+            encoders.append(Encoder(resolved))
+        return encoders[0]
+
+    start = time.perf_counter()
+    # A custom model's dimension is known only once its ONNX graph is loaded.
+    dim = record.get("dim") or encoder_factory().dim
+    with EmbeddingCache(Path(cache_file), record["fingerprint"], int(dim)) as cache:
+        matrix, stats = embed_with_cache(texts, cache, encoder_factory, progress_label=f"{label} embed")
+    with atomic_path(out / "embeddings.npy", suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
+    seconds = time.perf_counter() - start
+    write_json(out / "embed.json", {
+        "model": recipe.embedding_model,
+        "model_fingerprint": record["fingerprint"],
+        "texts": stats.total,
+        "unique": stats.unique,
+        "cached": stats.cached,
+        "embedded": stats.embedded,
+        "dim": int(matrix.shape[1]),
+        "oxidize_version": __version__,
+    })
+    _say(label, f"embedded {stats.embedded:,} texts, {stats.cached:,} from the cache "
+                f"({stats.total:,} in the table, {seconds:.2f}s)")
+
+
+@_user_errors
+def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: str) -> None:
+    """Train the projection's MLP on the cached embeddings and write its weights."""
+    import numpy as np
+
+    from oxidize.pairs import read_triplets
+    from oxidize.train import save_weights, train_projection
+
+    recipe = _recipe(recipe_file, recipe_name)
+    proj = recipe.projection(projection)
+    label = f"{recipe_name}:{projection}"
+    out = Path(out_dir)
+    embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    triplets = read_triplets(out / "triplets.npy")
+    in_dim, hidden, out_dim = proj.layers
+    if in_dim is not None and in_dim != embeddings.shape[1]:
+        raise TrainingError(
+            f"{recipe.path}: projections.{projection}.layers: layers[0] is {in_dim} but the "
+            f"embeddings of model '{recipe.embedding_model}' have {embeddings.shape[1]} dimensions; "
+            f"set layers[0] to {embeddings.shape[1]} or null")
+    t = proj.training
+    result = train_projection(
+        np.ascontiguousarray(embeddings, dtype=np.float32), triplets,
+        hidden=hidden, out=out_dim, epochs=proj.epochs, batch_size=proj.batch_size,
+        learning_rate=t.learning_rate, margin=t.margin, seed=t.seed, optimizer=t.optimizer,
+        momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim)
+    save_weights(out / "weights.safetensors", result)
+    _say(label, f"trained {len(triplets):,} triplets × {proj.epochs} epochs in {result.seconds:.1f}s, "
+                f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}")

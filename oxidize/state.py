@@ -1,0 +1,34 @@
+"""Where doit keeps its state for an oxidize project: ``build/.doit.db``, in SQLite.
+
+doit's own SQLite backend, with two changes that a build tool needs:
+
+* the folder is created first — doit opens its state file before any task runs, and on a
+  fresh clone ``build/`` does not exist yet;
+* a generous busy timeout, so two doit processes on one project (``doit -n 2`` next to a
+  ``doit stale``, or two terminals) wait for each other instead of failing after 5 s.
+
+Registered under doit's ``doit.BACKEND`` entry point as ``oxidize``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from doit.dependency import SqliteDB
+
+#: Seconds a doit process waits for another one holding the state database.
+BUSY_TIMEOUT_S = 120
+
+
+class StateDB(SqliteDB):
+    """doit's SqliteDB that creates its folder and waits on a busy database."""
+
+    desc = "SQLite state under build/ (oxidize)"
+
+    def _sqlite3(self, name):
+        folder = os.path.dirname(name)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        conn = super()._sqlite3(name)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        return conn

@@ -1,0 +1,190 @@
+"""Recipe discovery and the doit task graph.
+
+This module is imported every time doit loads or lists tasks, so it stays light: it reads
+YAML and builds task dictionaries, and imports nothing numerical. The actions it names live
+in :mod:`oxidize.stages` and import numpy, onnxruntime and numba only when they run.
+
+The graph (see docs/architecture.md for the why):
+
+    R:model ─────────────┐
+    R:P.pairs ──► R:P.embed ──► R:P.train      (R:P is a group on R:P.train)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from oxidize.errors import OxidizeError, RecipeError
+from oxidize.fingerprint import StageInputs
+from oxidize.recipe import Recipe, load_recipe
+
+#: Where build outputs go, relative to the project root.
+BUILD_DIR = "build"
+#: The embedding cache shared by every recipe of the project.
+CACHE_FILE = "build/.cache/embeddings.sqlite"
+#: Where patina keeps its event log, relative to the project root, in order of preference.
+PATINA_EVENTLOGS = (".patina/data/patina.db", ".patina/local/data/patina.db")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one projection's outputs, all relative to the project root."""
+
+    recipe: str
+    projection: str
+
+    @property
+    def dir(self) -> Path:
+        return Path(BUILD_DIR) / self.recipe / self.projection
+
+    @property
+    def model_json(self) -> Path:
+        return Path(BUILD_DIR) / self.recipe / "model.json"
+
+    texts = property(lambda self: self.dir / "texts.jsonl")
+    triplets = property(lambda self: self.dir / "triplets.npy")
+    pairs_json = property(lambda self: self.dir / "pairs.json")
+    embeddings = property(lambda self: self.dir / "embeddings.npy")
+    embed_json = property(lambda self: self.dir / "embed.json")
+    weights = property(lambda self: self.dir / "weights.safetensors")
+    training_json = property(lambda self: self.dir / "training.json")
+
+
+def find_recipe_files(root: Path) -> list[tuple[str, Path]]:
+    """Every recipe of the project as ``(name, path)``, sorted by name.
+
+    ``recipes/<name>/oxidize.yaml`` and ``recipes/<name>.yaml`` are recipes named ``<name>``;
+    a patina checkout's ``.patina/oxidize.yaml`` is the recipe ``patina``. Two files claiming
+    one name are an error rather than a silent choice.
+    """
+    found: dict[str, Path] = {}
+
+    def add(name: str, path: Path) -> None:
+        if name in found:
+            raise RecipeError(path, None, f"recipe name '{name}' is also used by {found[name]}; "
+                                          "rename one of the two")
+        found[name] = path
+
+    recipes_dir = root / "recipes"
+    if recipes_dir.is_dir():
+        for entry in sorted(recipes_dir.iterdir()):
+            if entry.is_dir() and (entry / "oxidize.yaml").is_file():
+                add(entry.name, entry / "oxidize.yaml")
+            elif entry.is_file() and entry.suffix in (".yaml", ".yml") and not entry.name.startswith("."):
+                add(entry.stem, entry)
+    patina = root / ".patina" / "oxidize.yaml"
+    if patina.is_file():
+        add("patina", patina)
+    return sorted(found.items())
+
+
+def load_recipes(root: Path) -> list[Recipe]:
+    """Load and validate every recipe found under ``root``."""
+    return [load_recipe(path, name) for name, path in find_recipe_files(root)]
+
+
+def eventlog_path(recipe: Recipe, root: Path) -> Path:
+    """The event log a recipe reads: its ``eventlog:`` key, else patina's own database.
+
+    Returns the path even when the file does not exist (the pairs task then fails with a
+    clear message), so listing tasks works before the log is there.
+    """
+    if recipe.eventlog is not None:
+        return recipe.eventlog
+    for candidate in PATINA_EVENTLOGS:
+        if (root / candidate).is_file():
+            return root / candidate
+    return root / PATINA_EVENTLOGS[0]
+
+
+def _rel(path: Path, root: Path) -> str:
+    """A path as doit should see it: relative to the root when inside it (never hash an
+    absolute path into a project-local state), absolute otherwise."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(root)))
+    except ValueError:
+        return str(Path(os.path.abspath(path)))
+
+
+def task_dicts(root: Path | str = ".") -> Iterator[dict]:
+    """Yield doit task dictionaries for every recipe and projection under ``root``."""
+    from oxidize import models  # light: the registry imports no numerical library
+    from oxidize import stages  # light at import; heavy libraries load inside the actions
+
+    root = Path(root)
+    for recipe in load_recipes(root):
+        name = recipe.name
+        recipe_file = _rel(recipe.path, root)
+        try:
+            resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
+            model_deps = [_rel(resolved.model_file, root), _rel(resolved.tokenizer_file, root)]
+            model_dim = resolved.spec.dim
+        except OxidizeError:
+            # Listing must work without the model; building says what is missing.
+            model_deps, model_dim = [], None
+        for proj in recipe.projections.values():
+            if proj.layers[0] is not None and model_dim is not None and proj.layers[0] != model_dim:
+                raise RecipeError(recipe.path, f"projections.{proj.name}.layers",
+                                  f"layers[0] is {proj.layers[0]} but model '{recipe.embedding_model}' "
+                                  f"gives {model_dim}-dimensional embeddings; set it to {model_dim} "
+                                  "or null (take it from the model)")
+        model_json = str(Path(BUILD_DIR) / name / "model.json")
+        yield {
+            "basename": name,
+            "name": "model",
+            "doc": f"fingerprint of embedding model '{recipe.embedding_model}'",
+            "actions": [(stages.build_model_fingerprint, (recipe_file, name, model_json))],
+            "file_dep": model_deps,
+            "targets": [model_json],
+            "uptodate": [StageInputs(recipe.model_settings(), [model_json]) if model_deps else False],
+            "verbosity": 2,
+        }
+        log = eventlog_path(recipe, root)
+        log_exists = log.is_file()
+        for proj in recipe.projections.values():
+            out = Layout(name, proj.name)
+            label = f"{name}:{proj.name}"
+            pairs_targets = [str(out.texts), str(out.triplets), str(out.pairs_json)]
+            embed_targets = [str(out.embeddings), str(out.embed_json)]
+            train_targets = [str(out.weights), str(out.training_json)]
+            yield {
+                "basename": name,
+                "name": f"{proj.name}.pairs",
+                "doc": f"training pairs ({proj.training.pair_type}) from {_rel(log, root)}",
+                "actions": [(stages.build_pairs, (recipe_file, name, proj.name, _rel(log, root), str(out.dir)))],
+                "file_dep": [_rel(log, root)] if log_exists else [],
+                "targets": pairs_targets,
+                "uptodate": [StageInputs(recipe.pair_settings(proj.name), pairs_targets) if log_exists else False],
+                "verbosity": 2,
+            }
+            yield {
+                "basename": name,
+                "name": f"{proj.name}.embed",
+                "doc": f"embeddings of {label}'s texts with {recipe.embedding_model}",
+                "actions": [(stages.build_embeddings, (recipe_file, name, proj.name, str(out.dir),
+                                                       model_json, CACHE_FILE))],
+                "file_dep": [str(out.texts), model_json],
+                "targets": embed_targets,
+                "uptodate": [StageInputs(recipe.model_settings(), embed_targets)],
+                "verbosity": 2,
+            }
+            yield {
+                "basename": name,
+                "name": f"{proj.name}.train",
+                "doc": f"train {label}: layers {list(proj.layers)}, {proj.epochs} epochs",
+                "actions": [(stages.build_weights, (recipe_file, name, proj.name, str(out.dir)))],
+                "file_dep": [str(out.embeddings), str(out.triplets)],
+                "targets": train_targets,
+                "uptodate": [StageInputs(recipe.train_settings(proj.name), train_targets)],
+                "verbosity": 2,
+            }
+            yield {
+                "basename": name,
+                "name": proj.name,
+                "doc": f"build projection {label} (pairs, embeddings, weights)",
+                "actions": None,
+                "task_dep": [f"{label}.train"],
+            }

@@ -1,0 +1,215 @@
+"""End-to-end: recipes → doit tasks → files in build/, rebuilt only when inputs change.
+
+Each test builds a small project in a temporary directory (a tiny ONNX model, a SQLite event
+log in patina's schema, two recipes) and runs real ``doit`` processes on it. What re-ran is
+read from doit's own output: ``.  task`` for executed, ``-- task`` for up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eventlog_factory import append_session, make_sqlite_eventlog
+from tiny_model import make_tiny_model
+
+RECIPE_A = """\
+version: 1
+embedding_model: tiny
+model_dir: ../../model
+eventlog: ../../events.db
+projections:
+  semantic:
+    layers: [null, 16, 8]
+    epochs: 2
+    batch_size: 16
+    training:
+      pairs: 200
+  other:
+    layers: [null, 12, 4]
+    epochs: 1
+    batch_size: 8
+    training:
+      pairs: 100
+      seed: 7
+"""
+
+RECIPE_B = """\
+version: 1
+embedding_model: tiny
+model_dir: ../model
+eventlog: ../other.db
+projections:
+  semantic:
+    layers: [null, 16, 8]
+    epochs: 1
+    batch_size: 16
+    training:
+      pairs: 100
+"""
+
+
+def _sessions(prefix: str, n_sessions: int, per_session: int) -> dict[str, list[str]]:
+    topics = ["database migration schema", "parser token grammar", "cache key eviction",
+              "release build pipeline", "network retry timeout", "test fixture mock"]
+    out = {}
+    for s in range(n_sessions):
+        topic = topics[s % len(topics)]
+        out[f"{prefix}-session-{s}"] = [
+            f"decision {i} in {prefix} session {s} about the {topic} and its consequences"
+            for i in range(per_session)]
+    return out
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[tool.doit]\nloader = "oxidize"\n')
+    make_tiny_model(root / "model", dim=8)
+    make_sqlite_eventlog(root / "events.db", _sessions("a", 6, 5))
+    make_sqlite_eventlog(root / "other.db", _sessions("b", 4, 4))
+    (root / "recipes" / "a").mkdir(parents=True)
+    (root / "recipes" / "a" / "oxidize.yaml").write_text(RECIPE_A)
+    (root / "recipes" / "b.yaml").write_text(RECIPE_B)
+    return root
+
+
+def doit(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("OXIDIZE_MODELS", None)
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"doit {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def executed(proc: subprocess.CompletedProcess) -> set[str]:
+    """Names of the tasks doit ran (not the ones it found up to date, not groups)."""
+    names = set()
+    for line in proc.stdout.splitlines():
+        if line.startswith(".  "):
+            name = line[3:].strip()
+            if "." in name.split(":", 1)[-1] or name.endswith(":model"):
+                names.add(name)
+    return names
+
+
+ALL_TASKS = {"a:model", "a:semantic.pairs", "a:semantic.embed", "a:semantic.train",
+             "a:other.pairs", "a:other.embed", "a:other.train",
+             "b:model", "b:semantic.pairs", "b:semantic.embed", "b:semantic.train"}
+
+
+def test_first_build_writes_weights_then_nothing_reruns(project: Path):
+    first = doit(project)
+    assert executed(first) == ALL_TASKS
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(project / "build/a/semantic/weights.safetensors"))
+    assert {k: v.shape for k, v in weights.items()} == {
+        "w1": (16, 8), "b1": (16,), "w2": (8, 16), "b2": (8,)}
+    assert all(v.dtype == np.float32 for v in weights.values())
+    other = load_file(str(project / "build/a/other/weights.safetensors"))
+    assert other["w2"].shape == (4, 12)
+    training = json.loads((project / "build/a/semantic/training.json").read_text())
+    assert len(training["losses"]) == 2
+    second = doit(project)
+    assert executed(second) == set()
+
+
+def test_changing_epochs_reruns_only_that_training(project: Path):
+    doit(project)
+    recipe = project / "recipes/a/oxidize.yaml"
+    recipe.write_text(recipe.read_text().replace("epochs: 2", "epochs: 3"))
+    assert executed(doit(project)) == {"a:semantic.train"}
+    assert len(json.loads((project / "build/a/semantic/training.json").read_text())["losses"]) == 3
+
+
+def test_changing_pair_count_keeps_embeddings(project: Path):
+    doit(project)
+    recipe = project / "recipes/a/oxidize.yaml"
+    recipe.write_text(recipe.read_text().replace("pairs: 200", "pairs: 300"))
+    # texts.jsonl is byte-identical, so the embed step stays up to date.
+    assert executed(doit(project)) == {"a:semantic.pairs", "a:semantic.train"}
+    assert np.load(project / "build/a/semantic/triplets.npy").shape == (300, 3)
+
+
+def test_appending_events_embeds_only_new_texts(project: Path):
+    doit(project)
+    before = json.loads((project / "build/a/semantic/embed.json").read_text())
+    new_texts = [f"brand new observation number {i} about the deploy rollback plan" for i in range(3)]
+    append_session(project / "events.db", "a-session-new", new_texts)
+    ran = executed(doit(project))
+    assert ran == {"a:semantic.pairs", "a:semantic.embed", "a:semantic.train",
+                   "a:other.pairs", "a:other.embed", "a:other.train"}
+    after = json.loads((project / "build/a/semantic/embed.json").read_text())
+    assert after["embedded"] == 3
+    assert after["cached"] == before["texts"]
+    assert after["texts"] == before["texts"] + 3
+
+
+def test_touch_without_change_rebuilds_nothing(project: Path):
+    doit(project)
+    os.utime(project / "events.db", (1, 1))
+    os.utime(project / "recipes/a/oxidize.yaml", None)
+    assert executed(doit(project)) == set()
+
+
+def test_single_projection_by_name(project: Path):
+    ran = executed(doit(project, "a:other"))
+    assert ran == {"a:model", "a:other.pairs", "a:other.embed", "a:other.train"}
+
+
+def test_repository_style_dodo_file(project: Path):
+    (project / "pyproject.toml").write_text("")
+    (project / "dodo.py").write_text("from oxidize.loader import DOIT_CONFIG, task_oxidize  # noqa\n")
+    listing = doit(project, "list", "--all")
+    assert "a:semantic.train" in listing.stdout
+    assert "b:semantic" in listing.stdout
+
+
+def test_loading_tasks_imports_no_heavy_library(project: Path):
+    code = textwrap.dedent("""
+        import sys
+        from doit.doit_cmd import DoitMain
+        rc = DoitMain().run(["list", "--all"])
+        heavy = sorted(m for m in ("numba", "onnxruntime", "numpy", "tokenizers", "safetensors")
+                       if m in sys.modules)
+        print("HEAVY:", ",".join(heavy))
+        sys.exit(rc)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "a:semantic.train" in proc.stdout
+    assert "HEAVY: \n" in proc.stdout
+
+
+def test_bad_recipe_is_one_clear_message(project: Path):
+    recipe = project / "recipes/a/oxidize.yaml"
+    recipe.write_text(recipe.read_text().replace("epochs: 2", "epoch: 2"))
+    proc = doit(project, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "oxidize.yaml" in out and "epoch" in out and "epochs" in out
+    assert "Traceback" not in out
+
+
+def test_missing_eventlog_fails_the_pairs_task_clearly(project: Path):
+    (project / "other.db").unlink()
+    proc = doit(project, "b", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "other.db" in out
+    assert "Traceback" not in out
+    # The other recipe still builds.
+    assert executed(doit(project, "a:semantic")) >= {"a:semantic.train"}
