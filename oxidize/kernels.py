@@ -21,10 +21,11 @@ processes and BLAS thread counts).
 The kernels are generic over the float type: training uses float32; the gradient check in
 the tests runs the same code in float64.
 
-Model (per row ``x``): ``h = relu(W1 x + b1)``, ``z = W2 h + b2``, ``y = z / ||z||``.
-Parameters live in one flat vector ``[w1, w2, b1, b2]`` (weights first, so weight decay
-touches the first ``n_decay`` entries only); ``w1``… are views into it, and the gradient
-and optimiser-state vectors use the same layout, so an optimiser step is one loop.
+Model (per row ``x``): ``h = relu(W1 x + b1)``, ``z = W0 x + W2 h + b2``, ``y = z / ||z||``
+— a linear path ``W0`` plus an MLP residual (see :mod:`oxidize.train` for why). Parameters
+live in one flat vector ``[w1, w2, w0, b1, b2]`` (weights first, so weight decay touches the
+first ``n_decay`` entries only); ``w1``… are views into it, and the gradient and
+optimiser-state vectors use the same layout, so an optimiser step is one loop.
 """
 
 from __future__ import annotations
@@ -73,13 +74,16 @@ def add_bias_relu(h, bias):
 
 
 @njit(cache=True)
-def add_bias_normalise(z, bias, y, norms):
-    """``z += bias``; ``norms[r] = max(||z_r||, NORM_EPS)``; ``y_r = z_r / norms[r]``."""
+def add_bias_normalise(z, z_lin, bias, y, norms):
+    """``z += z_lin + bias``; ``norms[r] = max(||z_r||, NORM_EPS)``; ``y_r = z_r / norms[r]``.
+
+    ``z`` holds the residual ``W2 h``, ``z_lin`` the linear path ``W0 x``.
+    """
     rows, cols = z.shape
     for r in range(rows):
         acc = 0.0
         for j in range(cols):
-            v = z[r, j] + bias[j]
+            v = z[r, j] + z_lin[r, j] + bias[j]
             z[r, j] = v
             acc += v * v
         norm = math.sqrt(acc)
@@ -157,22 +161,25 @@ def column_sums(d, out):
 
 
 @njit(cache=True)
-def loss_and_grads(x, b, margin, w1, b1, w2, b2, gw1, gb1, gw2, gb2, h, z, y, norms, dy, dh):
+def loss_and_grads(x, b, margin, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
+                   h, z, z_lin, y, norms, dy, dh):
     """Forward, triplet loss and backward for one stacked batch; returns the loss.
 
-    x: (3b, in) = [anchors; positives; negatives]. Weights: w1 (hidden, in), b1 (hidden,),
-    w2 (out, hidden), b2 (out,); gradients g* have the same shapes and are overwritten.
-    Work buffers (exactly 3b rows): h (3b, hidden), z (3b, out), y (3b, out), norms (3b,),
-    dy (3b, out), dh (3b, hidden).
+    x: (3b, in) = [anchors; positives; negatives]. Weights: w0 (out, in), w1 (hidden, in),
+    b1 (hidden,), w2 (out, hidden), b2 (out,); gradients g* have the same shapes and are
+    overwritten. Work buffers (exactly 3b rows): h (3b, hidden), z (3b, out),
+    z_lin (3b, out), y (3b, out), norms (3b,), dy (3b, out), dh (3b, hidden).
     """
     # forward
     np.dot(x, w1.T, h)  # (3b, hidden)
     add_bias_relu(h, b1)
-    np.dot(h, w2.T, z)  # (3b, out)
-    add_bias_normalise(z, b2, y, norms)
+    np.dot(h, w2.T, z)  # (3b, out): the residual
+    np.dot(x, w0.T, z_lin)  # (3b, out): the linear path
+    add_bias_normalise(z, z_lin, b2, y, norms)
     loss = triplet_loss_grad(y, b, margin, dy)  # dy: (3b, out)
     # backward
     normalise_backward(dy, y, norms)  # dy now holds dL/dz
+    np.dot(dy.T, x, gw0)  # (out, in)
     np.dot(dy.T, h, gw2)  # (out, hidden)
     column_sums(dy, gb2)
     np.dot(dy, w2, dh)  # (3b, hidden)
@@ -234,15 +241,16 @@ def sgd_update(params, grads, velocity, lr, momentum, weight_decay, n_decay):
 
 @njit(cache=True)
 def train_epoch(emb, triplets, order, batch_size, margin,
-                params, w1, b1, w2, b2, grads, gw1, gb1, gw2, gb2, state1, state2,
-                x, h, z, y, norms, dy, dh,
+                params, w0, w1, b1, w2, b2, grads, gw0, gw1, gb1, gw2, gb2, state1, state2,
+                x, h, z, z_lin, y, norms, dy, dh,
                 optimizer, lr, beta1, beta2, eps, momentum, weight_decay, n_decay, step,
                 batch_losses):
     """Train one epoch: every minibatch of ``order`` (a permutation of triplet indices).
 
     ``params``/``grads``/``state1``/``state2`` are the flat vectors; ``w1``… and ``gw1``… are
     views into ``params`` and ``grads``. ``state1``/``state2`` are Adam's moments (SGD uses
-    ``state1`` as velocity). Buffers ``x, h, z, y, norms, dy, dh`` have ``3*batch_size`` rows.
+    ``state1`` as velocity). Buffers ``x, h, z, z_lin, y, norms, dy, dh`` have
+    ``3*batch_size`` rows.
     ``batch_losses[k]`` receives the loss of minibatch ``k`` (before its update).
 
     Returns ``(batches_done, step)``: ``batches_done`` is less than the number of batches if
@@ -256,8 +264,8 @@ def train_epoch(emb, triplets, order, batch_size, margin,
         b = stop - start
         r = 3 * b
         gather_rows(emb, triplets, order, start, stop, x)
-        loss = loss_and_grads(x[:r], b, margin, w1, b1, w2, b2, gw1, gb1, gw2, gb2,
-                              h[:r], z[:r], y[:r], norms[:r], dy[:r], dh[:r])
+        loss = loss_and_grads(x[:r], b, margin, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
+                              h[:r], z[:r], z_lin[:r], y[:r], norms[:r], dy[:r], dh[:r])
         batch_losses[k] = loss
         if not math.isfinite(loss):
             return k, step

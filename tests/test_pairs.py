@@ -90,9 +90,14 @@ def test_invariants_on_sqlite_log(tmp_path, capsys):
     _check_invariants(pairset, sessions)
     n_texts = sum(len(t) for t in sessions.values())
     assert pairset.texts == [t for texts in sessions.values() for t in texts]  # first appearance by seq
-    assert pairset.stats == {"pair_type": "same_session", "sessions": 12, "texts": n_texts,
-                             "triplets": 1000, "event_count": n_texts + 1, "max_seq": n_texts + 1}
-    assert capsys.readouterr().out == f"r:p: same_session: {n_texts} texts in 12 sessions → 1,000 triplets\n"
+    n_pairs = sum(len(t) * (len(t) - 1) // 2 for t in sessions.values())
+    assert pairset.stats == {"pair_type": "same_session", "sessions": 12, "texts": n_texts, "anchors": n_texts,
+                             "pairs": n_pairs, "triplets": 1000, "train_groups": 12, "heldout_groups": 0,
+                             "heldout_queries": 0, "heldout_pairs": 0,
+                             "event_count": n_texts + 1, "max_seq": n_texts + 1}
+    assert pairset.heldout.shape == (0, 2)
+    assert capsys.readouterr().out == (f"r:p: same_session: {n_texts} texts in 12 sessions: {n_texts} anchors, "
+                                       f"{n_pairs} pairs → 1,000 triplets\n")
 
 
 @settings(max_examples=40, deadline=None)
@@ -212,11 +217,11 @@ def test_bad_pairs_count():
 
 # --- registry --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["co_changed", "same_commit", "caller_callee"])
-def test_known_but_not_implemented(name):
-    assert name in PAIR_TYPES
-    with pytest.raises(OxidizeError, match=f"`{name}` is not implemented yet.*same_session"):
-        generate_pairs(FakeLog(_sessions(3, 3)), Training(pair_type=name))
+def test_registry_matches_the_recipe_choices():
+    from oxidize.recipe import PAIR_TYPES as RECIPE_PAIR_TYPES
+
+    assert set(PAIR_TYPES) == set(RECIPE_PAIR_TYPES)
+    assert all(not g.__name__.startswith("not_implemented") for g in PAIR_TYPES.values())
 
 
 def test_unknown_pair_type():
@@ -232,7 +237,7 @@ def test_write_read_roundtrip(tmp_path):
     triplets = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.int64)
     write_pairs(PairSet(texts, triplets, {"pair_type": "x", "texts": 7}), tmp_path / "out")
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["pairs.json", "texts.jsonl", "triplets.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["heldout.npy", "pairs.json", "texts.jsonl", "triplets.npy"]
     assert read_texts(out / "texts.jsonl") == texts
     assert "ünïcode ✓" in (out / "texts.jsonl").read_text(encoding="utf-8")  # ensure_ascii=False
     back = read_triplets(out / "triplets.npy")
@@ -245,7 +250,7 @@ def test_write_replaces_existing_and_leaves_no_temporaries(tmp_path):
     write_pairs(PairSet(["c"], np.zeros((2, 3), np.int32), {"n": 1}), tmp_path)
     assert read_texts(tmp_path / "texts.jsonl") == ["c"]
     assert read_triplets(tmp_path / "triplets.npy").shape == (2, 3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.json", "texts.jsonl", "triplets.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["heldout.npy", "pairs.json", "texts.jsonl", "triplets.npy"]
 
 
 def test_read_errors(tmp_path):

@@ -14,10 +14,10 @@ import pytest
 
 from oxidize.errors import TrainingError
 from oxidize.losses import TripletLoss
-from oxidize.train import (TrainResult, load_weights, loss_and_gradients, project,
-                           save_weights, train_projection)
+from oxidize.train import (INITS, TrainResult, linear_init, load_weights, loss_and_gradients,
+                           project, save_weights, train_projection)
 
-KEYS = ("w1", "b1", "w2", "b2")
+KEYS = ("w1", "b1", "w2", "b2", "w0")
 
 
 # ---------------------------------------------------------------- helpers
@@ -65,7 +65,8 @@ def _random_problem(seed):
     rng = np.random.default_rng(seed)
     b, d_in, hidden, out = 6, 5, 9, 4
     w = {"w1": rng.normal(size=(hidden, d_in)), "b1": rng.normal(scale=0.3, size=hidden),
-         "w2": rng.normal(size=(out, hidden)), "b2": rng.normal(scale=0.3, size=out)}
+         "w2": rng.normal(size=(out, hidden)), "b2": rng.normal(scale=0.3, size=out),
+         "w0": rng.normal(size=(out, d_in))}
     xs = [rng.normal(size=(b, d_in)) for _ in range(3)]
     return w, xs
 
@@ -240,7 +241,7 @@ def test_huge_learning_rate_raises_with_epoch_and_advice():
     emb, _, trip = clusters(n_triplets=200)
     with pytest.raises(TrainingError) as info:
         train_projection(emb, trip, hidden=32, out=8, epochs=3, batch_size=32,
-                         learning_rate=1e30, margin=0.2, seed=0, progress=False,
+                         learning_rate=1e38, margin=0.2, seed=0, progress=False,
                          label="example:semantic")
     message = str(info.value)
     assert "example:semantic" in message
@@ -251,6 +252,7 @@ def test_huge_learning_rate_raises_with_epoch_and_advice():
 def test_kernel_stops_at_first_non_finite_loss():
     """NaN inputs that get past validation are caught by the epoch kernel itself."""
     from oxidize import kernels
+    from oxidize.train import _buffers, _FlatParams
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(10, 4)).astype(np.float32)
@@ -258,26 +260,166 @@ def test_kernel_stops_at_first_non_finite_loss():
     trip = np.array([[0, 1, 2]] * 4 + [[7, 1, 2]] + [[0, 1, 2]] * 3, dtype=np.int64)
     order = np.arange(8, dtype=np.int64)
     hidden, out, bs = 5, 3, 2
-    params = rng.normal(size=hidden * 4 + out * hidden + hidden + out).astype(np.float32)
-    w1 = params[:20].reshape(hidden, 4)
-    w2 = params[20:35].reshape(out, hidden)
-    b1, b2 = params[35:40], params[40:43]
-    grads = np.zeros_like(params)
-    gw1, gw2, gb1, gb2 = (grads[:20].reshape(hidden, 4), grads[20:35].reshape(out, hidden),
-                          grads[35:40], grads[40:43])
-    rows = 3 * bs
-    bufs = [np.zeros((rows, 4), np.float32), np.zeros((rows, hidden), np.float32),
-            np.zeros((rows, out), np.float32), np.zeros((rows, out), np.float32),
-            np.zeros(rows, np.float32), np.zeros((rows, out), np.float32),
-            np.zeros((rows, hidden), np.float32)]
+    shapes = {"w1": (hidden, 4), "b1": (hidden,), "w2": (out, hidden), "b2": (out,), "w0": (out, 4)}
+    params, grads = _FlatParams(shapes, np.float32), _FlatParams(shapes, np.float32)
+    params.flat[:] = rng.normal(size=params.flat.size)
+    p, g = params.views, grads.views
     losses = np.zeros(4)
-    done, step = kernels.train_epoch(emb, trip, order, bs, 0.2, params, w1, b1, w2, b2, grads,
-                                     gw1, gb1, gw2, gb2, np.zeros_like(params),
-                                     np.zeros_like(params), *bufs, kernels.ADAM, 1e-3, 0.9,
-                                     0.999, 1e-8, 0.9, 0.0, 35, 0, losses)
+    done, step = kernels.train_epoch(emb, trip, order, bs, 0.2, params.flat, p["w0"], p["w1"],
+                                     p["b1"], p["w2"], p["b2"], grads.flat, g["w0"], g["w1"],
+                                     g["b1"], g["w2"], g["b2"], np.zeros_like(params.flat),
+                                     np.zeros_like(params.flat), *_buffers(3 * bs, 4, hidden, out,
+                                                                           np.float32),
+                                     kernels.ADAM, 1e-3, 0.9, 0.999, 1e-8, 0.9, 0.0,
+                                     params.n_decay, 0, losses)
     assert (done, step) == (2, 2)  # third minibatch (triplets 4, 5) holds the NaN row
     assert np.isnan(losses[2])
-    assert np.isfinite(params).all()  # the poisoned update was not applied
+    assert np.isfinite(params.flat).all()  # the poisoned update was not applied
+
+
+# ---------------------------------------------------------------- linear path, init, early stop
+
+def grouped_problem(n_groups=12, per_group=8, dim=16, seed=0, n_triplets=600):
+    """Groups of texts around random centres; the last quarter of the groups is held out.
+
+    Returns (embeddings float32 unit rows, training triplets, held-out (query, relevant) pairs).
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_groups, dim))
+    labels = np.repeat(np.arange(n_groups), per_group)
+    x = centres[labels] * 0.6 + rng.normal(size=(labels.size, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    n_train = n_groups * 3 // 4
+    train = np.flatnonzero(labels < n_train)
+    a = rng.choice(train, n_triplets)
+    pos = np.array([rng.choice(np.flatnonzero((labels == labels[i]) & (np.arange(labels.size) != i)))
+                    for i in a])
+    neg = np.array([rng.choice(train[labels[train] != labels[i]]) for i in a])
+    held = [(q, c) for g in range(n_train, n_groups) for q in np.flatnonzero(labels == g)
+            for c in np.flatnonzero(labels == g) if q != c]
+    return (x.astype(np.float32), np.stack([a, pos, neg], 1).astype(np.int32),
+            np.array(held, dtype=np.int32))
+
+
+def test_residual_starts_at_zero_so_epoch_zero_is_the_linear_map():
+    emb, trip, _ = grouped_problem()
+    result = train_projection(emb, trip, **{**KW, "epochs": 1, "learning_rate": 1e-9})
+    w0, b2 = linear_init(emb, trip, 6, "within")
+    assert result.config["init"]["w0"] == "within" and result.config["init"]["w2"] == "zeros"
+    # after a negligible step the projection is (almost) the linear map alone
+    linear = emb @ w0.T + b2
+    linear /= np.linalg.norm(linear, axis=1, keepdims=True)
+    np.testing.assert_allclose(project(result.weights, emb), linear, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", INITS)
+def test_linear_inits(kind):
+    emb, trip, _ = grouped_problem()
+    out = emb.shape[1] if kind == "identity" else 6
+    w0, b2 = linear_init(emb, trip, out, kind)
+    assert w0.shape == (out, emb.shape[1]) and b2.shape == (out,)
+    if kind == "none":
+        assert not w0.any() and not b2.any()
+        return
+    if kind == "identity":
+        np.testing.assert_array_equal(w0, np.eye(out))
+        return
+    used = np.unique(trip)
+    z = emb[used] @ w0.T + b2
+    assert np.linalg.norm(z, axis=1).mean() == pytest.approx(1.0)  # scaled to unit mean norm
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=1e-9)  # centred on the training texts
+    # only training texts feed the statistics: changing a held-out text changes nothing
+    other = emb.copy()
+    other[-1] = -other[-1]
+    np.testing.assert_array_equal(linear_init(other, trip, out, kind)[0], w0)
+
+
+def test_identity_init_needs_equal_sizes():
+    emb, trip, _ = grouped_problem()
+    with pytest.raises(TrainingError, match="x:p.*identity.*16"):
+        train_projection(emb, trip, **{**KW, "init": "identity"}, label="x:p")
+    with pytest.raises(TrainingError, match="init must be one of"):
+        train_projection(emb, trip, **{**KW, "init": "random"})
+
+
+def test_within_init_separates_held_out_groups_better_than_noise():
+    from oxidize.evaluate import score_base, score_projection
+
+    emb, trip, held = grouped_problem(dim=24, seed=1)
+    within = train_projection(emb, trip, **{**KW, "out": 8, "epochs": 1, "learning_rate": 1e-9,
+                                            "init": "within"}).weights
+    none = train_projection(emb, trip, **{**KW, "out": 8, "epochs": 1, "learning_rate": 1e-9,
+                                          "init": "none"}).weights
+    assert (score_projection(within, emb, held)["mrr@10"]
+            > score_projection(none, emb, held)["mrr@10"])
+    assert score_base(emb, held)["mrr@10"] > 0
+
+
+def test_early_stopping_keeps_the_best_epoch_by_held_out_mrr():
+    from oxidize.evaluate import score_projection
+
+    emb, trip, held = grouped_problem()
+    result = train_projection(emb, trip, hidden=32, out=8, epochs=8, batch_size=16,
+                              learning_rate=3e-2, margin=0.2, seed=0, progress=False,
+                              heldout=held, patience=2)
+    mrr = result.heldout_mrr
+    assert len(mrr) == len(result.losses) + 1  # index 0 = the initial weights
+    assert result.chosen_epoch == int(np.argmax(mrr))  # first of the best
+    assert mrr[result.chosen_epoch] == max(mrr)
+    assert score_projection(result.weights, emb, held)["mrr@10"] == pytest.approx(max(mrr))
+    if result.stopped_early:
+        assert len(result.losses) - result.chosen_epoch == 2
+    assert result.config["selection"] == "best held-out mrr@10"
+
+
+def test_training_that_cannot_beat_the_start_keeps_the_initial_weights():
+    """Held-out groups already perfectly ranked by the identity start (MRR@10 = 1): no
+    epoch can be strictly better, so epoch 0's weights come back unchanged."""
+    emb, trip, held = grouped_problem()
+    rng = np.random.default_rng(9)
+    tight = emb.copy()
+    # pull each held-out text onto its group's first text (the smallest index it relates to)
+    lead = {q: min([q] + [c for qq, c in held.tolist() if qq == q]) for q in np.unique(held[:, 0])}
+    for q, first in lead.items():
+        tight[q] = emb[first] + 1e-3 * rng.normal(size=emb.shape[1])
+    tight /= np.linalg.norm(tight, axis=1, keepdims=True)
+    result = train_projection(tight, trip, hidden=32, out=tight.shape[1], epochs=3,
+                              batch_size=16, learning_rate=3e-2, margin=0.2, seed=0,
+                              progress=False, init="identity", heldout=held, patience=None)
+    assert result.heldout_mrr[0] == 1.0 and len(result.losses) == 3
+    assert result.chosen_epoch == 0
+    np.testing.assert_array_equal(result.weights["w0"], np.eye(tight.shape[1], dtype=np.float32))
+    np.testing.assert_array_equal(result.weights["w2"], 0)
+    np.testing.assert_array_equal(result.weights["b2"], 0)
+    plain = train_projection(tight, trip, hidden=32, out=8, epochs=1, batch_size=16,
+                             learning_rate=3e-2, margin=0.2, seed=0, progress=False)
+    assert plain.chosen_epoch is None and plain.heldout_mrr == []
+
+
+def test_empty_heldout_means_last_epoch():
+    emb, trip, _ = grouped_problem()
+    result = train_projection(emb, trip, **KW, heldout=np.zeros((0, 2), np.int32))
+    assert result.chosen_epoch is None and result.heldout_mrr == []
+    assert len(result.losses) == KW["epochs"]
+
+
+def test_bad_heldout_is_named():
+    emb, trip, _ = grouped_problem()
+    with pytest.raises(TrainingError, match="x:p: held-out pairs refer to texts outside"):
+        train_projection(emb, trip, **KW, heldout=np.array([[0, 10**6]]), label="x:p")
+
+
+def test_old_weight_files_without_w0_still_load(tmp_path):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    old = {"w1": rng.normal(size=(5, 3)).astype(np.float32), "b1": np.zeros(5, np.float32),
+           "w2": rng.normal(size=(2, 5)).astype(np.float32), "b2": np.zeros(2, np.float32)}
+    save_file(old, str(tmp_path / "w.safetensors"))
+    loaded = load_weights(tmp_path / "w.safetensors")
+    assert loaded["w0"].shape == (2, 3) and not loaded["w0"].any()
+    x = rng.normal(size=(4, 3))
+    np.testing.assert_allclose(project(loaded, x), project(old, x), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- validation
@@ -328,7 +470,7 @@ def test_save_load_roundtrip(tmp_path):
     save_weights(path, result)
     loaded = load_weights(path)
     assert set(loaded) == set(KEYS)
-    expected = {"w1": (16, 12), "b1": (16,), "w2": (6, 16), "b2": (6,)}
+    expected = {"w1": (16, 12), "b1": (16,), "w2": (6, 16), "b2": (6,), "w0": (6, 12)}
     for k in KEYS:
         assert loaded[k].dtype == np.float32 and loaded[k].shape == expected[k]
         assert loaded[k].tobytes() == result.weights[k].tobytes()

@@ -1,7 +1,8 @@
 """Training pairs: the texts table and the (anchor, positive, negative) triplets.
 
 Why a package: each pair type is its own concept with its own sampling rule, so each lives
-in its own module (``same_session.py``, later ``co_changed.py``, …) and this module only
+in its own module (``same_session.py``, ``co_changed.py``, ``same_commit.py``,
+``caller_callee.py``; the held-out split in ``split.py``) and this module only
 holds what they share — the :class:`PairSet` they return, the :data:`PAIR_TYPES` registry,
 and the file format of the ``pairs`` stage.
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 TEXTS_FILE = "texts.jsonl"
 TRIPLETS_FILE = "triplets.npy"
 STATS_FILE = "pairs.json"
+HELDOUT_FILE = "heldout.npy"
 
 
 @dataclass
@@ -47,11 +49,14 @@ class PairSet:
         triplets: ``int32[n, 3]`` rows of (anchor, positive, negative) indices into ``texts``.
         stats: a flat JSON-able dict (``pair_type``, counts, the log's ``max_seq`` …) that
             is written to ``pairs.json`` and explains what was built.
+        heldout: ``int32[m, 2]`` rows of (query, relevant) indices into ``texts``, between
+            held-out texts only (see :mod:`oxidize.pairs.split`); ``None`` = none.
     """
 
     texts: list[str]
     triplets: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)
+    heldout: np.ndarray | None = None
 
 
 Generator = Callable[..., PairSet]
@@ -80,11 +85,14 @@ def _not_implemented(name: str) -> Generator:
 
 
 #: Pair types known but not implemented yet (each will get its own module).
-NOT_IMPLEMENTED = frozenset({"co_changed", "same_commit", "caller_callee"})
+NOT_IMPLEMENTED: frozenset[str] = frozenset()
 
 #: pair_type name → generator ``(log, training, label) -> PairSet``.
 PAIR_TYPES: dict[str, Generator] = {
     "same_session": _from_module("oxidize.pairs.same_session"),
+    "co_changed": _from_module("oxidize.pairs.co_changed"),
+    "same_commit": _from_module("oxidize.pairs.same_commit"),
+    "caller_callee": _from_module("oxidize.pairs.caller_callee"),
     **{name: _not_implemented(name) for name in sorted(NOT_IMPLEMENTED)},
 }
 
@@ -136,10 +144,12 @@ def _texts_jsonl(texts: list[str]) -> bytes:
 
 
 def write_pairs(pairset: PairSet, out_dir: Path | str) -> None:
-    """Write ``texts.jsonl``, ``triplets.npy`` and ``pairs.json`` into ``out_dir``, atomically.
+    """Write ``texts.jsonl``, ``triplets.npy``, ``heldout.npy`` and ``pairs.json`` into
+    ``out_dir``, atomically.
 
     Each file is renamed into place only when complete; ``pairs.json`` goes last so that
-    its presence means the other two are done.
+    its presence means the others are done. ``heldout.npy`` is always written (``[0, 2]``
+    when nothing is held out), so it can be a doit target.
     """
     import numpy as np
 
@@ -147,9 +157,16 @@ def write_pairs(pairset: PairSet, out_dir: Path | str) -> None:
     triplets = np.ascontiguousarray(pairset.triplets, dtype="<i4")
     if triplets.ndim != 2 or triplets.shape[1] != 3:
         raise OxidizeError(f"triplets for {out} have shape {triplets.shape}, expected (n, 3)")
+    heldout = np.ascontiguousarray(() if pairset.heldout is None else pairset.heldout, dtype="<i4")
+    if heldout.size == 0:
+        heldout = heldout.reshape(0, 2)
+    if heldout.ndim != 2 or heldout.shape[1] != 2:
+        raise OxidizeError(f"held-out pairs for {out} have shape {heldout.shape}, expected (m, 2)")
     write_bytes(out / TEXTS_FILE, _texts_jsonl(pairset.texts))
     with atomic_path(out / TRIPLETS_FILE, suffix=".npy") as tmp:
         np.save(tmp, triplets, allow_pickle=False)
+    with atomic_path(out / HELDOUT_FILE, suffix=".npy") as tmp:
+        np.save(tmp, heldout, allow_pickle=False)
     write_json(out / STATS_FILE, pairset.stats)
 
 
@@ -197,3 +214,26 @@ def read_triplets(path: Path | str) -> np.ndarray:
         raise OxidizeError(f"{path}: triplets have shape {triplets.shape} and dtype {triplets.dtype}, "
                            f"expected int32 (n, 3)")
     return triplets.astype(np.int32, copy=False)
+
+
+def read_heldout(path: Path | str) -> np.ndarray:
+    """Read a ``heldout.npy`` written by :func:`write_pairs`: ``int32[m, 2]`` rows of
+    (query, relevant) indices into ``texts.jsonl`` (no pickle).
+
+    The evaluation corpus is every text index that appears in it; see
+    :mod:`oxidize.pairs.split`.
+
+    Raises:
+        OxidizeError: not a ``.npy`` file of integer ``(m, 2)`` rows.
+    """
+    import numpy as np
+
+    path = Path(path)
+    try:
+        pairs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise OxidizeError(f"cannot read held-out pairs {path}: {err}") from None
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu":
+        raise OxidizeError(f"{path}: held-out pairs have shape {pairs.shape} and dtype {pairs.dtype}, "
+                           f"expected int32 (m, 2)")
+    return pairs.astype(np.int32, copy=False)

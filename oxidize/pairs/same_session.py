@@ -28,6 +28,14 @@ Sampling (``numpy.random.default_rng(training.seed)``, fully vectorised):
     outputs. Number of triplets: ``training.pairs``, else 10 per text clamped to
     [1,000, 200,000] (:func:`oxidize.pairs.default_pair_count`).
 
+Held-out split (:mod:`oxidize.pairs.split`, ``training.holdout``):
+    a session is a group, dated by its first owned text's timestamp; the latest usable
+    sessions holding about ``holdout`` of the texts are held out. Their texts stay in the texts table but are never sampled;
+    ``heldout.npy`` pairs each held-out text (query) with the other texts of its session.
+    A text copied into a later session belongs to the earlier one only (see above), so it
+    is on one side of the cut. Anchors, and the automatic number of triplets, count only
+    training texts; at least two training sessions are needed.
+
 Relations: ``co_changed`` / ``same_commit`` (other modules) pair texts by shared files
 or commits instead of shared sessions.
 """
@@ -38,12 +46,17 @@ from typing import Any
 
 from oxidize.errors import EventLogError, OxidizeError
 from oxidize.pairs import PairSet, default_pair_count
+from oxidize.pairs.split import heldout_groups, heldout_summary, holdout_fraction, pairs_within_groups
 
 PAIR_TYPE = "same_session"
 
 
-def collect_sessions(log: Any, event_types: tuple[str, ...], min_chars: int) -> tuple[list[str], list[int], int]:
+def collect_sessions(log: Any, event_types: tuple[str, ...], min_chars: int,
+                     first_events: list | None = None) -> tuple[list[str], list[int], int]:
     """Read observations and assign each unique text to the first session that wrote it.
+
+    When ``first_events`` is a list, the ``(timestamp, seq)`` of each session's first owned
+    text is appended to it, in session order (the session's time for the held-out split).
 
     Returns:
         ``(texts, owner, n_sessions)``: every unique qualifying text in order of first
@@ -66,6 +79,8 @@ def collect_sessions(log: Any, event_types: tuple[str, ...], min_chars: int) -> 
         session = session_ids.get(event.source_id)
         if session is None:
             session = session_ids[event.source_id] = len(session_ids)
+            if first_events is not None:
+                first_events.append((event.timestamp, event.seq))
         seen[content] = None
         add_owner(session)
     return list(seen), owner, len(session_ids)
@@ -88,7 +103,8 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
 
     event_types = tuple(training.event_types)
     min_chars = int(training.min_chars)
-    all_texts, all_owner, n_seen = collect_sessions(log, event_types, min_chars)
+    first_events: list = []
+    all_texts, all_owner, n_seen = collect_sessions(log, event_types, min_chars, first_events)
 
     owner = np.asarray(all_owner, dtype=np.int64)
     per_session = np.bincount(owner, minlength=n_seen) if n_seen else np.zeros(0, dtype=np.int64)
@@ -106,7 +122,25 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     texts = [text for text, kept in zip(all_texts, keep.tolist()) if kept]
     session_number = np.cumsum(usable) - 1  # old session id → 0..n_usable-1 (for usable ones)
     owner = session_number[owner[keep]]
-    n_texts = len(texts)
+    n_all = len(texts)
+
+    # Held-out split by time (oxidize.pairs.split): the latest usable sessions are held out.
+    # Their texts stay in the table but the sampling below sees only the training sessions'
+    # texts (`train_ids`), with sessions renumbered 0..n_train-1.
+    holdout = holdout_fraction(training)
+    held_session = heldout_groups([fe for fe, u in zip(first_events, usable.tolist()) if u], holdout, log.path,
+                                  weights=np.bincount(owner, minlength=n_usable).tolist())
+    held_text = held_session[owner]
+    heldout = pairs_within_groups(owner, held_text)
+    n_train = n_usable - int(held_session.sum())
+    if n_train < 2:
+        raise EventLogError(
+            f"{log.path}: only {n_train} of {n_usable} usable session(s) left for same_session training "
+            f"after holding out the latest {int(held_session.sum())} (training.holdout: {holdout:g}); "
+            f"at least 2 are needed: lower training.holdout")
+    train_ids = np.flatnonzero(~held_text)
+    owner = (np.cumsum(~held_session) - 1)[owner[train_ids]]
+    n_texts = len(train_ids)
 
     n_triplets = default_pair_count(n_texts) if training.pairs is None else int(training.pairs)
     if n_triplets < 1:
@@ -114,7 +148,7 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
 
     # Group text ids by session: grouped[start[s] : start[s] + size[s]] are session s's texts.
     grouped = np.argsort(owner, kind="stable")
-    size = np.bincount(owner, minlength=n_usable)
+    size = np.bincount(owner, minlength=n_train)
     start = np.concatenate(([0], np.cumsum(size)[:-1]))
     position = np.empty(n_texts, dtype=np.int64)  # text id → its index in `grouped`
     position[grouped] = np.arange(n_texts)
@@ -133,16 +167,21 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     n_pos += np.where(n_pos >= s_start, s_size, 0)
     negative = grouped[n_pos]
 
-    triplets = np.stack([anchor, positive, negative], axis=1).astype(np.int32)
+    triplets = train_ids[np.stack([anchor, positive, negative], axis=1)].astype(np.int32)
     stats = log.stats()
     summary = {
         "pair_type": PAIR_TYPE,
         "sessions": n_usable,
-        "texts": n_texts,
+        "texts": n_all,
+        "anchors": n_texts,
+        "pairs": int((size * (size - 1) // 2).sum()),
         "triplets": int(n_triplets),
+        **heldout_summary(heldout, n_train, n_usable - n_train),
         "event_count": stats.count,
         "max_seq": stats.max_seq,
     }
     prefix = f"{label}: " if label else ""
-    print(f"{prefix}{PAIR_TYPE}: {n_texts:,} texts in {n_usable:,} sessions → {n_triplets:,} triplets", flush=True)
-    return PairSet(texts=texts, triplets=triplets, stats=summary)
+    held = f"; held out {n_usable - n_train:,} sessions, {summary['heldout_queries']:,} queries" if n_train < n_usable else ""
+    print(f"{prefix}{PAIR_TYPE}: {n_all:,} texts in {n_usable:,} sessions: {n_texts:,} anchors, "
+          f"{summary['pairs']:,} pairs → {n_triplets:,} triplets{held}", flush=True)
+    return PairSet(texts=texts, triplets=triplets, stats=summary, heldout=heldout)

@@ -1,0 +1,236 @@
+"""``co_changed`` pairs: files changed together are similar.
+
+Formula (what the triplets teach): for an anchor file ``a``, a positive ``p`` changed
+together with ``a`` in at least ``training.min_count`` commits and a negative ``n`` never
+changed together with ``a``, the projection learns ``d(a, p) + margin < d(a, n)``. Files
+that keep changing together implement one feature; the signal is free and label-less, as
+``same_session`` is for notes. This is patina's ``temporal`` projection.
+
+Where the counts come from:
+    the ``co_changes(file_a, file_b, count)`` table when the log has one with rows (patina's
+    ``scrape`` writes it, leaving out commits that touch more than 50 files). Otherwise
+    they are computed the same way from ``git.commit`` events' ``data.files``: each commit
+    touching 2 to :data:`MAX_COMMIT_FILES` distinct files adds one to each of its file
+    pairs. (A 300-file reformat says nothing about which files belong together.) A pair
+    stored in both directions counts once, with the larger count.
+
+Related, positive, negative:
+    two files are *related* when they changed together at least once, *positive* when at
+    least ``training.min_count`` times. A negative for anchor ``a`` is a file with no
+    co-change with ``a`` at all; files changed together only once or twice (below
+    ``min_count``) are neither. **Default ``min_count: 2``**, from patina's own log
+    (patina-dev.db, 754 commits): count ≥ 1 gives 14,527 pairs over 1,106 files, most of
+    them one-off passengers of a single 30–50-file commit (every such commit alone adds
+    ~1,000 pairs); count ≥ 2 keeps 2,237 pairs over 442 files that changed together
+    *again* — the repeat is what separates "belong together" from "were in the same
+    big commit"; count ≥ 3 drops to 214 files, too few to train a 1024-wide layer.
+
+Texts:
+    a file is embedded as a description built from its path alone (the log has no file
+    contents): ``src/commands/init.rs`` → ``"file src/commands/init.rs: commands init, rust
+    source"`` — the path, then the words of its directories and name (``_``, ``-``, ``.`` and
+    camelCase split; ``src`` dropped; ``mod`` → ``module``), then what the extension or the
+    well-known name means (:func:`describe_file`). The texts table holds every file with at
+    least one positive, **sorted by path**, so the table and the fallback give the same
+    output and ``training.holdout`` never changes ``texts.jsonl``.
+
+Held-out split (:mod:`oxidize.pairs.split`):
+    each file is its own group, dated by its **first** ``git.commit`` (lowest ``seq``):
+    the files born latest are held out. Held-out queries are held-out files, relevant =
+    their co-changed held-out files (count ≥ ``min_count``). A file the log's commits
+    never mention (only in the table) trains. With ``holdout: 0`` no ``git.commit`` event
+    is read when the table is there.
+
+Sampling: :mod:`oxidize.pairs.graph` (uniform anchor over training files with a positive
+and a possible negative; uniform positive; uniform negative among never-co-changed
+files). ``training.event_types`` and ``min_chars`` are not used.
+
+Relations: ``same_commit`` pairs the *commit messages* of commits that share files;
+``same_session`` pairs session notes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from oxidize.errors import EventLogError
+from oxidize.pairs import PairSet
+
+PAIR_TYPE = "co_changed"
+#: Commits touching more files than this add no co-change pairs (as in patina).
+MAX_COMMIT_FILES = 50
+
+#: What a file name ending says, for the file's description.
+EXTENSIONS = {
+    "rs": "rust source", "py": "python source", "go": "go source", "c": "C source", "h": "C header",
+    "cc": "C++ source", "cpp": "C++ source", "hpp": "C++ header", "java": "java source",
+    "kt": "kotlin source", "swift": "swift source", "rb": "ruby source", "js": "javascript source",
+    "mjs": "javascript source", "ts": "typescript source", "tsx": "typescript react component",
+    "jsx": "javascript react component", "sh": "shell script", "bash": "shell script", "zsh": "shell script",
+    "md": "markdown document", "rst": "restructured text document", "txt": "text file",
+    "toml": "TOML configuration", "yaml": "YAML configuration", "yml": "YAML configuration",
+    "json": "JSON data", "jsonl": "JSON lines data", "xml": "XML data", "csv": "CSV data",
+    "sql": "SQL script", "db": "database file", "sqlite": "database file", "lock": "lock file",
+    "tmpl": "template", "j2": "template", "html": "HTML page", "css": "stylesheet", "scss": "stylesheet",
+    "nix": "nix expression", "proto": "protocol buffer definition", "ipynb": "jupyter notebook",
+    "png": "image", "svg": "vector image", "jpg": "image", "gz": "compressed archive", "zip": "archive",
+}
+#: Well-known file names (lower case) and what they are.
+SPECIAL_NAMES = {
+    "cargo.toml": "rust package manifest", "cargo.lock": "rust dependency lock file",
+    "pyproject.toml": "python project configuration", "setup.py": "python package setup",
+    "package.json": "node package manifest", "go.mod": "go module definition",
+    "readme.md": "readme, project overview", "readme": "readme, project overview",
+    "changelog.md": "changelog", "license": "license text", "makefile": "makefile build rules",
+    "dockerfile": "docker image build file", ".gitignore": "git ignore rules",
+    "claude.md": "instructions for the claude assistant", "main.rs": "rust program entry point",
+    "lib.rs": "rust library root", "mod.rs": "rust module root", "__init__.py": "python package init",
+}
+#: Directory names that say nothing about what a file is about.
+_NOISE_DIRS = frozenset({"src", ".", ""})
+_WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _words(part: str) -> list[str]:
+    return [w.lower() for chunk in _WORD_SPLIT.split(part) for w in _CAMEL.split(chunk) if w]
+
+
+def describe_file(path: str) -> str:
+    """A text a sentence model can use for a file known only by its path.
+
+    ``src/commands/init.rs`` → ``"file src/commands/init.rs: commands init, rust source"``;
+    ``src/commands/scrape/mod.rs`` → ``"… : commands scrape module, rust module root"``.
+    """
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    name = parts[-1] if parts else path
+    dirs = [p for p in parts[:-1] if p.lower() not in _NOISE_DIRS]
+    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    if not stem:  # ".gitignore"
+        stem, ext = name, ""
+    words: list[str] = []
+    for part in dirs:
+        words += _words(part)
+    stem_words = ["module"] if stem.lower() == "mod" else _words(stem)
+    for word in stem_words:
+        if not words or words[-1] != word:  # scrape/scrape.rs → "scrape" once
+            words.append(word)
+    kind = SPECIAL_NAMES.get(name.lower()) or EXTENSIONS.get(ext.lower()) or (
+        f"{ext.lower()} file" if ext else "file")
+    about = " ".join(words)
+    return f"file {path}: {about}, {kind}" if about else f"file {path}: {kind}"
+
+
+def _commit_files(data: dict) -> list[str] | None:
+    files = data.get("files")
+    if not isinstance(files, list):
+        return None
+    return list(dict.fromkeys(f for f in files if isinstance(f, str) and f))
+
+
+def read_commits(log: Any) -> list[tuple[list[str], str, int]]:
+    """``(distinct files, timestamp, seq)`` of every ``git.commit`` event with a file list."""
+    commits = []
+    for event in log.events(("git.commit",)):
+        files = _commit_files(event.data)
+        if files is not None:
+            commits.append((files, event.timestamp, event.seq))
+    return commits
+
+
+def count_from_commits(commits: list[tuple[list[str], str, int]]) -> list[tuple[str, str, int]]:
+    """Co-change counts computed like patina's ``co_changes`` table, sorted ``(a, b, n)`` with a < b."""
+    import numpy as np
+
+    ids: dict[str, int] = {}
+    chunks = []
+    triu: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for files, _, _ in commits:
+        k = len(files)
+        if k < 2 or k > MAX_COMMIT_FILES:
+            continue
+        f = np.fromiter((ids.setdefault(name, len(ids)) for name in files), dtype=np.int64, count=k)
+        if k not in triu:
+            triu[k] = np.triu_indices(k, 1)
+        i, j = triu[k]
+        chunks.append(np.stack([f[i], f[j]], axis=1))
+    if not chunks:
+        return []
+    pairs = np.sort(np.concatenate(chunks), axis=1)
+    codes, counts = np.unique(pairs[:, 0] * len(ids) + pairs[:, 1], return_counts=True)
+    names = list(ids)
+    rows = [(names[a], names[b], int(n)) for a, b, n in
+            zip((codes // len(ids)).tolist(), (codes % len(ids)).tolist(), counts.tolist())]
+    return sorted((a, b, n) if a < b else (b, a, n) for a, b, n in rows)
+
+
+def generate(log: Any, training: Any, label: str = "") -> PairSet:
+    """Build the ``co_changed`` pair set of one projection (see the module docstring).
+
+    Args:
+        log: an open :class:`~oxidize.eventlog.EventLog`.
+        training: the projection's ``TrainingConfig``; reads ``min_count``, ``holdout``,
+            ``pairs`` and ``seed``.
+        label: prefix of the summary line printed to stdout.
+
+    Raises:
+        EventLogError: no co-change counts at all, none reaching ``min_count``, or no file
+            left that can be an anchor.
+    """
+    import numpy as np
+
+    from oxidize.pairs.graph import graph_pairset
+    from oxidize.pairs.split import holdout_fraction
+
+    min_count = int(getattr(training, "min_count", 2))
+    holdout = holdout_fraction(training)
+    table = log.co_changes() if hasattr(log, "co_changes") else None
+    commits = None
+    if table:
+        source = "co_changes table"
+    else:
+        commits = read_commits(log)
+        table = count_from_commits(commits)
+        source = "git.commit files"
+        if not table:
+            raise EventLogError(
+                f"{log.path}: no co-changes for co_changed pairs: the log has no `co_changes` table "
+                f"with rows and its {len(commits):,} git.commit event(s) with data.files have no two "
+                f"files changed together (commits of more than {MAX_COMMIT_FILES} files are skipped)")
+
+    # Undirected counts; a pair stored both ways counts once, with the larger count.
+    counts: dict[tuple[str, str], int] = {}
+    for a, b, n in table:
+        if a == b:
+            continue
+        key = (a, b) if a < b else (b, a)
+        counts[key] = max(counts.get(key, 0), int(n))
+    strong = [key for key, n in counts.items() if n >= min_count]
+    if not strong:
+        top = max(counts.values(), default=0)
+        raise EventLogError(f"{log.path}: no file pair changed together at least {min_count} times "
+                            f"(training.min_count; the most is {top}, from the {source}); "
+                            f"lower training.min_count")
+    files = sorted({f for pair in strong for f in pair})
+    index = {f: i for i, f in enumerate(files)}
+    positive = np.array([(index[a], index[b]) for a, b in strong], dtype=np.int64)
+    related = np.array([(index[a], index[b]) for (a, b), n in counts.items()
+                        if 0 < n and a in index and b in index], dtype=np.int64).reshape(-1, 2)
+
+    first_events: list = [None] * len(files)
+    if holdout > 0:
+        if commits is None:
+            commits = read_commits(log)
+        for commit_files, timestamp, seq in commits:  # in seq order: the first one wins
+            for f in commit_files:
+                i = index.get(f)
+                if i is not None and first_events[i] is None:
+                    first_events[i] = (timestamp, seq)
+
+    texts = [describe_file(f) for f in files]
+    return graph_pairset(
+        log, training, label, pair_type=PAIR_TYPE, noun="files", texts=texts,
+        positive=positive, related=related, first_events=first_events,
+        summary={"source": source, "min_count": min_count, "files": len(files)},
+        detail=f" ({source}, min_count {min_count})")
