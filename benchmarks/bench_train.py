@@ -1,6 +1,6 @@
 """Training throughput: the Numba trainer vs a plain NumPy step vs the raw float32 matmul rate.
 
-Run: ``python benchmarks/bench_train.py [--seconds 3]``. Prints, for each layer size and
+Run: ``python -m benchmarks.bench_train [--seconds 3] [--quick]``. Prints, for each layer size and
 batch size, triplets per second and the GFLOP/s achieved (matrix products only:
 ``6 * (2*in*hidden + 3*hidden*out)`` FLOPs per triplet — forward and weight gradient of
 layer 1, forward, weight gradient and input gradient of layer 2, for 3 rows), next to
@@ -95,10 +95,51 @@ def bench_numba(emb, trip, hidden, out, batch, seconds):
     return n / result.seconds
 
 
-def main():
+def bench_torch(emb, trip, d_in, hidden, out, batch, seconds):
+    """The same model, loss and optimiser in PyTorch on CPU (None when torch is absent)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(d_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    emb_t = torch.from_numpy(emb)
+    trip_t = torch.from_numpy(trip.astype(np.int64))
+
+    def step(t):
+        sel = trip_t[(t * batch + torch.arange(batch)) % len(trip_t)]
+        x = emb_t[sel.T.reshape(-1)]  # [anchors; positives; negatives]
+        y = torch.nn.functional.normalize(model(x), dim=1)
+        ya, yp, yn = y[:batch], y[batch:2 * batch], y[2 * batch:]
+        loss = torch.clamp((1 - (ya * yp).sum(1)) - (1 - (ya * yn).sum(1)) + 0.2, min=0).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for t in range(3):
+        step(t)
+    done, t, start = 0, 3, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step(t)
+        t += 1
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="1 s per measurement")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds = 1.0
+    try:
+        import torch
+
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    except ImportError:
+        print("torch: not installed (pip install -e '.[bench]'); the PyTorch column is skipped")
     print(f"cores: {os.cpu_count()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
     square = matmul_gflops(1024, 1024, 1024, args.seconds)
     print(f"np.dot float32 1024x1024x1024: {square:7.1f} GFLOP/s")
@@ -111,21 +152,33 @@ def main():
     train_projection(tiny, trip[:5] % 10, hidden=4, out=2, epochs=1, batch_size=2,
                      learning_rate=1e-3, margin=0.2, seed=0, progress=False)
 
-    header = (f"{'layers':>15} {'batch':>5} | {'numba trip/s':>12} {'GFLOP/s':>8} | "
-              f"{'numpy trip/s':>12} {'GFLOP/s':>8} | {'np.dot same shape':>17}")
+    header = (f"{'layers':>15} {'batch':>5} | {'numba trip/s':>12} {'GFLOP/s':>7} {'% matmul':>8} | "
+              f"{'torch trip/s':>12} {'numba/torch':>11} | {'numpy trip/s':>12} {'numba/numpy':>11}")
     print(header)
     print("-" * len(header))
+    results = []
     for d_in, hidden, out in SIZES:
         emb = rng.standard_normal((n_texts, d_in)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         fl = flops_per_triplet(d_in, hidden, out)
         for batch in BATCHES:
             nb = bench_numba(emb, trip, hidden, out, batch, args.seconds)
+            th = bench_torch(emb, trip, d_in, hidden, out, batch, args.seconds)
             npy = bench_numpy(emb, trip, d_in, hidden, out, batch, args.seconds)
-            shape_rate = matmul_gflops(3 * batch, d_in, hidden, args.seconds / 2)
-            print(f"{d_in:>5}>{hidden}>{out:<4} {batch:>5} | {nb:12,.0f} {nb * fl / 1e9:8.1f} | "
-                  f"{npy:12,.0f} {npy * fl / 1e9:8.1f} | {shape_rate:12.1f} GFLOP/s", flush=True)
-
+            pct = 100 * nb * fl / 1e9 / square
+            th_s = f"{th:12,.0f} {nb / th:11.2f}" if th else f"{'–':>12} {'–':>11}"
+            print(f"{d_in:>5}>{hidden}>{out:<4} {batch:>5} | {nb:12,.0f} {nb * fl / 1e9:7.1f} {pct:7.0f}% | "
+                  f"{th_s} | {npy:12,.0f} {nb / npy:11.2f}", flush=True)
+            results.append({"layers": (d_in, hidden, out), "batch": batch, "numba": nb, "torch": th,
+                            "numpy": npy, "gflops": nb * fl / 1e9, "matmul_fraction": pct / 100})
+    for r in results:
+        if r["torch"]:
+            goal = 1.0 if r["batch"] >= 256 else 1.5
+            print(f"goal {r['layers']} batch {r['batch']}: ≥ {goal}× torch: "
+                  f"{'met' if r['numba'] >= goal * r['torch'] else 'NOT met'} ({r['numba'] / r['torch']:.2f}×)"
+                  + (f"; ≥ 50% of matmul: {'met' if r['matmul_fraction'] >= 0.5 else 'NOT met'} "
+                     f"({100 * r['matmul_fraction']:.0f}%)" if r["batch"] >= 256 else ""))
+    return {"square_gflops": square, "rows": results}
 
 if __name__ == "__main__":
     main()

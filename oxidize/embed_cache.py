@@ -113,44 +113,77 @@ class EmbeddingCache:
 
     # --- public API ----------------------------------------------------------------------
 
-    def lookup(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+    def lookup(self, texts: Sequence[str], out: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
         """Cached vectors for ``texts``: ``(float32 [n, dim], missing indices)``.
 
         Rows listed in ``missing`` are zero. Invalid entries count as missing; they are deleted
-        and reported once per call with a :class:`CacheWarning`.
+        and reported once per call with a :class:`CacheWarning`. Each vector is decoded
+        straight into its row of ``out`` (allocated when ``None``): no second copy of the
+        vectors is ever held, and only ``_SQL_VARS`` keys at a time.
         """
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        keys = [text_key(t) for t in texts]
-        found: dict[bytes, np.ndarray] = {}
+        if out is None:
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        elif out.shape != (len(texts), self.dim):
+            raise ValueError(f"out has shape {out.shape}, expected {(len(texts), self.dim)}")
+        else:
+            out[...] = 0
+        filled = np.zeros(len(texts), dtype=bool)
         bad: list[bytes] = []
         conn = self._connection()
         with self._guard("read"):
-            for start in range(0, len(keys), _SQL_VARS):
-                part = list(dict.fromkeys(keys[start:start + _SQL_VARS]))
-                marks = ",".join("?" * len(part))
-                rows = conn.execute(
+            for start in range(0, len(texts), _SQL_VARS):
+                rows_of: dict[bytes, list[int]] = {}
+                for i in range(start, min(start + _SQL_VARS, len(texts))):
+                    rows_of.setdefault(text_key(texts[i]), []).append(i)
+                marks = ",".join("?" * len(rows_of))
+                cursor = conn.execute(
                     f"SELECT text_sha256, dim, vector FROM embeddings "
                     f"WHERE model = ? AND kind = ? AND text_sha256 IN ({marks})",
-                    [self.model_fp, self.kind, *part])
-                for key, dim, blob in rows:
-                    vec = self._decode(dim, blob)
-                    if vec is None:
+                    [self.model_fp, self.kind, *rows_of])
+                for key, dim, blob in cursor:
+                    rows = rows_of[bytes(key)]
+                    if not self._decode_into(dim, blob, out, rows[0]):
                         bad.append(bytes(key))
-                    else:
-                        found[bytes(key)] = vec
+                        continue
+                    filled[rows] = True
+                    if len(rows) > 1:
+                        out[rows[1:]] = out[rows[0]]
         if bad:
             self._drop(bad)
             warnings.warn(f"embedding cache {self.path}: {len(bad)} corrupt entr"
                           f"{'y' if len(bad) == 1 else 'ies'} dropped; embedding again",
                           CacheWarning, stacklevel=2)
-        missing = []
-        for i, key in enumerate(keys):
-            vec = found.get(key)
-            if vec is None:
-                missing.append(i)
-            else:
-                out[i] = vec
-        return out, missing
+        return out, np.flatnonzero(~filled).tolist()
+
+    def missing(self, texts: Sequence[str]) -> list[int]:
+        """Indices of ``texts`` with no entry of the right size (vectors are not decoded).
+
+        A cheap first pass for :func:`embed_to_file`; an entry that later turns out to hold
+        a NaN is still caught by :meth:`lookup`.
+        """
+        present = np.zeros(len(texts), dtype=bool)
+        bad = 0
+        conn = self._connection()
+        with self._guard("read"):
+            for start in range(0, len(texts), _SQL_VARS):
+                rows_of: dict[bytes, list[int]] = {}
+                for i in range(start, min(start + _SQL_VARS, len(texts))):
+                    rows_of.setdefault(text_key(texts[i]), []).append(i)
+                marks = ",".join("?" * len(rows_of))
+                cursor = conn.execute(
+                    f"SELECT text_sha256, dim = ? AND length(vector) = ? FROM embeddings "
+                    f"WHERE model = ? AND kind = ? AND text_sha256 IN ({marks})",
+                    [self.dim, self.dim * 4, self.model_fp, self.kind, *rows_of])
+                for key, right_size in cursor:
+                    if right_size:
+                        present[rows_of[bytes(key)]] = True
+                    else:
+                        bad += 1  # overwritten when its text is stored again
+        if bad:
+            warnings.warn(f"embedding cache {self.path}: {bad} corrupt entr"
+                          f"{'y' if bad == 1 else 'ies'} found; embedding again",
+                          CacheWarning, stacklevel=2)
+        return np.flatnonzero(~present).tolist()
 
     def store(self, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Store ``vectors[i]`` for ``texts[i]``, all in one transaction.
@@ -202,11 +235,15 @@ class EmbeddingCache:
             raise CacheError(f"embedding cache {self.path} is closed")
         return self._conn
 
-    def _decode(self, dim: int, blob: bytes) -> np.ndarray | None:
+    def _decode_into(self, dim: int, blob: bytes, out: np.ndarray, row: int) -> bool:
+        """Decode one entry into ``out[row]``; False (row untouched) when it is invalid."""
         if dim != self.dim or not isinstance(blob, bytes) or len(blob) != self.dim * 4:
-            return None
-        vec = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-        return vec if np.isfinite(vec).all() else None
+            return False
+        vec = np.frombuffer(blob, dtype="<f4")
+        if not np.isfinite(vec).all():
+            return False
+        out[row] = vec
+        return True
 
     def _drop(self, keys: list[bytes]) -> None:
         conn = self._connection()
@@ -269,6 +306,39 @@ class _Offset:
         self.progress.update(self.base + done, extra)
 
 
+def _encode_checked(encoder: Encoder, chunk: list[str], cache: EmbeddingCache, progress=None) -> np.ndarray:
+    """Embed ``chunk``, check the result's shape and finiteness, store it in the cache."""
+    vectors = np.asarray(encoder.encode(chunk, kind=cache.kind, progress=progress), dtype=np.float32)
+    if vectors.shape != (len(chunk), cache.dim):
+        raise ModelError(f"the encoder returned vectors of shape {vectors.shape} for "
+                         f"{len(chunk)} texts; the cache expects dimension {cache.dim}")
+    if not np.isfinite(vectors).all():
+        bad = int((~np.isfinite(vectors).all(axis=1)).sum())
+        raise ModelError(f"the model produced NaN or infinite embeddings for {bad} text(s); "
+                         f"is the model file intact?")
+    cache.store(chunk, vectors)  # stored now: a kill after this keeps the chunk
+    return vectors
+
+
+def _embed_missing(unique: list[str], missing: list[int], cache: EmbeddingCache,
+                   encoder_factory: Callable[[], Encoder], progress_label: str,
+                   matrix: np.ndarray | None = None) -> None:
+    """Embed ``unique[i]`` for every ``i`` in ``missing`` into the cache (and ``matrix[i]``)."""
+    if not missing:
+        return
+    # Chunks of similar length: the encoder pads per batch, so this wastes less on padding.
+    missing = sorted(missing, key=lambda i: len(unique[i]))
+    encoder = encoder_factory()
+    progress = Progress(len(missing), progress_label or "embed", unit="texts")
+    for start in range(0, len(missing), CHUNK):
+        rows = missing[start:start + CHUNK]
+        chunk = [unique[i] for i in rows]
+        vectors = _encode_checked(encoder, chunk, cache, _Offset(progress, start))
+        if matrix is not None:
+            matrix[rows] = vectors
+        progress.update(start + len(chunk))
+
+
 def embed_with_cache(texts: list[str], cache: EmbeddingCache, encoder_factory: Callable[[], Encoder],
                      progress_label: str = "") -> tuple[np.ndarray, EmbedStats]:
     """Embed ``texts`` through ``cache``: each distinct text not yet cached is embedded once.
@@ -282,34 +352,68 @@ def embed_with_cache(texts: list[str], cache: EmbeddingCache, encoder_factory: C
 
     Returns:
         ``float32 [len(texts), dim]`` in input order, and the :class:`EmbedStats`.
+        (To write a large result to disk, :func:`embed_to_file` streams it instead.)
 
     Raises:
         ModelError: the encoder returns vectors of another dimension or non-finite values.
     """
     unique = list(dict.fromkeys(texts))
     matrix, missing = cache.lookup(unique)
-    if missing:
-        # Chunks of similar length: the encoder pads per batch, so this wastes less on padding.
-        missing.sort(key=lambda i: len(unique[i]))
-        encoder = encoder_factory()
-        progress = Progress(len(missing), progress_label or "embed", unit="texts")
-        for start in range(0, len(missing), CHUNK):
-            rows = missing[start:start + CHUNK]
-            chunk = [unique[i] for i in rows]
-            vectors = np.asarray(encoder.encode(chunk, kind=cache.kind, progress=_Offset(progress, start)),
-                                 dtype=np.float32)
-            if vectors.shape != (len(chunk), cache.dim):
-                raise ModelError(f"the encoder returned vectors of shape {vectors.shape} for "
-                                 f"{len(chunk)} texts; the cache expects dimension {cache.dim}")
-            if not np.isfinite(vectors).all():
-                bad = int((~np.isfinite(vectors).all(axis=1)).sum())
-                raise ModelError(f"the model produced NaN or infinite embeddings for {bad} text(s); "
-                                 f"is the model file intact?")
-            cache.store(chunk, vectors)  # stored now: a kill after this keeps the chunk
-            matrix[rows] = vectors
-            progress.update(start + len(chunk))
-    index = {text: i for i, text in enumerate(unique)}
-    result = matrix[[index[t] for t in texts]] if texts else np.zeros((0, cache.dim), np.float32)
+    _embed_missing(unique, missing, cache, encoder_factory, progress_label, matrix)
+    if not texts:
+        result = np.zeros((0, cache.dim), np.float32)
+    elif len(unique) == len(texts):
+        result = matrix  # no duplicates: ``unique`` is ``texts``, no copy needed
+    else:
+        index = {text: i for i, text in enumerate(unique)}
+        result = matrix[[index[t] for t in texts]]
     stats = EmbedStats(total=len(texts), unique=len(unique), cached=len(unique) - len(missing),
                        embedded=len(missing))
     return result, stats
+
+
+#: Rows read back from the cache and written out per step of :func:`embed_to_file`.
+STREAM_ROWS = 4096
+
+
+def embed_to_file(texts: list[str], cache: EmbeddingCache, encoder_factory: Callable[[], Encoder],
+                  out_path: Path | str, progress_label: str = "") -> EmbedStats:
+    """Like :func:`embed_with_cache`, but write the ``float32 [len(texts), dim]`` matrix to
+    the ``.npy`` file ``out_path`` (atomically) without ever holding it in memory.
+
+    Two passes: first the texts missing from the cache are found (keys only), sorted by
+    length and embedded into the cache, chunk by chunk; then the rows are read back from the
+    cache in input order, :data:`STREAM_ROWS` at a time, and appended to the file. Peak
+    memory is the texts plus a few thousand rows, whatever the size of the matrix: a million
+    384-dimensional vectors (1.5 GB) are written with about 6 MB of vectors in memory.
+    A text found missing in the second pass (a corrupt entry, or one deleted meanwhile) is
+    embedded there.
+
+    Raises:
+        ModelError: the encoder returns vectors of another dimension or non-finite values.
+    """
+    from oxidize.atomic import atomic_path
+
+    unique = list(dict.fromkeys(texts))
+    n_unique = len(unique)
+    missing = cache.missing(unique)
+    _embed_missing(unique, missing, cache, encoder_factory, progress_label)
+    del unique
+    embedded = len(missing)
+    header = {"descr": "<f4", "fortran_order": False, "shape": (len(texts), cache.dim)}
+    buffer = np.empty((min(STREAM_ROWS, max(len(texts), 1)), cache.dim), dtype=np.float32)
+    with atomic_path(out_path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            for start in range(0, len(texts), STREAM_ROWS):
+                chunk = texts[start:start + STREAM_ROWS]
+                vectors, late = cache.lookup(chunk, out=buffer[:len(chunk)])
+                if late:
+                    late_texts = list(dict.fromkeys(chunk[i] for i in late))
+                    fresh = _encode_checked(encoder_factory(), late_texts, cache)
+                    embedded += len(late_texts)
+                    row_of = {t: r for r, t in enumerate(late_texts)}
+                    vectors[late] = fresh[[row_of[chunk[i]] for i in late]]
+                handle.write(vectors.astype("<f4", copy=False).tobytes())
+    embedded = min(embedded, n_unique)
+    return EmbedStats(total=len(texts), unique=n_unique, cached=n_unique - embedded, embedded=embedded)

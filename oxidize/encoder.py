@@ -70,6 +70,11 @@ class Encoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = int(threads or os.cpu_count() or 1)
         options.inter_op_num_threads = 1
+        # No busy-waiting between operators: with other processes on the same cores (a
+        # parallel `doit -n 2`, tests) spinning threads steal the CPU the work needs.
+        # Measured on 2 busy cores: +34% texts/s (benchmarks/bench_embed.py, docs/benchmarks.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only; warnings about unused initialisers are noise
         try:
             return ort.InferenceSession(str(resolved.model_file), sess_options=options,
