@@ -29,8 +29,16 @@ class RecipeError(OxidizeError):
         self.path = Path(path)
         self.key = key
         self.detail = message
-        where = f"{self.path}" + (f": {key}" if key else "")
+        where = f"{_shown(self.path)}" + (f": {key}" if key else "")
         super().__init__(f"{where}: {message}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it is inside it (as the user typed it)."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 class EventLogError(OxidizeError):

@@ -138,6 +138,35 @@ def open_eventlog(path: Path | str) -> EventLog:
     return SqliteEventLog(path)
 
 
+#: Columns of a row before ``data``: (name, accepted types, what was expected).
+_ROW_COLUMNS: tuple[tuple[str, tuple[type, ...], str], ...] = (
+    ("seq", (int,), "an integer"),
+    ("event_type", (str,), "text such as 'session.decision'"),
+    ("timestamp", (str,), "text (an ISO 8601 time)"),
+    ("source_id", (str,), "text (the session id or commit sha)"),
+    ("source_file", (str, type(None)), "text or NULL"),
+)
+
+
+def _sql_value(value: Any) -> str:
+    """A column value as SQL shows it: NULL, 12, 'text' (shortened), a BLOB of n bytes."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"a BLOB of {len(value)} bytes"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_columns_of_row(path: Path, row: Sequence[Any]) -> None:
+    """Raise an EventLogError naming the row and column whose value has the wrong type."""
+    where = f"row seq={row[0]}" if type(row[0]) is int else f"a row with seq {_sql_value(row[0])}"
+    for (name, kinds, expected), value in zip(_ROW_COLUMNS, row):
+        if type(value) not in kinds:
+            raise EventLogError(f"{path}: {where}: column `{name}` is {_sql_value(value)}, "
+                                f"expected {expected}")
+
+
 def _decode_data(path: Path, seq: int, raw: Any) -> dict:
     """Decode one row's ``data`` column; it must be a JSON object."""
     if isinstance(raw, bytes):
@@ -206,7 +235,12 @@ class SqliteEventLog(EventLog):
         # can be decoded by one json.loads of "[row,row,…]" — about twice as fast as one call
         # per row on a million events. A batch with any doubtful row is decoded row by row,
         # which is where the error naming the bad row's seq comes from.
-        sql = "SELECT seq, event_type, timestamp, source_id, source_file, data, json_valid(data) FROM eventlog"
+        # The last column also vouches for the other columns' types (patina's schema makes
+        # them so; another tool's table may not), so the fast path needs no per-row checks.
+        sql = ("SELECT seq, event_type, timestamp, source_id, source_file, data, json_valid(data) "
+               "AND typeof(seq) = 'integer' AND typeof(event_type) = 'text' AND typeof(timestamp) = "
+               "'text' AND typeof(source_id) = 'text' AND typeof(source_file) IN ('text', 'null') "
+               "FROM eventlog")
         params: tuple[str, ...] = ()
         if types is not None:
             params = (types,) if isinstance(types, str) else tuple(types)
@@ -232,13 +266,23 @@ class SqliteEventLog(EventLog):
                 if batch is not None and len(batch) != len(rows):
                     batch = None
             for i, (seq, event_type, timestamp, source_id, source_file, raw, _valid) in enumerate(rows):
+                if batch is None:
+                    _check_columns_of_row(path, rows[i])  # raises: names the row and the column
                 data = batch[i] if batch is not None else _decode_data(path, seq, raw)
                 if type(data) is not dict:
                     data = _decode_data(path, seq, raw)  # raises: names the row and the problem
                 yield Event(seq, event_type, timestamp, source_id, source_file, data)
 
     def stats(self) -> EventLogStats:
-        count, max_seq = self._db().execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM eventlog").fetchone()
+        count, max_seq, bad = self._db().execute(
+            "SELECT COUNT(*), COALESCE(MAX(seq), 0), COALESCE(SUM(typeof(seq) != 'integer'), 0) "
+            "FROM eventlog").fetchone()
+        if bad:
+            (example,) = self._db().execute(
+                "SELECT seq FROM eventlog WHERE typeof(seq) != 'integer' LIMIT 1").fetchone()
+            raise EventLogError(f"{self.path}: {bad} row(s) of `eventlog` have a seq that is not an "
+                                f"integer (e.g. {_sql_value(example)}); expected patina's "
+                                f"`seq INTEGER PRIMARY KEY`")
         return EventLogStats(int(count), int(max_seq))
 
     def co_changes(self) -> list[tuple[str, str, int]] | None:
@@ -246,7 +290,14 @@ class SqliteEventLog(EventLog):
             return None
         self._check_columns("co_changes", CO_CHANGES_COLUMNS)
         rows = self._db().execute("SELECT file_a, file_b, count FROM co_changes ORDER BY file_a, file_b")
-        return [(a, b, int(n)) for a, b, n in rows]
+        out = []
+        for a, b, n in rows:
+            if type(a) is not str or type(b) is not str or type(n) is not int:
+                raise EventLogError(f"{self.path}: table `co_changes`: row ({_sql_value(a)}, "
+                                    f"{_sql_value(b)}, {_sql_value(n)}): expected (file_a text, "
+                                    f"file_b text, count integer)")
+            out.append((a, b, n))
+        return out
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -33,10 +33,15 @@ DOIT_CONFIG = {
 
 def task_oxidize():
     """Build every oxidize recipe of this project."""
+    from oxidize import buildlock
     from oxidize.tasks import task_dicts
 
     root = Path.cwd()
     try:
+        # `doit`/`doit -n 2`/`forget` wait for another build of the project; `list`,
+        # `info` and `stale` do not (see oxidize/buildlock.py).
+        if buildlock.needs_lock(buildlock.current_command()):
+            buildlock.acquire(root)
         yield from task_dicts(root)
     except OxidizeError as err:
         raise InvalidDodoFile(f"oxidize: {err}") from None

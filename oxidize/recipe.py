@@ -18,7 +18,6 @@ and PyYAML: no numpy, numba or onnxruntime here.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -27,9 +26,10 @@ from pathlib import Path
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import yaml
-
 from oxidize.errors import RecipeError
+
+# PyYAML (~10 ms to import, ~3 ms per small file to parse in pure Python) and difflib are
+# imported only when needed: a no-op ``doit`` takes parsed recipes from :data:`PARSED`.
 
 DEFAULT_MODEL = "all-minilm-l6-v2"
 DEFAULT_EVENT_TYPES: tuple[str, ...] = ("session.decision", "session.observation", "session.pattern")
@@ -40,6 +40,10 @@ PAIR_TYPES = ("same_session", "co_changed", "same_commit", "caller_callee")
 PAIR_TYPE_BY_PROJECTION = {"semantic": "same_session", "temporal": "co_changed",
                            "dependency": "caller_callee"}
 OPTIMIZERS = ("adam", "sgd")
+# How the projection's linear path starts (oxidize.train.linear_init); the first is the default.
+INITS = ("within", "pca", "identity", "none")
+# What a projection's held-out MRR@10 must reach for the build to pass (null: no gate).
+GATES = ("base", "random")
 MAX_DIMENSION = 65536
 # Stand-in for the input size when ``layers[0]`` is null; the model's real dimension is
 # checked later, once the model is resolved.
@@ -68,6 +72,11 @@ class TrainingConfig:
     optimizer: str
     momentum: float
     weight_decay: float
+    # Defaults here too, so code that builds a config by position keeps working.
+    holdout: float = 0.2
+    min_count: int = 2
+    init: str = "within"
+    patience: int | None = 3
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class Projection:
     epochs: int
     batch_size: int
     training: TrainingConfig
+    gate: str | None = None
 
     def pair_settings(self) -> dict[str, object]:
         """The recipe keys the pairs stage reads, flat and JSON-ready (see :func:`_settings`)."""
@@ -90,6 +100,10 @@ class Projection:
     def train_settings(self) -> dict[str, object]:
         """The recipe keys the training stage reads, flat and JSON-ready."""
         return _settings(self, "train")
+
+    def eval_settings(self) -> dict[str, object]:
+        """The recipe keys the eval stage reads (the quality ``gate``), flat and JSON-ready."""
+        return _settings(self, "eval")
 
 
 @dataclass(frozen=True)
@@ -169,11 +183,39 @@ def load_recipe(path: Path, name: str) -> Recipe:
         raise RecipeError(path, None, f"not UTF-8 text (bad byte at offset {exc.start})") from None
     except OSError as exc:
         raise RecipeError(path, None, f"cannot read the recipe file: {exc.strerror or exc}") from None
+    return parse_recipe(_parse_yaml(text, path), path, name)
+
+
+#: Parsed recipe texts: sha256 of the exact text → its ``yaml.safe_load`` result, for the
+#: documents whose JSON round trip is exact. Keyed by content, so an entry can never be
+#: stale; :func:`oxidize.tasks.load_recipes` keeps it in ``build/.cache/recipes.json`` so
+#: that a no-op ``doit`` neither imports nor runs PyYAML.
+PARSED: dict[str, Any] = {}
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    import hashlib
+    import json
+
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if key in PARSED:
+        try:
+            return json.loads(PARSED[key])
+        except (TypeError, ValueError, RecursionError):  # a damaged cache entry: parse again
+            del PARSED[key]
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - PyYAML's constructors also leak ValueError etc.
         raise RecipeError(path, None, _yaml_message(exc, text)) from None
-    return parse_recipe(data, path, name)
+    try:
+        dumped = json.dumps(data, allow_nan=False)
+        if json.loads(dumped) == data:  # no dates, int keys… that JSON would change
+            PARSED[key] = dumped
+    except (TypeError, ValueError, RecursionError):
+        pass
+    return data
 
 
 def _yaml_message(exc: Exception, text: str) -> str:
@@ -182,6 +224,8 @@ def _yaml_message(exc: Exception, text: str) -> str:
     Parser errors carry a mark; reader errors (control characters) only an offset; and
     constructor bugs such as ``a: 2020-13-01`` raise a bare ``ValueError`` with neither.
     """
+    import yaml
+
     if isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - text.rfind("\n", 0, exc.position)
@@ -283,6 +327,8 @@ def _read_block(data: object, table: dict[str, Key], where: _Where,
 
 def _suggest(word: str, valid: Iterable[object], what: str) -> str:
     """"did you mean 'epochs'?" for a close match, else the list of valid names."""
+    import difflib
+
     names = sorted(str(v) for v in valid)
     close = difflib.get_close_matches(word, names, n=1)
     if close:
@@ -372,6 +418,8 @@ def _string(value: Any, where: _Where) -> str:
 def _choice(*options: str) -> Callable[[Any, _Where], str]:
     def check(value: Any, where: _Where) -> str:
         if not isinstance(value, str) or value not in options:
+            import difflib
+
             hint = f"; did you mean {close[0]!r}?" if isinstance(value, str) and (
                 close := difflib.get_close_matches(value, options, n=1)) else ""
             raise where.fail(f"expected one of {', '.join(options)}, found {_found(value)}{hint}")
@@ -439,7 +487,8 @@ def _layers(value: Any, where: _Where) -> tuple[int | None, int, int]:
     need = training_memory(ESTIMATE_INPUT_DIM if in_dim is None else in_dim, hidden, out_dim)
     have = physical_memory()
     if have is not None and need > have:
-        raise where.fail(f"layers {list(value)} would need about {need / 2**30:.1f} GiB of memory "
+        shown = "[" + ", ".join("null" if d is None else str(d) for d in value) + "]"
+        raise where.fail(f"layers {shown} would need about {need / 2**30:.1f} GiB of memory "
                          f"to train (weights, gradients and two Adam moments, float32), "
                          f"but this machine has {have / 2**30:.1f} GiB")
     return (in_dim, hidden, out_dim)
@@ -472,6 +521,15 @@ def _default_pair_type(where: _Where) -> str:
     return PAIR_TYPE_BY_PROJECTION.get(where.projection, "same_session")
 
 
+def _holdout(value: Any, where: _Where) -> float:
+    """A fraction from 0 to 0.9 (oxidize.pairs.split.MAX_HOLDOUT: a tenth always trains)."""
+    number = _float(0)(value, where)
+    if number > 0.9:
+        raise where.fail(f"expected a fraction from 0 to 0.9 (the share of the latest groups kept "
+                         f"for evaluation), found {_found(value)}")
+    return number
+
+
 _NO_PROJECTIONS = ("no projections; expected a mapping of projection names to settings, "
                    "e.g. 'semantic: {layers: [384, 1024, 256]}'")
 
@@ -488,6 +546,7 @@ PROJECTION_KEYS: dict[str, Key] = {
     "epochs": Key(_int(minimum=1), 10, stages=("train",)),
     "batch_size": Key(_int(minimum=1), 32, stages=("train",)),
     "training": Key(_training, lambda where: _training({}, where)),
+    "gate": Key(_optional(_choice(*GATES)), None, stages=("eval",)),
 }
 TRAINING_KEYS: dict[str, Key] = {
     "pair_type": Key(_choice(*PAIR_TYPES), _default_pair_type, stages=("pairs",)),
@@ -500,4 +559,11 @@ TRAINING_KEYS: dict[str, Key] = {
     "optimizer": Key(_choice(*OPTIMIZERS), "adam", stages=("train",)),
     "momentum": Key(_float(0, below=1), 0.9, stages=("train",)),
     "weight_decay": Key(_float(0), 0.0, stages=("train",)),
+    # Held-out split by time and the relation threshold of co_changed/same_commit
+    # (oxidize/pairs/split.py, co_changed.py, same_commit.py say why these defaults).
+    "holdout": Key(_holdout, 0.2, stages=("pairs",)),
+    "min_count": Key(_int(minimum=1), 2, stages=("pairs",)),
+    # The linear path's start and early stopping on held-out MRR@10 (oxidize/train.py).
+    "init": Key(_choice(*INITS), INITS[0], stages=("train",)),
+    "patience": Key(_optional(_int(minimum=1)), 3, stages=("train",)),
 }

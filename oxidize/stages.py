@@ -23,19 +23,42 @@ from oxidize.errors import OxidizeError, TrainingError
 
 
 def _user_errors(func):
-    """Report an OxidizeError as a failed task with its message and no traceback."""
+    """Report an OxidizeError as a failed task with its message and no traceback.
+
+    doit prints a failed task's message itself (``TaskFailed - taskid:R:P.pairs`` and the
+    message, also under ``-n 2``), so it is not printed here a second time. oxidize's own
+    warnings (a dropped cache entry) become one ``oxidize: warning:`` line on stderr instead
+    of Python's ``file:line: CacheWarning`` form that quotes source code.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import warnings
+
+        caught: list = []
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("default")
+                return func(*args, **kwargs)
         except OxidizeError as err:
             from doit.exceptions import TaskFailed
 
-            print(f"oxidize: {err}", file=sys.stderr)
-            return TaskFailed(str(err))
+            return TaskFailed(f"oxidize: {err}")
+        finally:
+            _show_warnings(caught)  # outside catch_warnings, so others are shown as usual
 
     return wrapper
+
+
+def _show_warnings(caught) -> None:
+    """Print oxidize's warnings as one plain line each; pass any other warning on as usual."""
+    import warnings
+
+    for w in caught:
+        if getattr(w.category, "__module__", "").startswith("oxidize"):
+            print(f"oxidize: warning: {w.message}", file=sys.stderr, flush=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def _recipe(recipe_file: str, recipe_name: str):
@@ -83,11 +106,9 @@ def build_pairs(recipe_file: str, recipe_name: str, projection: str, eventlog: s
 def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_dir: str,
                      model_json: str, cache_file: str) -> None:
     """Embed the texts table, taking every text already embedded from the cache."""
-    import numpy as np
-
     from oxidize import models
-    from oxidize.atomic import atomic_path, write_json
-    from oxidize.embed_cache import EmbeddingCache, embed_with_cache
+    from oxidize.atomic import write_json
+    from oxidize.embed_cache import EmbeddingCache, embed_to_file
     from oxidize.pairs import read_texts
 
     recipe = _recipe(recipe_file, recipe_name)
@@ -111,9 +132,9 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
     # A custom model's dimension is known only once its ONNX graph is loaded.
     dim = record.get("dim") or encoder_factory().dim
     with EmbeddingCache(Path(cache_file), record["fingerprint"], int(dim)) as cache:
-        matrix, stats = embed_with_cache(texts, cache, encoder_factory, progress_label=f"{label} embed")
-    with atomic_path(out / "embeddings.npy", suffix=".npy") as tmp:
-        np.save(tmp, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
+        # Streamed from the cache into the file: the matrix is never held in memory.
+        stats = embed_to_file(texts, cache, encoder_factory, out / "embeddings.npy",
+                              progress_label=f"{label} embed")
     seconds = time.perf_counter() - start
     write_json(out / "embed.json", {
         "model": recipe.embedding_model,
@@ -122,7 +143,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
         "unique": stats.unique,
         "cached": stats.cached,
         "embedded": stats.embedded,
-        "dim": int(matrix.shape[1]),
+        "dim": int(dim),
         "oxidize_version": __version__,
     })
     _say(label, f"embedded {stats.embedded:,} texts, {stats.cached:,} from the cache "
@@ -134,7 +155,7 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
     """Train the projection's MLP on the cached embeddings and write its weights."""
     import numpy as np
 
-    from oxidize.pairs import read_triplets
+    from oxidize.pairs import read_heldout, read_triplets
     from oxidize.train import save_weights, train_projection
 
     recipe = _recipe(recipe_file, recipe_name)
@@ -143,6 +164,7 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
     out = Path(out_dir)
     embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     triplets = read_triplets(out / "triplets.npy")
+    heldout = read_heldout(out / "heldout.npy") if (out / "heldout.npy").is_file() else None
     in_dim, hidden, out_dim = proj.layers
     if in_dim is not None and in_dim != embeddings.shape[1]:
         raise TrainingError(
@@ -154,7 +176,56 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
         np.ascontiguousarray(embeddings, dtype=np.float32), triplets,
         hidden=hidden, out=out_dim, epochs=proj.epochs, batch_size=proj.batch_size,
         learning_rate=t.learning_rate, margin=t.margin, seed=t.seed, optimizer=t.optimizer,
-        momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim)
+        momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim,
+        init=t.init, heldout=heldout, patience=t.patience)
     save_weights(out / "weights.safetensors", result)
-    _say(label, f"trained {len(triplets):,} triplets × {proj.epochs} epochs in {result.seconds:.1f}s, "
-                f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}")
+    chosen = "" if result.chosen_epoch is None else f", kept epoch {result.chosen_epoch} (held-out mrr@10)"
+    _say(label, f"trained {len(triplets):,} triplets × {len(result.losses)} epochs in {result.seconds:.1f}s, "
+                f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}{chosen}")
+
+
+@_user_errors
+def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str) -> None:
+    """Score the projection, the base embedding and random ranking on the held-out split.
+
+    Writes ``metrics.json`` and ``training.png``, prints one summary line, and fails the
+    task when the projection's ``gate`` is not met. With no held-out queries it says so
+    and skips the comparison (the gate is not applied: there is nothing to judge by).
+    """
+    import numpy as np
+
+    from oxidize.atomic import write_json
+    from oxidize.evaluate import compare
+    from oxidize.pairs import read_heldout
+    from oxidize.plot import plot_training
+    from oxidize.train import load_weights
+
+    recipe = _recipe(recipe_file, recipe_name)
+    proj = recipe.projection(projection)
+    label = f"{recipe_name}:{projection}"
+    out = Path(out_dir)
+    embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+    heldout = read_heldout(out / "heldout.npy")
+    weights = load_weights(out / "weights.safetensors")
+    metrics = compare(embeddings, heldout, weights)
+    metric = metrics["primary_metric"]
+    training = json.loads((out / "training.json").read_text(encoding="utf-8"))
+    write_json(out / "metrics.json", metrics)
+    m = metrics["heldout_queries"]
+    levels = {k: (metrics[k] or {}).get(metric) for k in ("random", "base", "projection")}
+    plot_training(out / "training.png", title=label, losses=training.get("losses", []),
+                  heldout_mrr=training.get("heldout_mrr", []),
+                  chosen_epoch=training.get("chosen_epoch"), base_mrr=levels["base"],
+                  random_mrr=levels["random"], projection_mrr=levels["projection"])
+    if m == 0:
+        _say(label, f"eval: no held-out queries (training.holdout is "
+                    f"{proj.training.holdout:g} or the held-out part has no related texts); "
+                    f"comparison skipped")
+        return
+    _say(label, f"eval: {metric} projection {levels['projection']:.3f} | base {levels['base']:.3f} "
+                f"| random {levels['random']:.3f} ({m} held-out queries)")
+    if proj.gate is not None and levels["projection"] < levels[proj.gate]:
+        raise OxidizeError(
+            f"{recipe.path}: projections.{projection}.gate: {label} fails its gate '{proj.gate}': "
+            f"held-out {metric} {levels['projection']:.4f} is below the {proj.gate} "
+            f"{levels[proj.gate]:.4f} ({m} queries); see {out / 'training.png'}")

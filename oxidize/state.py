@@ -5,7 +5,11 @@ doit's own SQLite backend, with two changes that a build tool needs:
 * the folder is created first — doit opens its state file before any task runs, and on a
   fresh clone ``build/`` does not exist yet;
 * a generous busy timeout, so two doit processes on one project (``doit -n 2`` next to a
-  ``doit stale``, or two terminals) wait for each other instead of failing after 5 s.
+  ``doit stale``, or two terminals) wait for each other instead of failing after 5 s;
+* each task's record is committed as soon as doit has saved it, not only when the run
+  ends: after a ``kill -9`` (or a crash, or a power cut) the next run skips every task that
+  had finished, instead of redoing the whole run. doit's ``save_success`` records
+  ``deps:`` last, so a record is written only once it is complete.
 
 Registered under doit's ``doit.BACKEND`` entry point as ``oxidize``.
 """
@@ -32,3 +36,11 @@ class StateDB(SqliteDB):
         conn = super()._sqlite3(name)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
         return conn
+
+    def set(self, task_id, dependency, value):
+        super().set(task_id, dependency, value)
+        if dependency == "deps:":  # the last key doit's save_success records for a task
+            self._conn.execute("insert or replace into doit values (?,?)",
+                               (task_id, self.codec.encode(self._cache[task_id])))
+            self._conn.commit()
+            self._dirty.discard(task_id)

@@ -25,6 +25,12 @@ from oxidize.recipe import Recipe, load_recipe
 BUILD_DIR = "build"
 #: The embedding cache shared by every recipe of the project.
 CACHE_FILE = "build/.cache/embeddings.sqlite"
+#: Parsed recipe YAML kept between runs (content-addressed; safe to delete).
+RECIPE_CACHE = "build/.cache/recipes.json"
+RECIPE_CACHE_ENTRIES = 64
+#: Files written directly in ``build/<recipe>/``, beside the projection folders: names no
+#: projection may take.
+RECIPE_FILES = frozenset({"model.json"})
 #: Where patina keeps its event log, relative to the project root, in order of preference.
 PATINA_EVENTLOGS = (".patina/data/patina.db", ".patina/local/data/patina.db")
 
@@ -47,10 +53,13 @@ class Layout:
     texts = property(lambda self: self.dir / "texts.jsonl")
     triplets = property(lambda self: self.dir / "triplets.npy")
     pairs_json = property(lambda self: self.dir / "pairs.json")
+    heldout = property(lambda self: self.dir / "heldout.npy")
     embeddings = property(lambda self: self.dir / "embeddings.npy")
     embed_json = property(lambda self: self.dir / "embed.json")
     weights = property(lambda self: self.dir / "weights.safetensors")
     training_json = property(lambda self: self.dir / "training.json")
+    metrics = property(lambda self: self.dir / "metrics.json")
+    training_png = property(lambda self: self.dir / "training.png")
 
 
 def find_recipe_files(root: Path) -> list[tuple[str, Path]]:
@@ -82,8 +91,35 @@ def find_recipe_files(root: Path) -> list[tuple[str, Path]]:
 
 
 def load_recipes(root: Path) -> list[Recipe]:
-    """Load and validate every recipe found under ``root``."""
-    return [load_recipe(path, name) for name, path in find_recipe_files(root)]
+    """Load and validate every recipe found under ``root``.
+
+    Parsed YAML is kept in :data:`RECIPE_CACHE` (keyed by the sha256 of each file's text,
+    see :data:`oxidize.recipe.PARSED`), so a no-op ``doit`` neither imports nor runs PyYAML;
+    the recipes are still validated on every run.
+    """
+    import json
+
+    from oxidize import recipe as recipe_module
+
+    cache = Path(root) / RECIPE_CACHE
+    try:
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict):  # damaged: only a cache, start it afresh
+            stored = {}
+        recipe_module.PARSED.update((k, v) for k, v in stored.items() if isinstance(v, str))
+    except (OSError, ValueError):
+        stored = {}
+    recipes = [load_recipe(path, name) for name, path in find_recipe_files(root)]
+    if recipe_module.PARSED.keys() - stored.keys():
+        try:
+            from oxidize.atomic import write_text
+
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            recent = dict(list(recipe_module.PARSED.items())[-RECIPE_CACHE_ENTRIES:])
+            write_text(cache, json.dumps(recent))
+        except OSError:
+            pass  # only a cache: a read-only build folder parses the YAML every time
+    return recipes
 
 
 def eventlog_path(recipe: Recipe, root: Path) -> Path:
@@ -126,6 +162,10 @@ def task_dicts(root: Path | str = ".") -> Iterator[dict]:
             # Listing must work without the model; building says what is missing.
             model_deps, model_dim = [], None
         for proj in recipe.projections.values():
+            if proj.name in RECIPE_FILES:  # build/R/<projection>/ would collide with build/R/<file>
+                raise RecipeError(recipe.path, f"projections.{proj.name}",
+                                  f"projection name '{proj.name}' is the name of a file oxidize writes "
+                                  f"in build/{name}/; choose another name")
             if proj.layers[0] is not None and model_dim is not None and proj.layers[0] != model_dim:
                 raise RecipeError(recipe.path, f"projections.{proj.name}.layers",
                                   f"layers[0] is {proj.layers[0]} but model '{recipe.embedding_model}' "
@@ -147,7 +187,7 @@ def task_dicts(root: Path | str = ".") -> Iterator[dict]:
         for proj in recipe.projections.values():
             out = Layout(name, proj.name)
             label = f"{name}:{proj.name}"
-            pairs_targets = [str(out.texts), str(out.triplets), str(out.pairs_json)]
+            pairs_targets = [str(out.texts), str(out.triplets), str(out.heldout), str(out.pairs_json)]
             embed_targets = [str(out.embeddings), str(out.embed_json)]
             train_targets = [str(out.weights), str(out.training_json)]
             yield {
@@ -176,15 +216,48 @@ def task_dicts(root: Path | str = ".") -> Iterator[dict]:
                 "name": f"{proj.name}.train",
                 "doc": f"train {label}: layers {list(proj.layers)}, {proj.epochs} epochs",
                 "actions": [(stages.build_weights, (recipe_file, name, proj.name, str(out.dir)))],
-                "file_dep": [str(out.embeddings), str(out.triplets)],
+                "file_dep": [str(out.embeddings), str(out.triplets), str(out.heldout)],
                 "targets": train_targets,
                 "uptodate": [StageInputs(recipe.train_settings(proj.name), train_targets)],
+                "verbosity": 2,
+            }
+            eval_targets = [str(out.metrics), str(out.training_png)]
+            yield {
+                "basename": name,
+                "name": f"{proj.name}.eval",
+                "doc": f"score {label} against the base embedding and random on held-out data"
+                       + (f" (gate: {proj.gate})" if proj.gate else ""),
+                "actions": [(stages.build_eval, (recipe_file, name, proj.name, str(out.dir)))],
+                "file_dep": [str(out.embeddings), str(out.heldout), str(out.weights),
+                             str(out.training_json)],
+                "targets": eval_targets,
+                "uptodate": [StageInputs(recipe.projection(proj.name).eval_settings(), eval_targets)],
                 "verbosity": 2,
             }
             yield {
                 "basename": name,
                 "name": proj.name,
-                "doc": f"build projection {label} (pairs, embeddings, weights)",
+                "doc": f"build projection {label} (pairs, embeddings, weights, eval)",
                 "actions": None,
-                "task_dep": [f"{label}.train"],
+                "task_dep": [f"{label}.train", f"{label}.eval"],
             }
+        # R:lock: oxidize.lock beside the recipe, from every output (see oxidize/lockfile.py).
+        from oxidize import lockfile
+
+        lock_file = _rel(lockfile.lock_path(recipe.path), root)
+        lock_deps = [model_json] + ([_rel(log, root)] if log_exists else [])
+        for proj in recipe.projections.values():
+            out = Layout(name, proj.name)
+            lock_deps += [str(out.pairs_json), str(out.triplets), str(out.embeddings),
+                          str(out.weights), str(out.training_json)]
+        yield {
+            "basename": name,
+            "name": "lock",
+            "doc": f"write {lock_file} (compare with it when ${lockfile.LOCKED_ENV} is set)",
+            "actions": [(lockfile.build_lock, (recipe_file, name, lock_file))],
+            "file_dep": lock_deps,
+            "targets": [lock_file],
+            "uptodate": [StageInputs(lockfile.recipe_settings(recipe), [lock_file]),
+                         lockfile.LockedModeCheck()],
+            "verbosity": 2,
+        }

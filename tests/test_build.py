@@ -105,8 +105,9 @@ def executed(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 ALL_TASKS = {"a:model", "a:semantic.pairs", "a:semantic.embed", "a:semantic.train",
-             "a:other.pairs", "a:other.embed", "a:other.train",
-             "b:model", "b:semantic.pairs", "b:semantic.embed", "b:semantic.train"}
+             "a:semantic.eval", "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval",
+             "b:model", "b:semantic.pairs", "b:semantic.embed", "b:semantic.train",
+             "b:semantic.eval"}
 
 
 def test_first_build_writes_weights_then_nothing_reruns(project: Path):
@@ -116,8 +117,13 @@ def test_first_build_writes_weights_then_nothing_reruns(project: Path):
 
     weights = load_file(str(project / "build/a/semantic/weights.safetensors"))
     assert {k: v.shape for k, v in weights.items()} == {
-        "w1": (16, 8), "b1": (16,), "w2": (8, 16), "b2": (8,)}
+        "w1": (16, 8), "b1": (16,), "w2": (8, 16), "b2": (8,), "w0": (8, 8)}
     assert all(v.dtype == np.float32 for v in weights.values())
+    metrics = json.loads((project / "build/a/semantic/metrics.json").read_text())
+    assert metrics["primary_metric"] == "mrr@10"
+    assert set(metrics) == {"random", "base", "projection", "primary_metric", "heldout_queries"}
+    assert (project / "build/a/semantic/training.png").read_bytes()[:4] == b"\x89PNG"
+    assert "eval: mrr@10 projection" in first.stdout or "no held-out queries" in first.stdout
     other = load_file(str(project / "build/a/other/weights.safetensors"))
     assert other["w2"].shape == (4, 12)
     training = json.loads((project / "build/a/semantic/training.json").read_text())
@@ -130,7 +136,7 @@ def test_changing_epochs_reruns_only_that_training(project: Path):
     doit(project)
     recipe = project / "recipes/a/oxidize.yaml"
     recipe.write_text(recipe.read_text().replace("epochs: 2", "epochs: 3"))
-    assert executed(doit(project)) == {"a:semantic.train"}
+    assert executed(doit(project)) == {"a:semantic.train", "a:semantic.eval"}
     assert len(json.loads((project / "build/a/semantic/training.json").read_text())["losses"]) == 3
 
 
@@ -139,7 +145,7 @@ def test_changing_pair_count_keeps_embeddings(project: Path):
     recipe = project / "recipes/a/oxidize.yaml"
     recipe.write_text(recipe.read_text().replace("pairs: 200", "pairs: 300"))
     # texts.jsonl is byte-identical, so the embed step stays up to date.
-    assert executed(doit(project)) == {"a:semantic.pairs", "a:semantic.train"}
+    assert executed(doit(project)) == {"a:semantic.pairs", "a:semantic.train", "a:semantic.eval"}
     assert np.load(project / "build/a/semantic/triplets.npy").shape == (300, 3)
 
 
@@ -149,8 +155,8 @@ def test_appending_events_embeds_only_new_texts(project: Path):
     new_texts = [f"brand new observation number {i} about the deploy rollback plan" for i in range(3)]
     append_session(project / "events.db", "a-session-new", new_texts)
     ran = executed(doit(project))
-    assert ran == {"a:semantic.pairs", "a:semantic.embed", "a:semantic.train",
-                   "a:other.pairs", "a:other.embed", "a:other.train"}
+    assert ran == {"a:semantic.pairs", "a:semantic.embed", "a:semantic.train", "a:semantic.eval",
+                   "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval"}
     after = json.loads((project / "build/a/semantic/embed.json").read_text())
     assert after["embedded"] == 3
     assert after["cached"] == before["texts"]
@@ -166,7 +172,7 @@ def test_touch_without_change_rebuilds_nothing(project: Path):
 
 def test_single_projection_by_name(project: Path):
     ran = executed(doit(project, "a:other"))
-    assert ran == {"a:model", "a:other.pairs", "a:other.embed", "a:other.train"}
+    assert ran == {"a:model", "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval"}
 
 
 def test_repository_style_dodo_file(project: Path):

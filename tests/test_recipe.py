@@ -149,6 +149,8 @@ def test_settings_dicts_are_flat_dotted_and_json_ready():
         "projections.semantic.training.event_types": list(DEFAULT_EVENT_TYPES),
         "projections.semantic.training.min_chars": 20,
         "projections.semantic.training.seed": 42,
+        "projections.semantic.training.holdout": 0.2,
+        "projections.semantic.training.min_count": 2,
     }
     assert train == {
         "projections.semantic.layers": [None, 1024, 256],
@@ -160,7 +162,10 @@ def test_settings_dicts_are_flat_dotted_and_json_ready():
         "projections.semantic.training.optimizer": "adam",
         "projections.semantic.training.momentum": 0.9,
         "projections.semantic.training.weight_decay": 0.0,
+        "projections.semantic.training.init": "within",
+        "projections.semantic.training.patience": 3,
     }
+    assert recipe.projection("semantic").eval_settings() == {"projections.semantic.gate": None}
     assert recipe.model_settings() == {"embedding_model": DEFAULT_MODEL}
     for settings_dict in (pairs, train, recipe.model_settings()):
         assert json.loads(json.dumps(settings_dict)) == settings_dict
@@ -267,7 +272,7 @@ def test_not_a_mapping(data, key, fragments):
     (minimal(epoch=3), "projections.semantic.epoch", "unknown key 'epoch'; did you mean 'epochs'?"),
     (minimal(training={"optimiser": "sgd"}), "projections.semantic.training.optimiser",
      "did you mean 'optimizer'?"),
-    (minimal(zzz=1), "projections.semantic.zzz", "valid keys are: batch_size, epochs, layers, training"),
+    (minimal(zzz=1), "projections.semantic.zzz", "valid keys are: batch_size, epochs, gate, layers, training"),
     (minimal(learning_rate=0.1), "projections.semantic.learning_rate", "go under 'training:'"),
     (minimal(training={"epochs": 3}), "projections.semantic.training.epochs", "belongs to the projection"),
     ({"version": 1, 3: "x", "projections": {"semantic": {}}}, None, "keys must be strings"),
