@@ -6,8 +6,9 @@ in :mod:`oxidize.stages` and import numpy, onnxruntime and numba only when they 
 
 The graph (see docs/architecture.md for the why):
 
-    R:model ─────────────┐
-    R:P.pairs ──► R:P.embed ──► R:P.train      (R:P is a group on R:P.train)
+    R:model ──────────────┐
+    R:P.pairs ──► R:P.embed ──► R:P.train ──► R:P.eval     (R:P: group of train + eval)
+        └─────────── (every output of R) ──────────► R:lock (oxidize.lock beside the recipe)
 """
 
 from __future__ import annotations
