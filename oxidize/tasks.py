@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from oxidize.errors import OxidizeError, RecipeError
+from oxidize.errors import BuildError, OxidizeError, RecipeError
 from oxidize.fingerprint import StageInputs
 from oxidize.recipe import Recipe, load_recipe
 
@@ -152,9 +152,17 @@ def task_dicts(root: Path | str = ".") -> Iterator[dict]:
     from oxidize import stages  # light at import; heavy libraries load inside the actions
 
     root = Path(root)
-    for recipe in load_recipes(root):
+    recipes = load_recipes(root)
+    if not recipes:
+        raise BuildError(f"no oxidize recipe found in {os.path.abspath(root)}: expected "
+                         "recipes/<name>/oxidize.yaml, recipes/<name>.yaml or .patina/oxidize.yaml "
+                         "(see README.md, 'Recipes')")
+    for recipe in recipes:
         name = recipe.name
         recipe_file = _rel(recipe.path, root)
+        # The recipe's group task (`doit R`), with a doc of its own for `doit list`.
+        yield {"basename": name, "name": None,
+               "doc": f"build recipe {name} ({recipe_file}): {', '.join(recipe.projections)}"}
         try:
             resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
             model_deps = [_rel(resolved.model_file, root), _rel(resolved.tokenizer_file, root)]

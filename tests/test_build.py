@@ -219,3 +219,17 @@ def test_missing_eventlog_fails_the_pairs_task_clearly(project: Path):
     assert "Traceback" not in out
     # The other recipe still builds.
     assert executed(doit(project, "a:semantic")) >= {"a:semantic.train"}
+
+
+def test_project_without_recipes_says_where_recipes_go(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text('[tool.doit]\nloader = "oxidize"\n')
+    proc = doit(tmp_path, "list", check=False)
+    assert proc.returncode == 3
+    assert "no oxidize recipe found" in proc.stderr and "recipes/<name>/oxidize.yaml" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_listing_names_each_recipe_with_its_projections(project: Path):
+    listing = doit(project, "list").stdout
+    assert "build recipe a (recipes/a/oxidize.yaml): semantic, other" in listing
+    assert "build recipe b (recipes/b.yaml): semantic" in listing
