@@ -106,9 +106,10 @@ def acquire(root: Path | str, stream: TextIO | None = None) -> Path | None:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             who = f" (pid {holder})" if holder.isdigit() else ""
-            print(f"oxidize: waiting for another build of this project{who} to finish; "
-                  f"it holds the lock {shown}", file=stream, flush=True)
             try:
+                # The message is inside the try: Ctrl-C may come as soon as it is on screen.
+                print(f"oxidize: waiting for another build of this project{who} to finish; "
+                      f"it holds the lock {shown}", file=stream, flush=True)
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except KeyboardInterrupt:  # Ctrl-C while waiting: a plain message, not a traceback
                 os.close(fd)

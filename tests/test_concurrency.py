@@ -75,8 +75,11 @@ def start(root: Path, *args: str, hold: Path | None = None) -> subprocess.Popen:
         hold.touch()
         env["HOLD"] = str(hold)
     cmd = [sys.executable, "-c", HELD_DOIT] if hold else [sys.executable, "-m", "doit"]
+    # A shell running us in the background (CI may) starts us with SIGINT ignored, and a
+    # child would inherit that: give it the default, as a terminal would.
     proc = subprocess.Popen([*cmd, *args], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _started.append(proc)
     return proc
 
