@@ -15,8 +15,9 @@ for the onnxruntime rows the same ``model.onnx`` (the default model, all-MiniLM-
 * **oxidize embed step**: ``embed_with_cache`` into an empty cache (dedup, ordering, encoder,
   SQLite writes) — what ``R:P.embed`` does on a first build.
 
-Each row is the median of ``--repeats`` runs; ratios are against the rows measured in the
-same run. Goals: embed step ≥ 2× the naive loop, ≥ 2.5× sentence-transformers.
+Each row is the median of ``--repeats`` runs, the rows interleaved (each repeat runs every
+row once); ratios are against the rows measured in the same run.
+Goals: embed step ≥ 2× the naive loop, ≥ 2.5× sentence-transformers.
 Not a test: nothing here asserts a time.
 """
 
@@ -88,15 +89,6 @@ def sentence_transformers_model():
     return SentenceTransformer(str(path), device="cpu"), f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def timed(func, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=None, help="use the first N texts (default: all)")
@@ -122,18 +114,8 @@ def main(argv=None) -> dict:
     print(f"{len(texts)} unique texts, mean {sum(map(len, texts)) / len(texts):.0f} chars; "
           f"model {resolved.model_file}", flush=True)
 
-    rows: dict[str, float] = {}
-    vectors = {}
-    sec, vectors["naive"] = timed(lambda: naive_ort(str(resolved.model_file), str(resolved.tokenizer_file), texts),
-                                  args.repeats)
-    rows["naive ORT loop (a)"] = len(texts) / sec
-    print(f"  naive ORT loop: {rows['naive ORT loop (a)']:.0f} texts/s", flush=True)
-
     encoder = Encoder(resolved)
     encoder.encode(texts[:64])  # warm the session
-    sec, vectors["encoder"] = timed(lambda: encoder.encode(texts), args.repeats)
-    rows["oxidize Encoder.encode"] = len(texts) / sec
-    print(f"  Encoder.encode: {rows['oxidize Encoder.encode']:.0f} texts/s", flush=True)
 
     def embed_step():
         with tempfile.TemporaryDirectory() as tmp:
@@ -142,22 +124,40 @@ def main(argv=None) -> dict:
                 assert stats.embedded == len(set(texts))
                 return matrix
 
-    sec, vectors["step"] = timed(embed_step, args.repeats)
-    rows["oxidize embed step"] = len(texts) / sec
-    print(f"  embed step: {rows['oxidize embed step']:.0f} texts/s", flush=True)
-
+    funcs = {
+        "naive ORT loop (a)": lambda: naive_ort(str(resolved.model_file), str(resolved.tokenizer_file), texts),
+        "oxidize Encoder.encode": lambda: encoder.encode(texts),
+        "oxidize embed step": embed_step,
+    }
     if not args.no_st:
         model, note = sentence_transformers_model()
         if model is None:
             print(f"  sentence-transformers: {note}")
         else:
             model.encode(texts[:64], batch_size=32)
-            sec, st_vec = timed(lambda: model.encode(texts, batch_size=32, normalize_embeddings=True,
-                                                     convert_to_numpy=True), args.repeats)
-            rows["sentence-transformers fp32 (b)"] = len(texts) / sec
-            cos = float(np.mean(np.sum(st_vec * vectors["encoder"], axis=1)))
-            print(f"  sentence-transformers ({note}): {rows['sentence-transformers fp32 (b)']:.0f} texts/s; "
-                  f"mean cosine to oxidize's int8 vectors {cos:.3f}", flush=True)
+            funcs["sentence-transformers fp32 (b)"] = lambda: model.encode(
+                texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    # Interleaved: each repeat runs every row once, so load that comes and goes (other
+    # engineers' jobs on the same cores) hits every row alike; medians per row.
+    times: dict[str, list[float]] = {name: [] for name in funcs}
+    vectors = {}
+    for r in range(args.repeats):
+        for name, func in funcs.items():
+            start = time.perf_counter()
+            vectors[name] = func()
+            times[name].append(time.perf_counter() - start)
+            print(f"  repeat {r + 1}: {name}: {len(texts) / times[name][-1]:.0f} texts/s", flush=True)
+    rows = {name: len(texts) / statistics.median(t) for name, t in times.items()}
+    ratios_a = [ta / ts for ta, ts in zip(times["naive ORT loop (a)"], times["oxidize embed step"])]
+    print(f"embed step × (a) per repeat: {', '.join(f'{x:.2f}' for x in ratios_a)}")
+    if "sentence-transformers fp32 (b)" in times:
+        ratios_b = [tb / ts for tb, ts in zip(times["sentence-transformers fp32 (b)"],
+                                              times["oxidize embed step"])]
+        print(f"embed step × (b) per repeat: {', '.join(f'{x:.2f}' for x in ratios_b)}")
+        cos = float(np.mean(np.sum(vectors["sentence-transformers fp32 (b)"]
+                                   * vectors["oxidize Encoder.encode"], axis=1)))
+        print(f"sentence-transformers ({note}): mean cosine to oxidize's int8 vectors {cos:.3f}")
+    vectors["naive"], vectors["encoder"] = vectors["naive ORT loop (a)"], vectors["oxidize Encoder.encode"]
 
     agree = float(np.min(np.sum(vectors["naive"] * vectors["encoder"], axis=1)))
     print(f"min cosine naive loop vs Encoder (same model): {agree:.5f}")

@@ -117,9 +117,9 @@ class EmbeddingCache:
         """Cached vectors for ``texts``: ``(float32 [n, dim], missing indices)``.
 
         Rows listed in ``missing`` are zero. Invalid entries count as missing; they are deleted
-        and reported once per call with a :class:`CacheWarning`. Each vector is decoded
-        straight into its row of ``out`` (allocated when ``None``): no second copy of the
-        vectors is ever held, and only ``_SQL_VARS`` keys at a time.
+        and reported once per call with a :class:`CacheWarning`. Vectors are decoded
+        ``_SQL_VARS`` keys at a time, each step as one block copied into its rows of ``out``
+        (allocated when ``None``): besides ``out``, at most one step's vectors are held.
         """
         if out is None:
             out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -129,6 +129,7 @@ class EmbeddingCache:
             out[...] = 0
         filled = np.zeros(len(texts), dtype=bool)
         bad: list[bytes] = []
+        size = self.dim * 4
         conn = self._connection()
         with self._guard("read"):
             for start in range(0, len(texts), _SQL_VARS):
@@ -140,14 +141,29 @@ class EmbeddingCache:
                     f"SELECT text_sha256, dim, vector FROM embeddings "
                     f"WHERE model = ? AND kind = ? AND text_sha256 IN ({marks})",
                     [self.model_fp, self.kind, *rows_of])
+                keys, blobs = [], []
                 for key, dim, blob in cursor:
-                    rows = rows_of[bytes(key)]
-                    if not self._decode_into(dim, blob, out, rows[0]):
+                    if dim != self.dim or not isinstance(blob, bytes) or len(blob) != size:
                         bad.append(bytes(key))
+                    else:
+                        keys.append(bytes(key))
+                        blobs.append(blob)
+                if not blobs:
+                    continue
+                # One decode and one finiteness check per step, not one per vector.
+                block = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), self.dim)
+                del blobs
+                finite = np.isfinite(block).all(axis=1)
+                dest, src = [], []
+                for j, key in enumerate(keys):
+                    if not finite[j]:
+                        bad.append(key)
                         continue
-                    filled[rows] = True
-                    if len(rows) > 1:
-                        out[rows[1:]] = out[rows[0]]
+                    for row in rows_of[key]:
+                        dest.append(row)
+                        src.append(j)
+                out[dest] = block[src]
+                filled[dest] = True
         if bad:
             self._drop(bad)
             warnings.warn(f"embedding cache {self.path}: {len(bad)} corrupt entr"
@@ -234,16 +250,6 @@ class EmbeddingCache:
         if self._conn is None:
             raise CacheError(f"embedding cache {self.path} is closed")
         return self._conn
-
-    def _decode_into(self, dim: int, blob: bytes, out: np.ndarray, row: int) -> bool:
-        """Decode one entry into ``out[row]``; False (row untouched) when it is invalid."""
-        if dim != self.dim or not isinstance(blob, bytes) or len(blob) != self.dim * 4:
-            return False
-        vec = np.frombuffer(blob, dtype="<f4")
-        if not np.isfinite(vec).all():
-            return False
-        out[row] = vec
-        return True
 
     def _drop(self, keys: list[bytes]) -> None:
         conn = self._connection()
@@ -336,7 +342,8 @@ def _embed_missing(unique: list[str], missing: list[int], cache: EmbeddingCache,
         vectors = _encode_checked(encoder, chunk, cache, _Offset(progress, start))
         if matrix is not None:
             matrix[rows] = vectors
-        progress.update(start + len(chunk))
+        if progress.done < start + len(chunk):  # an encoder that does not report progress
+            progress.update(start + len(chunk))
 
 
 def embed_with_cache(texts: list[str], cache: EmbeddingCache, encoder_factory: Callable[[], Encoder],

@@ -134,6 +134,21 @@ def test_progress_line_is_shown(tmp_path, capsys):
     assert "r:p embed: 2/2 texts" in capsys.readouterr().err
 
 
+class Silent(FakeEncoder):
+    """An encoder that never reports progress."""
+
+    def encode(self, texts, kind="passage", progress=None):
+        return super().encode(texts, kind, None)
+
+
+@pytest.mark.parametrize("encoder", [FakeEncoder, Silent])
+def test_final_progress_line_is_printed_once(tmp_path, capsys, encoder):
+    with EmbeddingCache(tmp_path / "c.sqlite", "fp", DIM) as cache:
+        embed_with_cache(["a", "b", "c"], cache, encoder, progress_label="r:p embed")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "r:p embed" in line]
+    assert [line for line in lines if "3/3 texts (100%)" in line] == lines[-1:], lines
+
+
 def test_two_fingerprints_and_kinds_do_not_collide(tmp_path):
     path = tmp_path / "c.sqlite"
     with EmbeddingCache(path, "fp-one", DIM) as one:

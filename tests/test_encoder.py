@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
-from oxidize.encoder import Encoder
+from oxidize.encoder import MAX_WORKERS, Encoder, graph_key
 from oxidize.errors import ModelError
-from oxidize.models import ModelSpec, ResolvedModel, resolve_model
+from oxidize.models import ModelSpec, ResolvedModel, fingerprint, resolve_model
 from tiny_model import make_onnx, make_tiny_model
 
 TEXTS = [
@@ -112,6 +112,121 @@ def test_progress_is_told_after_each_batch(tiny_model_dir):
     rec = Recorder()
     Encoder(_tiny(tiny_model_dir), batch_size=4).encode(TEXTS, progress=rec)
     assert rec.seen == [4, 8, 10]
+
+
+def test_batches_in_parallel_give_the_same_vectors(tiny_model_dir):
+    texts = TEXTS * 7
+    one = Encoder(_tiny(tiny_model_dir), threads=1, batch_size=3)
+    assert one.workers == 1
+    reference = one.encode(texts)
+    for threads in (2, MAX_WORKERS):  # one onnxruntime thread per batch: the same rounding
+        enc = Encoder(_tiny(tiny_model_dir), threads=threads, batch_size=3)
+        assert enc.workers == threads
+        np.testing.assert_array_equal(enc.encode(texts), reference)
+    many = Encoder(_tiny(tiny_model_dir), threads=4 * MAX_WORKERS, batch_size=3)
+    assert many.workers == MAX_WORKERS  # and 4 onnxruntime threads per batch
+    np.testing.assert_allclose(many.encode(texts), reference, rtol=0, atol=1e-6)
+
+
+def test_an_error_in_a_parallel_batch_is_raised(tiny_model_dir, monkeypatch):
+    enc = Encoder(_tiny(tiny_model_dir), threads=2, batch_size=2)
+    real_run, calls = enc._run, []
+
+    def run(encodings):
+        calls.append(len(encodings))
+        if len(calls) == 3:
+            raise ModelError("boom")
+        return real_run(encodings)
+
+    monkeypatch.setattr(enc, "_run", run)
+    with pytest.raises(ModelError, match="boom"):
+        enc.encode(TEXTS * 5)
+    assert len(calls) < 25, "batches queued after the error are dropped"
+
+
+# --- the optimised-graph cache -------------------------------------------------------------
+
+
+def test_graph_is_saved_once_then_loaded(tiny_model_dir, tmp_path):
+    cache = tmp_path / "onnx"
+    plain = Encoder(_tiny(tiny_model_dir)).encode(TEXTS)
+    first = Encoder(_tiny(tiny_model_dir), graph_cache_dir=cache, model_fp="fp1")
+    assert first.graph_source == "saved"
+    entry = cache / graph_key("fp1")
+    assert (entry / "model.onnx").is_file() and (entry / "meta.json").is_file()
+    assert [p.name for p in cache.iterdir()] == [entry.name], "no temporary left behind"
+    second = Encoder(_tiny(tiny_model_dir), graph_cache_dir=cache, model_fp="fp1")
+    assert second.graph_source == "cached"
+    np.testing.assert_array_equal(first.encode(TEXTS), plain)
+    np.testing.assert_array_equal(second.encode(TEXTS), plain)
+    assert Encoder(_tiny(tiny_model_dir), graph_cache_dir=cache, model_fp="fp2").graph_source == "saved"
+
+
+def test_graph_key_covers_model_and_onnxruntime(monkeypatch):
+    import oxidize.encoder as encoder_module
+
+    key = graph_key("fp")
+    assert graph_key("fp") == key and graph_key("other") != key
+    monkeypatch.setattr(encoder_module.ort, "__version__", "0.0.0")
+    assert graph_key("fp") != key
+
+
+def test_graph_fingerprint_computed_when_not_given(tiny_model_dir, tmp_path):
+    resolved = _tiny(tiny_model_dir)
+    Encoder(resolved, graph_cache_dir=tmp_path)
+    assert (tmp_path / graph_key(fingerprint(resolved))).is_dir()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "meta"])
+def test_damaged_graph_entry_is_replaced(tiny_model_dir, tmp_path, damage):
+    cache = tmp_path / "onnx"
+    expected = Encoder(_tiny(tiny_model_dir)).encode(TEXTS)
+    Encoder(_tiny(tiny_model_dir), graph_cache_dir=cache, model_fp="fp")
+    entry = cache / graph_key("fp")
+    graph = entry / "model.onnx"
+    if damage == "truncate":
+        graph.write_bytes(graph.read_bytes()[:100])
+    elif damage == "garbage":  # same size, so only onnxruntime notices
+        graph.write_bytes(b"x" * graph.stat().st_size)
+    else:
+        (entry / "meta.json").write_text("{")
+    enc = Encoder(_tiny(tiny_model_dir), graph_cache_dir=cache, model_fp="fp")
+    assert enc.graph_source == "saved"
+    np.testing.assert_array_equal(enc.encode(TEXTS), expected)
+    assert Encoder(_tiny(tiny_model_dir), graph_cache_dir=cache, model_fp="fp").graph_source == "cached"
+
+
+def test_unusable_graph_cache_dir_is_ignored(tiny_model_dir, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    enc = Encoder(_tiny(tiny_model_dir), graph_cache_dir=not_a_dir, model_fp="fp")
+    assert enc.graph_source == "optimised" and enc.encode(["a"]).shape == (1, 8)
+
+
+def test_old_graphs_and_stale_temporaries_are_removed(tiny_model_dir, tmp_path, monkeypatch):
+    import os
+
+    import oxidize.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "GRAPH_KEEP", 2)
+    cache = tmp_path / "onnx"
+    stale, fresh = cache / ".tmp-killed", cache / ".tmp-running"
+    for d in (stale, fresh):
+        d.mkdir(parents=True)
+        (d / "model.onnx").write_bytes(b"partial")
+    os.utime(stale, (1, 1))
+    for i, fp in enumerate(["a", "b", "c"]):
+        Encoder(_tiny(tiny_model_dir), graph_cache_dir=cache, model_fp=fp)
+        os.utime(cache / graph_key(fp) / "meta.json", (1000 + i, 1000 + i))
+    left = {p.name for p in cache.iterdir()}
+    assert left == {graph_key("b"), graph_key("c"), ".tmp-running"}
+
+
+def test_a_bad_model_with_a_graph_cache_is_still_a_model_error(tiny_model_dir, tmp_path):
+    (tiny_model_dir / "model.onnx").write_bytes(b"this is not a protobuf")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        Encoder(_tiny(tiny_model_dir), graph_cache_dir=tmp_path / "onnx", model_fp="fp")
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == []
 
 
 def test_not_an_onnx_file(tiny_model_dir):
