@@ -125,7 +125,9 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
         if not encoders:
             from oxidize.encoder import Encoder
 
-            encoders.append(Encoder(resolved))
+            # The optimised graph is kept beside the embedding cache (build/.cache/onnx/).
+            encoders.append(Encoder(resolved, graph_cache_dir=Path(cache_file).parent / "onnx",
+                                    model_fp=record["fingerprint"]))
         return encoders[0]
 
     start = time.perf_counter()
@@ -172,8 +174,10 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
             f"embeddings of model '{recipe.embedding_model}' have {embeddings.shape[1]} dimensions; "
             f"set layers[0] to {embeddings.shape[1]} or null")
     t = proj.training
+    # The memory map itself, not a copy: training reads only the rows it uses
+    # (train._validate copies only if the file were not C-ordered float32).
     result = train_projection(
-        np.ascontiguousarray(embeddings, dtype=np.float32), triplets,
+        embeddings, triplets,
         hidden=hidden, out=out_dim, epochs=proj.epochs, batch_size=proj.batch_size,
         learning_rate=t.learning_rate, margin=t.margin, seed=t.seed, optimizer=t.optimizer,
         momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim,

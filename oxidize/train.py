@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ OPTIMIZERS = ("adam", "sgd")
 ADAM_BETA1 = 0.9
 ADAM_BETA2 = 0.999
 ADAM_EPS = 1e-8
+#: Triplets per segment of an epoch; the BLAS thread count is chosen per segment (see
+#: :class:`_BlasThreads`).
+SEGMENT_TRIPLETS = 4096
+#: After probing 1 and all BLAS threads, keep the faster for this many segments.
+PROBE_EVERY = 8
 #: The single safetensors metadata key; its value is canonical JSON. (safetensors stores
 #: metadata in a hash map whose order changes from process to process, so several keys
 #: would make the file's bytes differ between identical builds.)
@@ -113,12 +119,21 @@ def _validate(embeddings, triplets, in_dim, label):
     if in_dim is not None and dim != in_dim:
         raise _fail(label, f"embeddings have dimension {dim} but the projection's input layer "
                            f"is {in_dim}; set layers[0] to {dim} (or leave it out)")
-    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite)[0])
-        raise _fail(label, f"embeddings row {row} contains NaN or infinity "
-                           f"({int((~finite).sum())} bad rows); rebuild the embeddings")
+    # A C-contiguous float32 array (or memory map) is used as it is, not copied: the
+    # kernels read only the rows the triplets name. np.asarray drops the memmap subclass
+    # (numba takes plain arrays) without copying.
+    emb = np.ascontiguousarray(np.asarray(embeddings), dtype=np.float32)
+    bad_rows = 0
+    first_bad = None
+    for lo, hi in _chunk_bounds(n_texts, dim):  # a chunk at a time: no [n_texts, dim] mask
+        finite = np.isfinite(emb[lo:hi]).all(axis=1)
+        if not finite.all():
+            if first_bad is None:
+                first_bad = lo + int(np.flatnonzero(~finite)[0])
+            bad_rows += int((~finite).sum())
+    if first_bad is not None:
+        raise _fail(label, f"embeddings row {first_bad} contains NaN or infinity "
+                           f"({bad_rows} bad rows); rebuild the embeddings")
     if not isinstance(triplets, np.ndarray) or triplets.ndim != 2 or triplets.shape[1] != 3:
         shape = getattr(triplets, "shape", None)
         raise _fail(label, f"triplets must be an integer array [n, 3] (anchor, positive, "
@@ -184,8 +199,7 @@ def linear_init(embeddings: np.ndarray, triplets: np.ndarray, out: int,
     the mean ``||w0 x + b2||`` over the training texts is 1, a scale the residual's Kaiming
     start matches.
     """
-    x_all = np.asarray(embeddings, dtype=np.float64)
-    in_dim = x_all.shape[1]
+    in_dim = embeddings.shape[1]
     w0 = np.zeros((out, in_dim))
     if kind == "none":
         return w0, np.zeros(out)
@@ -194,11 +208,24 @@ def linear_init(embeddings: np.ndarray, triplets: np.ndarray, out: int,
             raise TrainingError(f"init 'identity' needs the output size to equal the input "
                                 f"size ({in_dim}), but it is {out}; use init 'pca'")
         return np.eye(in_dim), np.zeros(out)
+    if kind not in ("pca", "within"):
+        raise TrainingError(f"init must be one of {', '.join(INITS)}, got {kind!r}")
+    # Every statistic is accumulated over row chunks gathered from ``embeddings`` (which
+    # may be a read-only memory map): float64 copies of one chunk at a time, never of the
+    # whole matrix. With a single chunk (up to _STAT_CHUNK_ELEMS values) the sums are the
+    # exact operations of one pass over the whole array.
     rows = np.unique(np.asarray(triplets, dtype=np.int64))
-    x = x_all[rows]  # (n_train, in)
-    mu = x.mean(axis=0)
-    xc = x - mu
-    cov = xc.T @ xc / max(len(x) - 1, 1)  # (in, in)
+    n_rows = len(rows)
+    total = np.zeros(in_dim)
+    for xs in _chunks64(embeddings, rows):
+        # numpy sums axis 0 row by row: prepending the running total keeps that order
+        total = np.concatenate([total[None], xs]).sum(axis=0)
+    mu = total / n_rows
+    cov = np.zeros((in_dim, in_dim))
+    for xs in _chunks64(embeddings, rows):
+        xc = xs - mu
+        cov += xc.T @ xc
+    cov /= max(n_rows - 1, 1)  # (in, in)
     k = min(out, in_dim)
     if kind == "pca":
         vals, vecs = np.linalg.eigh(cov)
@@ -206,25 +233,49 @@ def linear_init(embeddings: np.ndarray, triplets: np.ndarray, out: int,
         # a fixed sign per direction (eigh's signs are arbitrary): largest entry positive
         signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(k)])
         w0[:k] = (top * np.where(signs == 0, 1, signs)).T
-    elif kind == "within":
+    else:  # within
         from scipy.linalg import eigh
 
         pairs = _group_pairs(triplets)
-        d = x_all[pairs[:, 0]] - x_all[pairs[:, 1]]  # (k_pairs, in)
-        s_w = d.T @ d / (2 * max(len(d), 1))
+        s_w = np.zeros((in_dim, in_dim))
+        for lo, hi in _chunk_bounds(len(pairs), in_dim):
+            d = (_gather64(embeddings, pairs[lo:hi, 0])
+                 - _gather64(embeddings, pairs[lo:hi, 1]))  # (chunk, in)
+            s_w += d.T @ d
+        s_w /= 2 * max(len(pairs), 1)
         # (a floor: when every positive equals its anchor S_w is 0, and eigh would fail)
         s_w += max(shrinkage * np.trace(s_w) / in_dim, 1e-6) * np.eye(in_dim)
         vals, vecs = eigh(cov, s_w)  # vecs^T s_w vecs = I
         top = vecs[:, ::-1][:, :k]
         signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(k)])
         w0[:k] = (top * np.where(signs == 0, 1, signs)).T
-    else:
-        raise TrainingError(f"init must be one of {', '.join(INITS)}, got {kind!r}")
     b2 = -w0 @ mu
-    scale = np.linalg.norm(x @ w0.T + b2, axis=1).mean()
+    norms = [np.linalg.norm(xs @ w0.T + b2, axis=1) for xs in _chunks64(embeddings, rows)]
+    scale = np.concatenate(norms).mean()
     if scale > 0:
         w0, b2 = w0 / scale, b2 / scale
     return w0, b2
+
+
+#: Values (rows × dim) per float64 chunk when :func:`linear_init` gathers rows (8 MB).
+_STAT_CHUNK_ELEMS = 1 << 20
+
+
+def _chunk_bounds(n: int, dim: int):
+    """``(lo, hi)`` bounds of consecutive chunks of ``n`` rows of ``dim`` values."""
+    step = max(1, _STAT_CHUNK_ELEMS // max(dim, 1))
+    return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+
+def _gather64(embeddings: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` of ``embeddings`` as a float64 array (reads only those rows)."""
+    return np.asarray(embeddings[index], dtype=np.float64)
+
+
+def _chunks64(embeddings: np.ndarray, rows: np.ndarray):
+    """Rows ``rows`` of ``embeddings``, a chunk at a time, as float64 arrays."""
+    for lo, hi in _chunk_bounds(len(rows), embeddings.shape[1]):
+        yield _gather64(embeddings, rows[lo:hi])
 
 
 #: Order of the weights in the flat parameter vector: matrices first (weight decay).
@@ -320,12 +371,101 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
             raise _fail(label, f"{name} must be {want}, got {value!r}")
     emb, trips = _validate(embeddings, triplets, in_dim, label)
     held = _check_heldout(heldout, emb.shape[0], label)
-    in_features = emb.shape[1]
-    n = trips.shape[0]
-    loss_fn = TripletLoss(margin)
 
     from oxidize import kernels  # numba: imported only when training
 
+    with _BlasThreads(blas_threads()) as threads:
+        return _train(threads, emb, trips, held, kernels, hidden=hidden, out=out, epochs=epochs,
+                      batch_size=batch_size, learning_rate=learning_rate, margin=margin,
+                      seed=seed, optimizer=optimizer, momentum=momentum,
+                      weight_decay=weight_decay, label=label, progress=progress, init=init,
+                      patience=patience)
+
+
+def blas_threads() -> int | None:
+    """``OXIDIZE_BLAS_THREADS`` as a number of BLAS threads for training (``0``: leave BLAS
+    as it is), or ``None`` (unset or not a number): choose by measuring (:class:`_BlasThreads`)."""
+    value = os.environ.get("OXIDIZE_BLAS_THREADS", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+class _BlasThreads:
+    """How many threads the BLAS libraries (SciPy's, which numba calls, and NumPy's) use
+    while training: fixed, or chosen by measuring.
+
+    Why measured: on 2 idle cores OpenBLAS with 2 threads trains 1.6–1.8× faster than with
+    1, but with the cores shared (``doit -n 2``, other builds) it was 3× (batch 256) to
+    24× (batch 32) *slower* — its threads spin waiting for each other (docs/benchmarks.md,
+    "BLAS threads"). So each epoch runs in segments of :data:`SEGMENT_TRIPLETS` triplets;
+    one segment is timed with 1 thread and one with all of them, the faster count runs the
+    next :data:`PROBE_EVERY` segments, and then both are timed again. The weights do not
+    depend on the choice (BLAS splits work over output tiles, never over a sum; a test
+    checks equal bytes for 1 and 2 threads).
+    """
+
+    def __init__(self, fixed: int | None):
+        self.fixed = fixed
+        self.choices: list[int] = []
+        self.rates: dict[int, float] = {}
+        self.plan: list[int] = []
+        self._controller = None
+        self._limiter = None
+        self.current: int | None = None
+
+    def __enter__(self) -> _BlasThreads:
+        if self.fixed == 0:
+            return self
+        import scipy.linalg.cython_blas  # noqa: F401 — load numba's BLAS before limiting it
+        from threadpoolctl import ThreadpoolController
+
+        self._controller = ThreadpoolController().select(user_api="blas")
+        most = max([lib.num_threads for lib in self._controller.lib_controllers] or [1])
+        self.choices = [self.fixed] if self.fixed else sorted({1, most})
+        self.set(self.choices[0])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+            self._limiter = None
+
+    def set(self, threads: int) -> None:
+        if self._controller is not None and threads != self.current:
+            if self._limiter is not None:
+                self._limiter.restore_original_limits()
+            self._limiter = self._controller.limit(limits=threads)
+            self.current = threads
+
+    def next(self) -> int:
+        """Set and return the thread count for the next segment."""
+        if not self.choices:
+            return 0
+        if not self.plan:
+            if len(self.choices) == 1:
+                self.plan = [self.choices[0]]
+            elif len(self.rates) < len(self.choices):  # probe every choice
+                self.plan = list(self.choices)
+                self.rates.clear()
+            else:
+                best = max(self.choices, key=lambda c: self.rates[c])
+                self.plan = [best] * PROBE_EVERY
+                self.rates.clear()
+        threads = self.plan.pop(0)
+        self.set(threads)
+        return threads
+
+    def record(self, threads: int, triplets: int, seconds: float) -> None:
+        if threads and len(self.choices) > 1 and threads not in self.rates:
+            self.rates[threads] = triplets / max(seconds, 1e-9)
+
+
+def _train(blas: _BlasThreads, emb, trips, held, kernels, *, hidden, out, epochs, batch_size, learning_rate,
+           margin, seed, optimizer, momentum, weight_decay, label, progress, init,
+           patience) -> TrainResult:
+    """The body of :func:`train_projection` on validated inputs."""
+    in_features = emb.shape[1]
+    n = trips.shape[0]
+    loss_fn = TripletLoss(margin)
     rng = np.random.default_rng(seed)
     params = _FlatParams({"w1": (hidden, in_features), "b1": (hidden,), "w2": (out, hidden),
                           "b2": (out,), "w0": (out, in_features)}, np.float32)
@@ -346,6 +486,7 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
     sizes = np.full(n_batches, batch_size, dtype=np.float64)
     sizes[-1] = n - batch_size * (n_batches - 1)
     batch_losses = np.zeros(n_batches, dtype=np.float64)
+    segment = max(1, SEGMENT_TRIPLETS // batch_size)  # minibatches per segment
     opt_code = kernels.ADAM if optimizer == "adam" else kernels.SGD
     p, g = params.views, grads.views
     prefix = f"{label} " if label else ""
@@ -370,13 +511,26 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
     for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
         order = rng.permutation(n).astype(np.int64)
-        done, step = kernels.train_epoch(
-            emb, trips, order, batch_size, float(margin),
-            params.flat, p["w0"], p["w1"], p["b1"], p["w2"], p["b2"],
-            grads.flat, g["w0"], g["w1"], g["b1"], g["w2"], g["b2"], state1, state2,
-            x, h, z, z_lin, y, norms, dy, dh,
-            opt_code, float(learning_rate), ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
-            float(momentum), float(weight_decay), params.n_decay, step, batch_losses)
+        done = 0
+        # The epoch's minibatches in segments (same batches, same order: same bytes), so
+        # that the BLAS thread count can follow the machine's load.
+        while done < n_batches:
+            todo = min(n_batches - done, segment)
+            lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
+            threads = blas.next()
+            seg_start = time.perf_counter()
+            seg_done, step = kernels.train_epoch(
+                emb, trips, order[lo:hi], batch_size, float(margin),
+                params.flat, p["w0"], p["w1"], p["b1"], p["w2"], p["b2"],
+                grads.flat, g["w0"], g["w1"], g["b1"], g["w2"], g["b2"], state1, state2,
+                x, h, z, z_lin, y, norms, dy, dh,
+                opt_code, float(learning_rate), ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
+                float(momentum), float(weight_decay), params.n_decay, step,
+                batch_losses[done:done + todo])
+            blas.record(threads, hi - lo, time.perf_counter() - seg_start)
+            done += seg_done
+            if seg_done < todo:
+                break
         if done < n_batches:
             raise _fail(label, f"training diverged in epoch {epoch}/{epochs} (minibatch "
                                f"{done + 1}/{n_batches}): the loss became "
@@ -436,11 +590,20 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
                        stopped_early=stopped_early)
 
 
+#: Similarities (queries × corpus) per call of :func:`oxidize.evaluate.evaluate` while
+#: training: evaluate holds a few float64 blocks of up to this many values (32 MB each), so
+#: a large held-out split is scored a group of queries at a time.
+_SCORE_BLOCK_ELEMS = 1 << 22
+
+
 class _HeldoutScorer:
     """MRR@10 of the current weights on the held-out split, for choosing the best epoch.
 
     Projects only the held-out texts (a few hundred rows: cheap next to an epoch) and
     ranks with :func:`oxidize.evaluate.evaluate`, the same code that writes metrics.json.
+    When ``queries × corpus`` exceeds :data:`_SCORE_BLOCK_ELEMS`, the queries are scored in
+    groups (each against the whole corpus) and the groups' means are combined, weighted by
+    their number of scored queries — the same MRR up to rounding, in bounded memory.
     """
 
     def __init__(self, emb: np.ndarray, heldout: np.ndarray):
@@ -450,17 +613,37 @@ class _HeldoutScorer:
         self.queries = scored_queries(queries, corpus, relevant)
         self.rows = np.asarray(list(corpus), dtype=np.int64)
         local = {t: i for i, t in enumerate(self.rows.tolist())}
-        self.task = ({q: local[q] for q in queries}, {c: local[c] for c in corpus}, relevant)
-        self.x = emb[self.rows]
-        self.base_mrr = self._score(self.x)
+        corpus_local = {c: local[c] for c in corpus}
+        ids = list(queries)
+        per = max(1, _SCORE_BLOCK_ELEMS // max(len(corpus_local), 1))
+        self.tasks = []  # [(queries, corpus, relevant, scored queries)]
+        for lo in range(0, len(ids), per):
+            group = {q: local[q] for q in ids[lo:lo + per]}
+            n = scored_queries(group, corpus_local, relevant)
+            if n:
+                self.tasks.append((group, corpus_local, relevant, n))
+        self.emb = emb  # read a block of held-out rows at a time, never all of them at once
+        self.base_mrr = self._score(self._rows(lambda x: x, emb.shape[1], emb.dtype))
 
     def _score(self, vectors: np.ndarray) -> float:
         from oxidize.evaluate import PRIMARY_METRIC, evaluate
 
-        return evaluate(*self.task, embeddings=vectors)[PRIMARY_METRIC]
+        if len(self.tasks) == 1:
+            return evaluate(*self.tasks[0][:3], embeddings=vectors)[PRIMARY_METRIC]
+        total = sum(evaluate(*task[:3], embeddings=vectors)[PRIMARY_METRIC] * task[3]
+                    for task in self.tasks)
+        return total / max(self.queries, 1)
+
+    def _rows(self, func, dim: int, dtype) -> np.ndarray:
+        """``func`` applied to the held-out rows of the embeddings, a block at a time."""
+        out = np.empty((len(self.rows), dim), dtype)
+        for lo in range(0, len(self.rows), _PROJECT_ROWS):
+            out[lo:lo + _PROJECT_ROWS] = func(self.emb[self.rows[lo:lo + _PROJECT_ROWS]])
+        return out
 
     def mrr(self, weights: dict[str, np.ndarray]) -> float:
-        return self._score(project(weights, self.x))
+        return self._score(self._rows(lambda x: _project_rows(weights, x),
+                                      weights["w2"].shape[0], weights["w2"].dtype))
 
 
 def loss_and_gradients(weights: dict[str, np.ndarray], xa: np.ndarray, xp: np.ndarray,
@@ -499,6 +682,22 @@ def project(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     ``y = normalize(w0 x + w2 relu(w1 x + b1) + b2)``; weights without ``w0`` (files of
     oxidize 0.1) are the plain MLP.
     """
+    w1, b1, w2, b2 = (weights[k] for k in ("w1", "b1", "w2", "b2"))
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] <= _PROJECT_ROWS:
+        return _project_rows(weights, x)
+    # A block of rows at a time, so that the hidden layer's temporaries stay small.
+    out = np.empty((x.shape[0], w2.shape[0]), dtype=np.result_type(w1.dtype, w2.dtype))
+    for lo in range(0, x.shape[0], _PROJECT_ROWS):
+        out[lo:lo + _PROJECT_ROWS] = _project_rows(weights, x[lo:lo + _PROJECT_ROWS])
+    return out
+
+
+#: Rows per block in :func:`project`.
+_PROJECT_ROWS = 2048
+
+
+def _project_rows(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     w1, b1, w2, b2 = (weights[k] for k in ("w1", "b1", "w2", "b2"))
     x = np.asarray(x, dtype=w1.dtype)
     h = np.maximum(x @ w1.T + b1, 0)  # (n, hidden)

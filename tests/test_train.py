@@ -227,12 +227,100 @@ def test_identical_bytes_across_processes_and_blas_threads(tmp_path):
     """Separate processes (fresh hash seeds) and 1 vs 2 BLAS threads give the same file."""
     digests = []
     for i, threads in enumerate(("1", "2", "2")):
+        # OXIDIZE_BLAS_THREADS: training would otherwise limit BLAS to 1 thread itself
         env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
-               "PYTHONHASHSEED": str(i)}
+               "OXIDIZE_BLAS_THREADS": threads, "PYTHONHASHSEED": str(i)}
         out = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / f"w{i}.safetensors")],
                              env=env, capture_output=True, text=True, check=True)
         digests.append(out.stdout.strip())
     assert len(set(digests)) == 1, digests
+
+
+def test_blas_thread_policy(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from oxidize import train
+
+    monkeypatch.delenv("OXIDIZE_BLAS_THREADS", raising=False)
+    assert train.blas_threads() is None  # measured
+    monkeypatch.setenv("OXIDIZE_BLAS_THREADS", "2")
+    assert train.blas_threads() == 2
+    monkeypatch.setenv("OXIDIZE_BLAS_THREADS", "many")  # not a number: measured
+    assert train.blas_threads() is None
+    with train._BlasThreads(1) as fixed:
+        assert [fixed.next() for _ in range(3)] == [1, 1, 1]
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)
+    chooser = train._BlasThreads(None)
+    chooser.choices = [1, 2]  # as on a 2-core machine
+    seen = []
+    for _ in range(2 + train.PROBE_EVERY + 2):
+        threads = chooser.next()
+        seen.append(threads)
+        chooser.record(threads, 100, 1.0 if threads == 2 else 0.5)  # 1 thread is faster
+    assert seen == [1, 2] + [1] * train.PROBE_EVERY + [1, 2]
+    with train._BlasThreads(0) as untouched:
+        assert untouched.next() == 0
+
+
+def test_segments_and_thread_counts_do_not_change_the_weights(monkeypatch):
+    from oxidize import train
+
+    emb, _, trip = clusters(n_triplets=500)
+    kw = dict(hidden=48, out=8, epochs=2, batch_size=16, learning_rate=1e-2, margin=0.2,
+              seed=2, progress=False)
+    monkeypatch.setenv("OXIDIZE_BLAS_THREADS", "1")
+    whole = train_projection(emb, trip, **kw)
+    monkeypatch.delenv("OXIDIZE_BLAS_THREADS")
+    monkeypatch.setattr(train, "SEGMENT_TRIPLETS", 40)  # 2 minibatches per segment
+    monkeypatch.setattr(train, "PROBE_EVERY", 2)
+    segmented = train_projection(emb, trip, **kw)
+    assert _digest(segmented.weights) == _digest(whole.weights)
+    assert segmented.losses == whole.losses
+
+
+def test_memory_mapped_embeddings_are_read_in_place(tmp_path):
+    """A float32 memory map (what the train task passes) is not copied, and trains to the
+    same bytes as the array in memory."""
+    from oxidize.train import _validate
+
+    emb, _, trip = clusters(n_triplets=300)
+    np.save(tmp_path / "e.npy", emb)
+    mapped = np.load(tmp_path / "e.npy", mmap_mode="r")
+    checked, _ = _validate(mapped, trip, None, "")
+    assert np.shares_memory(checked, mapped) and type(checked) is np.ndarray
+    kw = dict(hidden=32, out=8, epochs=2, batch_size=32, learning_rate=1e-2, margin=0.2,
+              seed=1, progress=False)
+    assert (_digest(train_projection(mapped, trip, **kw).weights)
+            == _digest(train_projection(emb, trip, **kw).weights))
+
+
+def test_chunked_statistics_and_projection_match_one_pass(monkeypatch):
+    """linear_init's row chunks, project's row blocks and the scorer's query groups (which
+    bound memory at scale) give the one-pass results up to rounding."""
+    from oxidize import train
+    from oxidize.evaluate import score_projection
+
+    emb, trip, held = grouped_problem(n_groups=16, per_group=10, n_triplets=900)
+    one = {kind: linear_init(emb, trip, 6, kind) for kind in ("within", "pca")}
+    weights = train_projection(emb, trip, **{**KW, "epochs": 1}).weights
+    whole = project(weights, emb)
+    scorer = train._HeldoutScorer(emb, held)
+    assert len(scorer.tasks) == 1
+    mrr = scorer.mrr(weights)
+    assert mrr == score_projection(weights, emb, held)["mrr@10"]
+    monkeypatch.setattr(train, "_STAT_CHUNK_ELEMS", 7 * emb.shape[1])  # 7 rows per chunk
+    monkeypatch.setattr(train, "_PROJECT_ROWS", 9)
+    monkeypatch.setattr(train, "_SCORE_BLOCK_ELEMS", 5 * 40)  # 5 queries per group
+    for kind, (w0, b2) in one.items():
+        c0, cb = linear_init(emb, trip, 6, kind)
+        np.testing.assert_allclose(c0, w0, rtol=1e-7, atol=1e-9, err_msg=kind)
+        np.testing.assert_allclose(cb, b2, rtol=1e-7, atol=1e-9, err_msg=kind)
+    np.testing.assert_allclose(project(weights, emb), whole, rtol=1e-6, atol=1e-7)
+    grouped = train._HeldoutScorer(emb, held)
+    assert len(grouped.tasks) > 1
+    assert grouped.mrr(weights) == pytest.approx(mrr, rel=1e-12)
+    assert grouped.base_mrr == pytest.approx(scorer.base_mrr, rel=1e-12)
 
 
 # ---------------------------------------------------------------- divergence
