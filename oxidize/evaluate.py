@@ -49,6 +49,8 @@ GREATER_IS_BETTER = True
 K = 10
 #: Queries scored per block (bounds memory to ``QUERY_CHUNK × corpus`` floats).
 QUERY_CHUNK = 512
+#: At most this many similarities are held at once (float64: 32 MiB).
+SIM_BLOCK = 1 << 22
 
 
 def metric_names(k: int = K) -> tuple[str, str, str]:
@@ -105,8 +107,11 @@ def evaluate(queries: Mapping[Hashable, Any], corpus: Mapping[Hashable, Any],
     n_corpus = len(corpus_ids)
     top = min(k, n_corpus)
     mrr = p = r = 0.0
-    for lo in range(0, len(scored), QUERY_CHUNK):
-        block = scored[lo:lo + QUERY_CHUNK]
+    # Bound the similarity block to ~2**22 floats whatever the corpus size: at a million
+    # held-out texts a fixed 512-query block would hold gigabytes.
+    chunk = max(1, min(QUERY_CHUNK, SIM_BLOCK // max(n_corpus, 1)))
+    for lo in range(0, len(scored), chunk):
+        block = scored[lo:lo + chunk]
         sim = qmat[lo:lo + len(block)] @ cmat.T  # (chunk, n_corpus)
         for row, (qid, _) in enumerate(block):
             own = position.get(qid)
@@ -114,7 +119,8 @@ def evaluate(queries: Mapping[Hashable, Any], corpus: Mapping[Hashable, Any],
                 sim[row, own] = -np.inf  # a query is never retrieved for itself
         # stable sort of the top candidates: ties go to the earlier corpus item
         if top < n_corpus:
-            cand = np.argpartition(-sim, top, axis=1)[:, :top + 1]
+            # the top+1 largest, without the copy that partitioning -sim would make
+            cand = np.argpartition(sim, n_corpus - top - 1, axis=1)[:, n_corpus - top - 1:]
         else:
             cand = np.broadcast_to(np.arange(n_corpus), (len(block), n_corpus))
         for row, (qid, rel) in enumerate(block):
