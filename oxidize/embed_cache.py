@@ -132,11 +132,7 @@ class EmbeddingCache:
         size = self.dim * 4
         conn = self._connection()
         with self._guard("read"):
-            for start in range(0, len(texts), _SQL_VARS):
-                rows_of: dict[bytes, list[int]] = {}
-                for i in range(start, min(start + _SQL_VARS, len(texts))):
-                    rows_of.setdefault(text_key(texts[i]), []).append(i)
-                marks = ",".join("?" * len(rows_of))
+            for rows_of, marks in _key_batches(texts):
                 cursor = conn.execute(
                     f"SELECT text_sha256, dim, vector FROM embeddings "
                     f"WHERE model = ? AND kind = ? AND text_sha256 IN ({marks})",
@@ -181,11 +177,7 @@ class EmbeddingCache:
         bad = 0
         conn = self._connection()
         with self._guard("read"):
-            for start in range(0, len(texts), _SQL_VARS):
-                rows_of: dict[bytes, list[int]] = {}
-                for i in range(start, min(start + _SQL_VARS, len(texts))):
-                    rows_of.setdefault(text_key(texts[i]), []).append(i)
-                marks = ",".join("?" * len(rows_of))
+            for rows_of, marks in _key_batches(texts):
                 cursor = conn.execute(
                     f"SELECT text_sha256, dim = ? AND length(vector) = ? FROM embeddings "
                     f"WHERE model = ? AND kind = ? AND text_sha256 IN ({marks})",
@@ -424,3 +416,13 @@ def embed_to_file(texts: list[str], cache: EmbeddingCache, encoder_factory: Call
                 handle.write(vectors.astype("<f4", copy=False).tobytes())
     embedded = min(embedded, n_unique)
     return EmbedStats(total=len(texts), unique=n_unique, cached=n_unique - embedded, embedded=embedded)
+
+
+def _key_batches(texts: Sequence[str]):
+    """Yield ``({sha256 key: [row indices]}, "?,?,…")`` for at most ``_SQL_VARS`` texts at a
+    time: one ``IN (…)`` query per batch, and duplicate texts share their key's rows."""
+    for start in range(0, len(texts), _SQL_VARS):
+        rows_of: dict[bytes, list[int]] = {}
+        for i in range(start, min(start + _SQL_VARS, len(texts))):
+            rows_of.setdefault(text_key(texts[i]), []).append(i)
+        yield rows_of, ",".join("?" * len(rows_of))
