@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import itertools
 import os
 import platform
 import shutil
 import tempfile
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -229,7 +231,7 @@ class Encoder:
         pool = ThreadPoolExecutor(self.workers) if self.workers > 1 and len(batches) > 1 else None
         try:
             # In order: results are taken (and progress told) batch by batch as they finish.
-            results = pool.map(run, batches) if pool is not None else map(run, batches)
+            results = _in_order(pool, run, batches, window=2 * self.workers)
             out: np.ndarray | None = None
             done = 0
             for rows, pooled in zip(batches, results):
@@ -418,3 +420,21 @@ def _evict(cache_dir: Path) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _in_order(pool, func, items, window: int):
+    """``func`` over ``items``, results yielded in order; with a pool, at most ``window``
+    calls in flight. Unlike ``Executor.map``, which submits everything at once, this keeps
+    memory bounded and means an error stops the work within ``window`` items."""
+    if pool is None:
+        yield from map(func, items)
+        return
+    pending: deque = deque()
+    source = iter(items)
+    for item in itertools.islice(source, window):
+        pending.append(pool.submit(func, item))
+    while pending:
+        result = pending.popleft().result()
+        for item in itertools.islice(source, 1):
+            pending.append(pool.submit(func, item))
+        yield result
