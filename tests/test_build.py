@@ -17,69 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eventlog_factory import append_session, make_sqlite_eventlog
-from tiny_model import make_tiny_model
-
-RECIPE_A = """\
-version: 1
-embedding_model: tiny
-model_dir: ../../model
-eventlog: ../../events.db
-projections:
-  semantic:
-    layers: [null, 16, 8]
-    epochs: 2
-    batch_size: 16
-    training:
-      pairs: 200
-  other:
-    layers: [null, 12, 4]
-    epochs: 1
-    batch_size: 8
-    training:
-      pairs: 100
-      seed: 7
-"""
-
-RECIPE_B = """\
-version: 1
-embedding_model: tiny
-model_dir: ../model
-eventlog: ../other.db
-projections:
-  semantic:
-    layers: [null, 16, 8]
-    epochs: 1
-    batch_size: 16
-    training:
-      pairs: 100
-"""
-
-
-def _sessions(prefix: str, n_sessions: int, per_session: int) -> dict[str, list[str]]:
-    topics = ["database migration schema", "parser token grammar", "cache key eviction",
-              "release build pipeline", "network retry timeout", "test fixture mock"]
-    out = {}
-    for s in range(n_sessions):
-        topic = topics[s % len(topics)]
-        out[f"{prefix}-session-{s}"] = [
-            f"decision {i} in {prefix} session {s} about the {topic} and its consequences"
-            for i in range(per_session)]
-    return out
+from eventlog_factory import append_session
+from project_factory import make_project
 
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    (root / "pyproject.toml").write_text('[tool.doit]\nloader = "oxidize"\n')
-    make_tiny_model(root / "model", dim=8)
-    make_sqlite_eventlog(root / "events.db", _sessions("a", 6, 5))
-    make_sqlite_eventlog(root / "other.db", _sessions("b", 4, 4))
-    (root / "recipes" / "a").mkdir(parents=True)
-    (root / "recipes" / "a" / "oxidize.yaml").write_text(RECIPE_A)
-    (root / "recipes" / "b.yaml").write_text(RECIPE_B)
-    return root
+    return make_project(tmp_path / "proj")
 
 
 def doit(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_stale import executed, make_project, run
+from project_factory import make_project
+from test_stale import executed, run
 
 LOCKS = ("recipes/a/oxidize.lock", "recipes/b.lock")
 WEIGHTS = ("build/a/semantic/weights.safetensors", "build/a/other/weights.safetensors",

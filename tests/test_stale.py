@@ -16,64 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from eventlog_factory import append_session, make_sqlite_eventlog
-from tiny_model import make_onnx, make_tiny_model
-
-RECIPE_A = """\
-version: 1
-embedding_model: tiny
-model_dir: ../../model
-eventlog: ../../events.db
-projections:
-  semantic:
-    layers: [null, 16, 8]
-    epochs: 2
-    batch_size: 16
-    training:
-      pairs: 200
-  other:
-    layers: [null, 12, 4]
-    epochs: 1
-    batch_size: 8
-    training:
-      pairs: 100
-      seed: 7
-"""
-
-RECIPE_B = """\
-version: 1
-embedding_model: tiny
-model_dir: ../model
-eventlog: ../other.db
-projections:
-  semantic:
-    layers: [null, 16, 8]
-    epochs: 1
-    batch_size: 16
-    training:
-      pairs: 100
-"""
-
-
-def sessions(prefix: str, n_sessions: int, per_session: int) -> dict[str, list[str]]:
-    topics = ["database migration schema", "parser token grammar", "cache key eviction",
-              "release build pipeline", "network retry timeout", "test fixture mock"]
-    return {f"{prefix}-session-{s}": [f"decision {i} in {prefix} session {s} about the "
-                                      f"{topics[s % len(topics)]} and its consequences"
-                                      for i in range(per_session)]
-            for s in range(n_sessions)}
-
-
-def make_project(root: Path, recipe_a: str = RECIPE_A) -> Path:
-    root.mkdir(parents=True)
-    (root / "pyproject.toml").write_text('[tool.doit]\nloader = "oxidize"\n')
-    make_tiny_model(root / "model", dim=8)
-    make_sqlite_eventlog(root / "events.db", sessions("a", 6, 5))
-    make_sqlite_eventlog(root / "other.db", sessions("b", 4, 4))
-    (root / "recipes" / "a").mkdir(parents=True)
-    (root / "recipes" / "a" / "oxidize.yaml").write_text(recipe_a)
-    (root / "recipes" / "b.yaml").write_text(RECIPE_B)
-    return root
+from eventlog_factory import append_session
+from project_factory import make_project
+from tiny_model import make_onnx
 
 
 def run(root: Path, *args: str, program: str = "doit", env: dict | None = None,
