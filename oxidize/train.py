@@ -65,6 +65,9 @@ ADAM_EPS = 1e-8
 SEGMENT_TRIPLETS = 4096
 #: After probing 1 and all BLAS threads, keep the faster for this many segments.
 PROBE_EVERY = 8
+#: Triplets per probing segment (shorter than :data:`SEGMENT_TRIPLETS`: on an idle machine
+#: the slower count's probe is time lost, ~half of a short run with full-size probes).
+PROBE_TRIPLETS = 1024
 #: The single safetensors metadata key; its value is canonical JSON. (safetensors stores
 #: metadata in a hash map whose order changes from process to process, so several keys
 #: would make the file's bytes differ between identical builds.)
@@ -397,8 +400,9 @@ class _BlasThreads:
     1, but with the cores shared (``doit -n 2``, other builds) it was 3× (batch 256) to
     24× (batch 32) *slower* — its threads spin waiting for each other (docs/benchmarks.md,
     "BLAS threads"). So each epoch runs in segments of :data:`SEGMENT_TRIPLETS` triplets;
-    one segment is timed with 1 thread and one with all of them, the faster count runs the
-    next :data:`PROBE_EVERY` segments, and then both are timed again. The weights do not
+    one shorter segment (:data:`PROBE_TRIPLETS`) is timed with 1 thread and one with all
+    of them, the faster count runs the next :data:`PROBE_EVERY` segments, and then both
+    are timed again. The weights do not
     depend on the choice (BLAS splits work over output tiles, never over a sum; a test
     checks equal bytes for 1 and 2 threads).
     """
@@ -411,6 +415,9 @@ class _BlasThreads:
         self._controller = None
         self._limiter = None
         self.current: int | None = None
+        #: the segment that :meth:`next` set up is a probe (timed to compare counts)
+        self.probing = False
+        self._probe_plan = False
 
     def __enter__(self) -> _BlasThreads:
         if self.fixed == 0:
@@ -438,6 +445,7 @@ class _BlasThreads:
 
     def next(self) -> int:
         """Set and return the thread count for the next segment."""
+        self.probing = False
         if not self.choices:
             return 0
         if not self.plan:
@@ -446,11 +454,14 @@ class _BlasThreads:
             elif len(self.rates) < len(self.choices):  # probe every choice
                 self.plan = list(self.choices)
                 self.rates.clear()
+                self._probe_plan = True
             else:
                 best = max(self.choices, key=lambda c: self.rates[c])
                 self.plan = [best] * PROBE_EVERY
                 self.rates.clear()
+                self._probe_plan = False
         threads = self.plan.pop(0)
+        self.probing = self._probe_plan
         self.set(threads)
         return threads
 
@@ -487,6 +498,7 @@ def _train(blas: _BlasThreads, emb, trips, held, kernels, *, hidden, out, epochs
     sizes[-1] = n - batch_size * (n_batches - 1)
     batch_losses = np.zeros(n_batches, dtype=np.float64)
     segment = max(1, SEGMENT_TRIPLETS // batch_size)  # minibatches per segment
+    probe_segment = max(1, min(PROBE_TRIPLETS, SEGMENT_TRIPLETS) // batch_size)
     opt_code = kernels.ADAM if optimizer == "adam" else kernels.SGD
     p, g = params.views, grads.views
     prefix = f"{label} " if label else ""
@@ -515,9 +527,9 @@ def _train(blas: _BlasThreads, emb, trips, held, kernels, *, hidden, out, epochs
         # The epoch's minibatches in segments (same batches, same order: same bytes), so
         # that the BLAS thread count can follow the machine's load.
         while done < n_batches:
-            todo = min(n_batches - done, segment)
-            lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
             threads = blas.next()
+            todo = min(n_batches - done, probe_segment if blas.probing else segment)
+            lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
             seg_start = time.perf_counter()
             seg_done, step = kernels.train_epoch(
                 emb, trips, order[lo:hi], batch_size, float(margin),

@@ -253,12 +253,14 @@ def test_blas_thread_policy(monkeypatch):
         assert blas and all(i["num_threads"] == 1 for i in blas)
     chooser = train._BlasThreads(None)
     chooser.choices = [1, 2]  # as on a 2-core machine
-    seen = []
+    seen, probes = [], []
     for _ in range(2 + train.PROBE_EVERY + 2):
         threads = chooser.next()
         seen.append(threads)
+        probes.append(chooser.probing)  # probes run shorter segments
         chooser.record(threads, 100, 1.0 if threads == 2 else 0.5)  # 1 thread is faster
     assert seen == [1, 2] + [1] * train.PROBE_EVERY + [1, 2]
+    assert probes == [True, True] + [False] * train.PROBE_EVERY + [True, True]
     with train._BlasThreads(0) as untouched:
         assert untouched.next() == 0
 
