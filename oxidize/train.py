@@ -377,7 +377,14 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
 
     from oxidize import kernels  # numba: imported only when training
 
-    with _BlasThreads(blas_threads()) as threads:
+    fixed = blas_threads()
+    if fixed is None and 3 * batch_size > THREAD_SAFE_SUM:
+        # Summing more than THREAD_SAFE_SUM rows, this OpenBLAS splits the weight-gradient
+        # reductions differently with 1 and 2 threads (different last bits), so a count
+        # chosen by timing would make the weights depend on the machine's load. Keep
+        # BLAS's own, fixed count instead: same machine, same bytes.
+        fixed = 0
+    with _BlasThreads(fixed) as threads:
         return _train(threads, emb, trips, held, kernels, hidden=hidden, out=out, epochs=epochs,
                       batch_size=batch_size, learning_rate=learning_rate, margin=margin,
                       seed=seed, optimizer=optimizer, momentum=momentum,
@@ -392,6 +399,12 @@ def blas_threads() -> int | None:
     return int(value) if value.isdigit() else None
 
 
+#: Largest stacked minibatch (3 × batch rows) whose weight-gradient GEMMs were measured to
+#: give the same bits with 1 and 2 OpenBLAS threads (OpenBLAS 0.3.30, SkylakeX; differences
+#: seen at 552, 600, 720 and 744 rows). Larger batches keep a fixed thread count.
+THREAD_SAFE_SUM = 384
+
+
 class _BlasThreads:
     """How many threads the BLAS libraries (SciPy's, which numba calls, and NumPy's) use
     while training: fixed, or chosen by measuring.
@@ -402,9 +415,9 @@ class _BlasThreads:
     "BLAS threads"). So each epoch runs in segments of :data:`SEGMENT_TRIPLETS` triplets;
     one shorter segment (:data:`PROBE_TRIPLETS`) is timed with 1 thread and one with all
     of them, the faster count runs the next :data:`PROBE_EVERY` segments, and then both
-    are timed again. The weights do not
-    depend on the choice (BLAS splits work over output tiles, never over a sum; a test
-    checks equal bytes for 1 and 2 threads).
+    are timed again. Up to :data:`THREAD_SAFE_SUM` stacked rows the weights do not depend
+    on the choice (a test checks equal bytes for 1 and 2 threads); above it the count is
+    not measured but fixed (see :func:`train_projection`).
     """
 
     def __init__(self, fixed: int | None):

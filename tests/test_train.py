@@ -265,6 +265,29 @@ def test_blas_thread_policy(monkeypatch):
         assert untouched.next() == 0
 
 
+def test_large_batches_keep_a_fixed_thread_count(monkeypatch):
+    """Above THREAD_SAFE_SUM stacked rows 1 and 2 OpenBLAS threads give different bits, so a
+    count chosen by timing would tie the weights to the machine's load: not measured there."""
+    from oxidize import train
+
+    monkeypatch.delenv("OXIDIZE_BLAS_THREADS", raising=False)
+    seen = []
+
+    class Recording(train._BlasThreads):
+        def __init__(self, fixed):
+            seen.append(fixed)
+            super().__init__(fixed)
+
+    monkeypatch.setattr(train, "_BlasThreads", Recording)
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(60, 8)).astype(np.float32)
+    trips = np.array([[i, (i + 1) % 60, (i + 30) % 60] for i in range(60)], dtype=np.int32)
+    for batch in (train.THREAD_SAFE_SUM // 3, train.THREAD_SAFE_SUM // 3 + 1):
+        train_projection(emb, trips, hidden=8, out=4, epochs=1, batch_size=batch,
+                         learning_rate=1e-3, margin=0.2, seed=0, progress=False)
+    assert seen == [None, 0]  # measured at 128 rows a branch, BLAS's own count above
+
+
 def test_segments_and_thread_counts_do_not_change_the_weights(monkeypatch):
     from oxidize import train
 
