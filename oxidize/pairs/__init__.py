@@ -203,17 +203,7 @@ def read_triplets(path: Path | str) -> np.ndarray:
     Raises:
         OxidizeError: not a ``.npy`` file of integer ``(n, 3)`` rows.
     """
-    import numpy as np
-
-    path = Path(path)
-    try:
-        triplets = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise OxidizeError(f"cannot read triplets {path}: {err}") from None
-    if triplets.ndim != 2 or triplets.shape[1] != 3 or triplets.dtype.kind not in "iu":
-        raise OxidizeError(f"{path}: triplets have shape {triplets.shape} and dtype {triplets.dtype}, "
-                           f"expected int32 (n, 3)")
-    return triplets.astype(np.int32, copy=False)
+    return _read_index_rows(path, 3, "triplets", "n")
 
 
 def read_heldout(path: Path | str) -> np.ndarray:
@@ -226,14 +216,19 @@ def read_heldout(path: Path | str) -> np.ndarray:
     Raises:
         OxidizeError: not a ``.npy`` file of integer ``(m, 2)`` rows.
     """
+    return _read_index_rows(path, 2, "held-out pairs", "m")
+
+
+def _read_index_rows(path: Path | str, width: int, what: str, rows: str) -> np.ndarray:
+    """An ``int32[rows, width]`` array of text indices from a ``.npy`` file, or a clear error."""
     import numpy as np
 
     path = Path(path)
     try:
-        pairs = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise OxidizeError(f"cannot read held-out pairs {path}: {err}") from None
-    if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind not in "iu":
-        raise OxidizeError(f"{path}: held-out pairs have shape {pairs.shape} and dtype {pairs.dtype}, "
-                           f"expected int32 (m, 2)")
-    return pairs.astype(np.int32, copy=False)
+        raise OxidizeError(f"cannot read {what} {path}: {err}") from None
+    if array.ndim != 2 or array.shape[1] != width or array.dtype.kind not in "iu":
+        raise OxidizeError(f"{path}: {what} have shape {array.shape} and dtype {array.dtype}, "
+                           f"expected int32 ({rows}, {width})")
+    return array.astype(np.int32, copy=False)
