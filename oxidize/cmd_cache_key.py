@@ -52,7 +52,7 @@ def cache_key_inputs(root: Path, names: list[str] | None = None) -> dict:
         if names and recipe.name not in names:
             continue
         log = eventlog_path(recipe, root)
-        resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
+        resolved = recipe.resolve_model()
         out["recipes"][recipe.name] = {
             "settings": lockfile.recipe_settings(recipe),
             "eventlog_sha256": file_sha256(log) if log.is_file() else None,

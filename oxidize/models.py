@@ -36,7 +36,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from oxidize.errors import ModelError
@@ -63,6 +63,9 @@ class ModelSpec:
         max_length: tokens per text after truncation (including special tokens).
         normalize: L2-normalise the pooled vector.
         description: one line for messages and ``model.json``.
+        int8_matmul: run the matrix products whose weights the model stores as int8 on
+            int8 kernels, one text per run (:mod:`oxidize.int8`); the recipe's
+            ``embedding_int8``. No effect on a model without such products.
     """
 
     name: str
@@ -73,6 +76,7 @@ class ModelSpec:
     max_length: int = 512
     normalize: bool = True
     description: str = ""
+    int8_matmul: bool = True
 
     def settings(self) -> dict:
         """The settings that change the vectors a model produces (hashed by the fingerprint)."""
@@ -82,6 +86,7 @@ class ModelSpec:
             "query_prefix": self.query_prefix,
             "max_length": self.max_length,
             "normalize": self.normalize,
+            "int8_matmul": self.int8_matmul,
         }
 
 
@@ -125,13 +130,23 @@ def env_var_for(name: str) -> str:
     return f"OXIDIZE_MODEL_DIR_{slug}"
 
 
-def resolve_model(name: str, model_dir: Path | str | None = None) -> ResolvedModel:
+def resolve_model(name: str, model_dir: Path | str | None = None, *,
+                  int8_matmul: bool = True) -> ResolvedModel:
     """Find the files of model ``name``; see the module docstring for the order.
+
+    ``int8_matmul`` is the recipe's ``embedding_int8`` (see :class:`ModelSpec`).
 
     Raises:
         ModelError: unknown name with no directory, a configured directory that is missing
             or lacks a file, or a model found nowhere (the message lists each place looked).
     """
+    found = _resolve(name, model_dir)
+    if found.spec.int8_matmul == bool(int8_matmul):
+        return found
+    return replace(found, spec=replace(found.spec, int8_matmul=bool(int8_matmul)))
+
+
+def _resolve(name: str, model_dir: Path | str | None) -> ResolvedModel:
     key = name.strip().lower()
     spec = REGISTRY.get(key)
     looked: list[str] = []

@@ -114,9 +114,17 @@ class Recipe:
     path: Path
     version: int
     embedding_model: str
+    embedding_int8: bool
     model_dir: Path | None
     eventlog: Path | None
     projections: dict[str, Projection]
+
+    def resolve_model(self):
+        """The embedding model's files and settings (:func:`oxidize.models.resolve_model`)."""
+        from oxidize import models
+
+        return models.resolve_model(self.embedding_model, self.model_dir,
+                                    int8_matmul=self.embedding_int8)
 
     def projection(self, name: str) -> Projection:
         """The projection called ``name``; a RecipeError with a close match if there is none."""
@@ -415,6 +423,12 @@ def _string(value: Any, where: _Where) -> str:
     return value
 
 
+def _bool(value: Any, where: _Where) -> bool:
+    if not isinstance(value, bool):
+        raise where.fail(f"expected true or false, found {_found(value)}")
+    return value
+
+
 def _choice(*options: str) -> Callable[[Any, _Where], str]:
     def check(value: Any, where: _Where) -> str:
         if not isinstance(value, str) or value not in options:
@@ -537,6 +551,8 @@ _NO_PROJECTIONS = ("no projections; expected a mapping of projection names to se
 TOP_KEYS: dict[str, Key] = {
     "version": Key(_version, missing=f"missing required key; expected 'version: {SUPPORTED_VERSION}'"),
     "embedding_model": Key(_string, DEFAULT_MODEL, stages=("model",)),
+    # int8 kernels for a model's int8-stored weights, one text per run (oxidize/int8.py)
+    "embedding_int8": Key(_bool, True, stages=("model",)),
     "model_dir": Key(_optional(_path), None),
     "eventlog": Key(_optional(_path), None),
     "projections": Key(_projections, missing=_NO_PROJECTIONS),

@@ -78,7 +78,7 @@ def build_model_fingerprint(recipe_file: str, recipe_name: str, target: str) -> 
     from oxidize.atomic import write_json
 
     recipe = _recipe(recipe_file, recipe_name)
-    resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
+    resolved = recipe.resolve_model()
     start = time.perf_counter()
     record = models.fingerprint_record(resolved)
     write_json(target, record)
@@ -106,7 +106,6 @@ def build_pairs(recipe_file: str, recipe_name: str, projection: str, eventlog: s
 def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_dir: str,
                      model_json: str, cache_file: str) -> None:
     """Embed the texts table, taking every text already embedded from the cache."""
-    from oxidize import models
     from oxidize.atomic import write_json
     from oxidize.embed_cache import EmbeddingCache, embed_to_file
     from oxidize.pairs import read_texts
@@ -116,7 +115,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
     out = Path(out_dir)
     texts = read_texts(out / "texts.jsonl")
     record = json.loads(Path(model_json).read_text(encoding="utf-8"))
-    resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
+    resolved = recipe.resolve_model()
 
     encoders = []
 

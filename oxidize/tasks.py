@@ -164,7 +164,7 @@ def task_dicts(root: Path | str = ".") -> Iterator[dict]:
         yield {"basename": name, "name": None,
                "doc": f"build recipe {name} ({recipe_file}): {', '.join(recipe.projections)}"}
         try:
-            resolved = models.resolve_model(recipe.embedding_model, recipe.model_dir)
+            resolved = recipe.resolve_model()
             model_deps = [_rel(resolved.model_file, root), _rel(resolved.tokenizer_file, root)]
             model_dim = resolved.spec.dim
         except OxidizeError:

@@ -166,7 +166,7 @@ def test_settings_dicts_are_flat_dotted_and_json_ready():
         "projections.semantic.training.patience": 3,
     }
     assert recipe.projection("semantic").eval_settings() == {"projections.semantic.gate": None}
-    assert recipe.model_settings() == {"embedding_model": DEFAULT_MODEL}
+    assert recipe.model_settings() == {"embedding_model": DEFAULT_MODEL, "embedding_int8": True}
     for settings_dict in (pairs, train, recipe.model_settings()):
         assert json.loads(json.dumps(settings_dict)) == settings_dict
     assert recipe.projection("semantic").train_settings() == train

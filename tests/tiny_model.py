@@ -48,8 +48,13 @@ def make_tokenizer() -> Tokenizer:
 
 
 def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
-              pooled_output: bool = False) -> onnx.ModelProto:
-    """The tiny graph. ``pooled_output=True`` gives a rank-2 output (a broken model for tests)."""
+              pooled_output: bool = False, int8_weights: bool = False) -> onnx.ModelProto:
+    """The tiny graph. ``pooled_output=True`` gives a rank-2 output (a broken model for tests).
+
+    ``int8_weights=True`` ends it with a ``[dim, dim]`` matrix product whose weights are
+    stored as int8 with a scale per column, ``MatMul(h, Mul(Cast(W_int8), scale))`` — the
+    form of the default model's products that :mod:`oxidize.int8` runs on int8 kernels.
+    """
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((len(VOCAB), dim)).astype(np.float32)
     pos = (0.1 * rng.standard_normal((MAX_POSITIONS, dim))).astype(np.float32)
@@ -85,6 +90,14 @@ def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
         nodes += [helper.make_node("Gather", ["T", "token_type_ids"], ["typ"]),
                   helper.make_node("Add", [last, "typ"], ["h2"])]
         last = "h2"
+    if int8_weights:
+        w_int8 = rng.integers(-127, 128, size=(dim, dim)).astype(np.int8)
+        scale = (rng.uniform(0.5, 1.5, size=(1, dim)) / 127).astype(np.float32)
+        inits += [numpy_helper.from_array(w_int8, "W_int8"), numpy_helper.from_array(scale, "W_scale")]
+        nodes += [helper.make_node("Cast", ["W_int8"], ["W_float"], to=TensorProto.FLOAT),
+                  helper.make_node("Mul", ["W_float", "W_scale"], ["W"]),
+                  helper.make_node("MatMul", [last, "W"], ["h_int8"])]
+        last = "h_int8"
     if pooled_output:
         nodes += [helper.make_node("Add", [last, "ctx"], ["h3"]),
                   helper.make_node("ReduceMean", ["h3"], ["last_hidden_state"], axes=[1], keepdims=0)]
@@ -101,13 +114,15 @@ def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
     return model
 
 
-def make_tiny_model(dir: Path, dim: int = 8, with_token_type_ids: bool = True) -> Path:
+def make_tiny_model(dir: Path, dim: int = 8, with_token_type_ids: bool = True,
+                    int8_weights: bool = False) -> Path:
     """Write ``model.onnx`` and ``tokenizer.json`` of the tiny model into ``dir``; return ``dir``.
 
     Deterministic: the same arguments give byte-identical files (and so the same fingerprint).
     """
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
-    onnx.save(make_onnx(dim=dim, with_token_type_ids=with_token_type_ids), str(dir / "model.onnx"))
+    onnx.save(make_onnx(dim=dim, with_token_type_ids=with_token_type_ids, int8_weights=int8_weights),
+              str(dir / "model.onnx"))
     make_tokenizer().save(str(dir / "tokenizer.json"))
     return dir
