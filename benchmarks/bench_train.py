@@ -1,11 +1,30 @@
-"""Training throughput: the Numba trainer vs a plain NumPy step vs the raw float32 matmul rate.
+"""Training throughput: the Numba trainer vs PyTorch CPU vs plain NumPy vs the float32 matmul rate.
 
-Run: ``python -m benchmarks.bench_train [--seconds 3] [--quick]``. Prints, for each layer size and
-batch size, triplets per second and the GFLOP/s achieved (matrix products only:
-``6 * (2*in*hidden + 3*hidden*out)`` FLOPs per triplet — forward and weight gradient of
-layer 1, forward, weight gradient and input gradient of layer 2, for 3 rows), next to
-the rate of one plain ``np.dot`` of the same shape as the first layer's forward product and
-of a large square float32 ``np.dot``, measured in the same run.
+Run: ``python -m benchmarks.bench_train [--triplets 32768] [--repeats 5] [--quick]``.
+
+All three train the same model, loss and optimiser (oxidize's, see :mod:`oxidize.train`):
+``y = normalize(W0 x + W2 relu(W1 x + b1) + b2)`` — a linear path ``W0 [out, in]`` (trained,
+no bias of its own) plus an MLP residual — with the batch-mean triplet loss
+``max(0, (1 - a·p) - (1 - a·n) + margin)`` on the unit outputs and Adam (β1 0.9, β2 0.999,
+eps 1e-8, bias-corrected, no weight decay), all float32.
+
+Each measurement trains the same fixed number of triplets (the same rows; oxidize visits them
+in its own seeded permutation of one epoch, ``init="pca"`` so that every weight moves, and its ``result.seconds``
+counts only the epoch loop; the baselines time only their step loop). For every layer size
+and batch size there are ``--repeats`` rounds; each round runs oxidize, PyTorch and NumPy
+once each, the first of them rotating from round to round, so that load drift on a shared
+machine hits all three alike. Reported: the median triplets/s of each, and the per-round
+ratios numba/torch and numba/numpy (their spread shows how noisy the machine was). A
+warm-up run of each (JIT compile, PyTorch's first steps, BLAS thread pools) precedes the
+rounds of every configuration and is not timed.
+
+GFLOP/s counts matrix products only: per stacked row (3 per triplet) the forward and weight
+gradient of ``W1`` (2 × in·hidden), the forward, weight gradient and input gradient of
+``W2`` (3 × hidden·out) and the forward and weight gradient of ``W0`` (2 × in·out)
+multiply-adds, i.e. ``6 * (2*in*hidden + 3*hidden*out + 2*in*out)`` FLOPs per triplet — the
+seven ``np.dot`` of :func:`oxidize.kernels.loss_and_grads`. It is shown as a fraction of the
+rate of a square float32 ``np.dot`` (1024³) measured in every round of the same row, so that
+both see the same load (median over the row's rounds).
 
 Not a test: nothing here asserts a time.
 """
@@ -14,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import numpy as np
@@ -22,10 +42,14 @@ from oxidize.train import train_projection
 
 SIZES = [(384, 1024, 256), (768, 1024, 256)]
 BATCHES = [32, 256]
+MARGIN = 0.2
+LR = 1e-3
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+IMPLS = ("numba", "torch", "numpy")
 
 
 def flops_per_triplet(d_in, hidden, out):
-    return 6 * (2 * d_in * hidden + 3 * hidden * out)
+    return 6 * (2 * d_in * hidden + 3 * hidden * out + 2 * d_in * out)
 
 
 def matmul_gflops(m, k, n, seconds):
@@ -40,137 +64,212 @@ def matmul_gflops(m, k, n, seconds):
     return 2.0 * m * k * n * reps / (time.perf_counter() - start) / 1e9
 
 
-def numpy_step(w, m, v, t, xa, xp, xn, margin, lr, b1=0.9, b2=0.999, eps=1e-8):
-    """The same training step (forward, triplet loss, backward, Adam) in plain NumPy."""
-    bsz = xa.shape[0]
-    x = np.concatenate([xa, xp, xn])  # (3b, in)
+# --------------------------------------------------------------------------- oxidize (Numba)
+
+def bench_numba(emb, trips, hidden, out, batch):
+    """Triplets/s of one epoch of :func:`train_projection` over ``trips`` (epoch loop only)."""
+    result = train_projection(emb, trips, hidden=hidden, out=out, epochs=1, batch_size=batch,
+                              learning_rate=LR, margin=MARGIN, seed=0, progress=False, init="pca")
+    return len(trips) / result.seconds
+
+
+# --------------------------------------------------------------------------- plain NumPy
+
+def numpy_init(d_in, hidden, out, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"w0": (rng.standard_normal((out, d_in)) * 0.05).astype(np.float32),
+            "w1": (rng.standard_normal((hidden, d_in)) * 0.05).astype(np.float32),
+            "b1": np.zeros(hidden, np.float32),
+            "w2": (rng.standard_normal((out, hidden)) * 0.05).astype(np.float32),
+            "b2": np.zeros(out, np.float32)}
+
+
+def numpy_loss_grads(w, x, bsz, margin):
+    """Loss and gradients for ``x = [anchors; positives; negatives]`` (3·bsz rows), plain NumPy."""
     h = np.maximum(x @ w["w1"].T + w["b1"], 0)  # (3b, hidden)
-    z = h @ w["w2"].T + w["b2"]  # (3b, out)
+    z = x @ w["w0"].T + h @ w["w2"].T + w["b2"]  # (3b, out): linear path + residual
     norm = np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     y = z / norm
     ya, yp, yn = y[:bsz], y[bsz:2 * bsz], y[2 * bsz:]
-    gap = np.einsum("ij,ij->i", ya, yn) - np.einsum("ij,ij->i", ya, yp) + margin
-    active = (gap > 0).astype(np.float32)[:, None] / bsz
+    gap = (1 - np.einsum("ij,ij->i", ya, yp)) - (1 - np.einsum("ij,ij->i", ya, yn)) + margin
     loss = np.maximum(gap, 0).mean()
+    active = (gap > 0).astype(np.float32)[:, None] / bsz
     dy = np.concatenate([active * (yn - yp), -active * ya, active * ya])
     dz = (dy - y * np.einsum("ij,ij->i", y, dy)[:, None]) / norm
-    g = {"w2": dz.T @ h, "b2": dz.sum(0)}
     dh = (dz @ w["w2"]) * (h > 0)
-    g["w1"] = dh.T @ x
-    g["b1"] = dh.sum(0)
+    g = {"w0": dz.T @ x, "w2": dz.T @ h, "b2": dz.sum(0), "w1": dh.T @ x, "b1": dh.sum(0)}
+    return loss, g
+
+
+def numpy_adam(w, g, m, v, t, lr):
     for k in w:
-        m[k] = b1 * m[k] + (1 - b1) * g[k]
-        v[k] = b2 * v[k] + (1 - b2) * g[k] * g[k]
-        w[k] -= lr * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
-    return loss
+        m[k] = BETA1 * m[k] + (1 - BETA1) * g[k]
+        v[k] = BETA2 * v[k] + (1 - BETA2) * g[k] * g[k]
+        w[k] -= lr * (m[k] / (1 - BETA1 ** t)) / (np.sqrt(v[k] / (1 - BETA2 ** t)) + EPS)
 
 
-def bench_numpy(emb, trip, d_in, hidden, out, batch, seconds):
-    rng = np.random.default_rng(0)
-    w = {"w1": (rng.standard_normal((hidden, d_in)) * 0.05).astype(np.float32),
-         "b1": np.zeros(hidden, np.float32),
-         "w2": (rng.standard_normal((out, hidden)) * 0.05).astype(np.float32),
-         "b2": np.zeros(out, np.float32)}
+def bench_numpy(emb, trips, d_in, hidden, out, batch):
+    w = numpy_init(d_in, hidden, out)
     m = {k: np.zeros_like(a) for k, a in w.items()}
     v = {k: np.zeros_like(a) for k, a in w.items()}
-    done, t, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        sel = trip[(t * batch + np.arange(batch)) % len(trip)]
-        t += 1
-        numpy_step(w, m, v, t, emb[sel[:, 0]], emb[sel[:, 1]], emb[sel[:, 2]], 0.2, 1e-3)
-        done += batch
-    return done / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for t, lo in enumerate(range(0, len(trips), batch), start=1):
+        sel = trips[lo:lo + batch]
+        x = emb[sel.T.ravel()]  # [anchors; positives; negatives]
+        _, g = numpy_loss_grads(w, x, len(sel), MARGIN)
+        numpy_adam(w, g, m, v, t, LR)
+    return len(trips) / (time.perf_counter() - start)
 
 
-def bench_numba(emb, trip, hidden, out, batch, seconds):
-    # size the run from a short probe so that it takes about `seconds`
-    probe = trip[: batch * 8]
-    t0 = time.perf_counter()
-    train_projection(emb, probe, hidden=hidden, out=out, epochs=1, batch_size=batch,
-                     learning_rate=1e-3, margin=0.2, seed=0, progress=False)
-    rate = len(probe) / (time.perf_counter() - t0)
-    n = max(batch * 8, min(len(trip), int(rate * seconds) // batch * batch))
-    result = train_projection(emb, trip[:n], hidden=hidden, out=out, epochs=1, batch_size=batch,
-                              learning_rate=1e-3, margin=0.2, seed=0, progress=False)
-    return n / result.seconds
+# --------------------------------------------------------------------------- PyTorch
+
+def torch_model(d_in, hidden, out):
+    """The same model as an ``nn.Module``: ``normalize(w0(x) + mlp(x))``."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Projection(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w0 = nn.Linear(d_in, out, bias=False)
+            self.mlp = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+        def forward(self, x):
+            return F.normalize(self.w0(x) + self.mlp(x), dim=1)
+
+    torch.manual_seed(0)
+    return Projection()
 
 
-def bench_torch(emb, trip, d_in, hidden, out, batch, seconds):
-    """The same model, loss and optimiser in PyTorch on CPU (None when torch is absent)."""
+def torch_loss(model, x, bsz, margin):
+    import torch
+
+    y = model(x)
+    ya, yp, yn = y[:bsz], y[bsz:2 * bsz], y[2 * bsz:]
+    return torch.clamp((1 - (ya * yp).sum(1)) - (1 - (ya * yn).sum(1)) + margin, min=0).mean()
+
+
+def bench_torch(emb, trips, d_in, hidden, out, batch):
+    """Triplets/s of the same training in PyTorch on CPU (None when torch is absent)."""
     try:
         import torch
     except ImportError:
         return None
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(d_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = torch_model(d_in, hidden, out)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS)
     emb_t = torch.from_numpy(emb)
-    trip_t = torch.from_numpy(trip.astype(np.int64))
-
-    def step(t):
-        sel = trip_t[(t * batch + torch.arange(batch)) % len(trip_t)]
+    trip_t = torch.from_numpy(np.ascontiguousarray(trips, dtype=np.int64))
+    start = time.perf_counter()
+    for lo in range(0, len(trip_t), batch):
+        sel = trip_t[lo:lo + batch]
         x = emb_t[sel.T.reshape(-1)]  # [anchors; positives; negatives]
-        y = torch.nn.functional.normalize(model(x), dim=1)
-        ya, yp, yn = y[:batch], y[batch:2 * batch], y[2 * batch:]
-        loss = torch.clamp((1 - (ya * yp).sum(1)) - (1 - (ya * yn).sum(1)) + 0.2, min=0).mean()
+        loss = torch_loss(model, x, len(sel), MARGIN)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return len(trips) / (time.perf_counter() - start)
 
-    for t in range(3):
-        step(t)
-    done, t, start = 0, 3, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step(t)
-        t += 1
-        done += batch
-    return done / (time.perf_counter() - start)
+
+# --------------------------------------------------------------------------- driver
+
+def measure(emb, trips, d_in, hidden, out, batch, repeats, have_torch, seconds, label=""):
+    """Triplets/s of each implementation in ``repeats`` interleaved rounds, and the square
+    matmul rate measured once per round (key ``"matmul"``, GFLOP/s)."""
+    runs = {"numba": lambda t: bench_numba(emb, t, hidden, out, batch),
+            "torch": lambda t: bench_torch(emb, t, d_in, hidden, out, batch),
+            "numpy": lambda t: bench_numpy(emb, t, d_in, hidden, out, batch)}
+    names = [k for k in IMPLS if k != "torch" or have_torch]
+    warm = trips[:min(len(trips), 16 * batch)]
+    for name in names:  # warm-up, untimed
+        runs[name](warm)
+    rates = {k: [] for k in (*names, "matmul")}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            rates[name].append(runs[name](trips))
+        rates["matmul"].append(matmul_gflops(1024, 1024, 1024, seconds))
+        line = " ".join(f"{k} {rates[k][-1]:8,.0f}" for k in order)
+        ratios = f"numba/torch {rates['numba'][-1] / rates['torch'][-1]:.2f}, " if have_torch else ""
+        print(f"  {label} round {r + 1}/{repeats} ({' → '.join(order)}): {line}  "
+              f"({ratios}numba/numpy {rates['numba'][-1] / rates['numpy'][-1]:.2f}); "
+              f"np.dot 1024³ {rates['matmul'][-1]:.0f} GFLOP/s", flush=True)
+    return rates
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    parser.add_argument("--quick", action="store_true", help="1 s per measurement")
+    parser.add_argument("--triplets", type=int, default=None,
+                        help="triplets trained per measurement (default 32768; --quick 16384)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="interleaved rounds per configuration (default 5; --quick 3)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="time per square-matmul measurement (default 1)")
+    parser.add_argument("--quick", action="store_true", help="16384 triplets, 3 rounds")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.seconds = 1.0
+    n_trip = args.triplets or (16384 if args.quick else 32768)
+    repeats = args.repeats or (3 if args.quick else 5)
+    seconds = args.seconds or 1.0
     try:
         import torch
 
+        have_torch = True
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     except ImportError:
+        have_torch = False
         print("torch: not installed (pip install -e '.[bench]'); the PyTorch column is skipped")
-    print(f"cores: {os.cpu_count()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
-    square = matmul_gflops(1024, 1024, 1024, args.seconds)
-    print(f"np.dot float32 1024x1024x1024: {square:7.1f} GFLOP/s")
+    print(f"cores: {os.cpu_count()}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, "
+          f"OXIDIZE_BLAS_THREADS={os.environ.get('OXIDIZE_BLAS_THREADS')}")
+    print(f"{n_trip:,} triplets per measurement, {repeats} interleaved rounds per configuration, "
+          f"medians", flush=True)
+    squares = [matmul_gflops(1024, 1024, 1024, seconds)]
+    print(f"np.dot float32 1024x1024x1024: {squares[-1]:7.1f} GFLOP/s", flush=True)
 
     rng = np.random.default_rng(0)
     n_texts = 20000
-    trip = rng.integers(0, n_texts, size=(400_000, 3)).astype(np.int32)
+    trips = rng.integers(0, n_texts, size=(n_trip, 3)).astype(np.int64)
     # compile (or load from cache) once, outside the timings
     tiny = rng.standard_normal((10, 4)).astype(np.float32)
-    train_projection(tiny, trip[:5] % 10, hidden=4, out=2, epochs=1, batch_size=2,
-                     learning_rate=1e-3, margin=0.2, seed=0, progress=False)
+    train_projection(tiny, trips[:5] % 10, hidden=4, out=2, epochs=1, batch_size=2,
+                     learning_rate=LR, margin=MARGIN, seed=0, progress=False, init="pca")
 
-    header = (f"{'layers':>15} {'batch':>5} | {'numba trip/s':>12} {'GFLOP/s':>7} {'% matmul':>8} | "
-              f"{'torch trip/s':>12} {'numba/torch':>11} | {'numpy trip/s':>12} {'numba/numpy':>11}")
-    print(header)
-    print("-" * len(header))
-    results = []
+    measured = []
     for d_in, hidden, out in SIZES:
         emb = rng.standard_normal((n_texts, d_in)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        fl = flops_per_triplet(d_in, hidden, out)
         for batch in BATCHES:
-            nb = bench_numba(emb, trip, hidden, out, batch, args.seconds)
-            th = bench_torch(emb, trip, d_in, hidden, out, batch, args.seconds)
-            npy = bench_numpy(emb, trip, d_in, hidden, out, batch, args.seconds)
-            pct = 100 * nb * fl / 1e9 / square
-            th_s = f"{th:12,.0f} {nb / th:11.2f}" if th else f"{'–':>12} {'–':>11}"
-            print(f"{d_in:>5}>{hidden}>{out:<4} {batch:>5} | {nb:12,.0f} {nb * fl / 1e9:7.1f} {pct:7.0f}% | "
-                  f"{th_s} | {npy:12,.0f} {nb / npy:11.2f}", flush=True)
-            results.append({"layers": (d_in, hidden, out), "batch": batch, "numba": nb, "torch": th,
-                            "numpy": npy, "gflops": nb * fl / 1e9, "matmul_fraction": pct / 100})
+            label = f"{d_in}>{hidden}>{out} batch {batch}"
+            measured.append(((d_in, hidden, out), batch,
+                             measure(emb, trips, d_in, hidden, out, batch, repeats, have_torch,
+                                     seconds, label)))
+            squares.extend(measured[-1][2]["matmul"])
+    square = statistics.median(squares)
+    print(f"np.dot float32 1024³ median of {len(squares)}: {square:.1f} GFLOP/s "
+          f"(from {min(squares):.1f} to {max(squares):.1f})")
+
+    header = (f"{'layers':>15} {'batch':>5} | {'numba trip/s':>12} {'GFLOP/s':>7} {'% matmul':>8} | "
+              f"{'torch trip/s':>12} {'numba/torch':>11} | {'numpy trip/s':>12} {'numba/numpy':>11} | "
+              f"numba/torch by round")
+    print(header)
+    print("-" * len(header))
+    results = []
+    for (d_in, hidden, out), batch, rates in measured:
+        fl = flops_per_triplet(d_in, hidden, out)
+        nb = statistics.median(rates["numba"])
+        th = statistics.median(rates["torch"]) if have_torch else None
+        npy = statistics.median(rates["numpy"])
+        gflops = nb * fl / 1e9
+        pct = 100 * gflops / statistics.median(rates["matmul"])  # under this row's load
+        if th:
+            th_s = f"{th:12,.0f} {nb / th:11.2f}"
+            by_round = " ".join(f"{a / b:.2f}" for a, b in zip(rates["numba"], rates["torch"]))
+        else:
+            th_s, by_round = f"{'–':>12} {'–':>11}", "–"
+        print(f"{d_in:>5}>{hidden}>{out:<4} {batch:>5} | {nb:12,.0f} {gflops:7.1f} {pct:7.0f}% | "
+              f"{th_s} | {npy:12,.0f} {nb / npy:11.2f} | {by_round}", flush=True)
+        results.append({"layers": (d_in, hidden, out), "batch": batch, "numba": nb, "torch": th,
+                        "numpy": npy, "gflops": gflops, "matmul_fraction": pct / 100,
+                        "rounds": rates})
     for r in results:
         if r["torch"]:
             goal = 1.0 if r["batch"] >= 256 else 1.5
@@ -178,7 +277,9 @@ def main(argv=None):
                   f"{'met' if r['numba'] >= goal * r['torch'] else 'NOT met'} ({r['numba'] / r['torch']:.2f}×)"
                   + (f"; ≥ 50% of matmul: {'met' if r['matmul_fraction'] >= 0.5 else 'NOT met'} "
                      f"({100 * r['matmul_fraction']:.0f}%)" if r["batch"] >= 256 else ""))
-    return {"square_gflops": square, "rows": results}
+    return {"square_gflops": square, "square_gflops_runs": squares, "triplets": n_trip,
+            "repeats": repeats, "rows": results}
+
 
 if __name__ == "__main__":
     main()
