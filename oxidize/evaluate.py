@@ -36,7 +36,7 @@ lists tasks.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,8 +49,9 @@ GREATER_IS_BETTER = True
 K = 10
 #: Queries scored per block (bounds memory to ``QUERY_CHUNK × corpus`` floats).
 QUERY_CHUNK = 512
-#: At most this many similarities are held at once (float64: 32 MiB).
-SIM_BLOCK = 1 << 22
+#: At most this many similarities are held at once (float64: 8 MiB, and as much again for
+#: the candidate indices). 2²² held 64 MiB: an eighth of a 100k-event training step's peak.
+SIM_BLOCK = 1 << 20
 
 
 def metric_names(k: int = K) -> tuple[str, str, str]:
@@ -99,40 +100,59 @@ def evaluate(queries: Mapping[Hashable, Any], corpus: Mapping[Hashable, Any],
     mrr_key, p_key, r_key = metric_names(k)
     corpus_ids = list(corpus)
     position = {cid: j for j, cid in enumerate(corpus_ids)}
-    scored = [(qid, {position[c] for c in rel}) for qid, rel in _scored(queries, position, relevant)]
+    scored = [(qid, sorted({position[c] for c in rel}))
+              for qid, rel in _scored(queries, position, relevant)]
     if not scored:
         return {mrr_key: 0.0, p_key: 0.0, r_key: 0.0}
     cmat = _matrix(corpus, corpus_ids, embeddings, "corpus")  # (n_corpus, dim)
     qmat = _matrix(queries, [q for q, _ in scored], embeddings, "queries")  # (n_queries, dim)
-    n_corpus = len(corpus_ids)
+    own = np.asarray([position.get(qid, -1) for qid, _ in scored], dtype=np.int64)
+    indptr = np.cumsum([0] + [len(rel) for _, rel in scored])
+    rel_flat = np.asarray([c for _, rel in scored for c in rel], dtype=np.int64)
+    return _ranking_metrics(cmat, own, indptr, rel_flat, k, qmat=qmat)
+
+
+def _ranking_metrics(cmat: np.ndarray, own: np.ndarray, indptr: np.ndarray,
+                     relevant: np.ndarray, k: int, qmat: np.ndarray | None = None) -> dict[str, float]:
+    """The metrics of ranking the unit rows ``cmat`` (the corpus, in tie-breaking order)
+    for each query; the ranking core of :func:`evaluate` and :class:`HeldoutSplit`.
+
+    Query ``i`` is the unit row ``qmat[i]`` (or, without ``qmat``, ``cmat[own[i]]``), sits
+    at corpus position ``own[i]`` (``-1``: not in the corpus) and finds the sorted corpus
+    positions ``relevant[indptr[i]:indptr[i + 1]]`` (at least one, never ``own[i]``).
+    """
+    import numpy as np
+
+    mrr_key, p_key, r_key = metric_names(k)
+    n_corpus, n_queries = len(cmat), len(own)
     top = min(k, n_corpus)
     mrr = p = r = 0.0
-    # Bound the similarity block to ~2**22 floats whatever the corpus size: at a million
+    # Bound the similarity block to SIM_BLOCK floats whatever the corpus size: at a million
     # held-out texts a fixed 512-query block would hold gigabytes.
     chunk = max(1, min(QUERY_CHUNK, SIM_BLOCK // max(n_corpus, 1)))
-    for lo in range(0, len(scored), chunk):
-        block = scored[lo:lo + chunk]
-        sim = qmat[lo:lo + len(block)] @ cmat.T  # (chunk, n_corpus)
-        for row, (qid, _) in enumerate(block):
-            own = position.get(qid)
-            if own is not None:
-                sim[row, own] = -np.inf  # a query is never retrieved for itself
+    for lo in range(0, n_queries, chunk):
+        hi = min(lo + chunk, n_queries)
+        block_own = own[lo:hi]
+        queries = qmat[lo:hi] if qmat is not None else cmat[block_own]
+        sim = queries @ cmat.T  # (chunk, n_corpus)
+        inside = np.flatnonzero(block_own >= 0)
+        sim[inside, block_own[inside]] = -np.inf  # a query is never retrieved for itself
         # stable sort of the top candidates: ties go to the earlier corpus item
         if top < n_corpus:
             # the top+1 largest, without the copy that partitioning -sim would make
             cand = np.argpartition(sim, n_corpus - top - 1, axis=1)[:, n_corpus - top - 1:]
         else:
-            cand = np.broadcast_to(np.arange(n_corpus), (len(block), n_corpus))
-        for row, (qid, rel) in enumerate(block):
+            cand = np.broadcast_to(np.arange(n_corpus), (hi - lo, n_corpus))
+        for row in range(hi - lo):
             c = np.sort(cand[row])
             order = c[np.argsort(-sim[row, c], kind="stable")]
-            own = position.get(qid)
-            ranked = [j for j in order.tolist() if j != own][:top]
-            hits = [rank for rank, j in enumerate(ranked, start=1) if j in rel]
-            mrr += 1.0 / hits[0] if hits else 0.0
+            ranked = order[order != block_own[row]][:top]
+            rel = relevant[indptr[lo + row]:indptr[lo + row + 1]]
+            hits = np.flatnonzero(np.isin(ranked, rel, assume_unique=True))
+            mrr += 1.0 / (hits[0] + 1) if len(hits) else 0.0
             p += len(hits) / k
             r += len(hits) / len(rel)
-    n = len(scored)
+    n = max(n_queries, 1)
     return {mrr_key: mrr / n, p_key: p / n, r_key: r / n}
 
 
@@ -210,10 +230,75 @@ def heldout_task(heldout: np.ndarray) -> tuple[dict[int, int], dict[int, int], d
     return queries, corpus, relevant
 
 
+#: Corpus rows turned into unit float64 vectors at a time by :meth:`HeldoutSplit.metrics`
+#: (the block size of :func:`oxidize.train.project`, so projected rows are the same bits).
+ROW_BLOCK = 2048
+
+
+class HeldoutSplit:
+    """A held-out split (``heldout.npy``) as index arrays: :func:`heldout_task`'s queries,
+    corpus and relevance without a Python object per pair (at 20,000 held-out texts those
+    dicts and sets took ~100 MB of a training step's peak memory).
+
+    Attributes:
+        texts: every text index in the split, increasing — the corpus, in tie-breaking order.
+        queries: corpus positions of the texts that have something to find.
+        indptr, relevant: query ``i`` finds the sorted corpus positions
+            ``relevant[indptr[i]:indptr[i + 1]]`` (never itself).
+    """
+
+    def __init__(self, heldout: np.ndarray):
+        import numpy as np
+
+        pairs = np.asarray(heldout, dtype=np.int64).reshape(-1, 2)
+        self.texts = np.unique(pairs)
+        local = np.searchsorted(self.texts, pairs)
+        local = local[local[:, 0] != local[:, 1]]
+        local = np.unique(local, axis=0) if len(local) else local  # by query, then corpus
+        self.queries, starts = np.unique(local[:, 0], return_index=True)
+        self.indptr = np.append(starts, len(local)).astype(np.int64)
+        self.relevant = np.ascontiguousarray(local[:, 1])
+
+    @property
+    def n_queries(self) -> int:
+        """How many queries are scored (each has at least one relevant text)."""
+        return len(self.queries)
+
+    def metrics(self, vectors: Callable[[np.ndarray], np.ndarray], k: int = K) -> dict[str, float]:
+        """:func:`evaluate`'s metrics when text ``t`` is the vector ``vectors(ts)[i]`` for
+        ``ts[i] == t``; ``vectors`` is asked for :data:`ROW_BLOCK` texts at a time (rows of
+        the base embedding, or projected rows), and only one float64 copy of the corpus is
+        held."""
+        import numpy as np
+
+        if not self.n_queries:
+            return dict.fromkeys(metric_names(k), 0.0)
+        cmat = None
+        for lo in range(0, len(self.texts), ROW_BLOCK):
+            rows = np.asarray(vectors(self.texts[lo:lo + ROW_BLOCK]), dtype=np.float64)
+            if cmat is None:
+                cmat = np.empty((len(self.texts), rows.shape[1]), dtype=np.float64)
+            norms = np.linalg.norm(rows, axis=1, keepdims=True)
+            cmat[lo:lo + len(rows)] = rows / np.maximum(norms, 1e-12)
+        return _ranking_metrics(cmat, self.queries, self.indptr, self.relevant, k)
+
+    def random(self, k: int = K) -> dict[str, float]:
+        """:func:`score_random` on this split: exact expectations of a random ranking."""
+        mrr_key, p_key, r_key = metric_names(k)
+        if not self.n_queries:
+            return {mrr_key: 0.0, p_key: 0.0, r_key: 0.0}
+        totals = [0.0, 0.0, 0.0]
+        for n_relevant in (self.indptr[1:] - self.indptr[:-1]).tolist():
+            # every query is a text of the corpus, which leaves len(texts) - 1 to rank
+            for i, value in enumerate(random_expectation(len(self.texts) - 1, n_relevant, k)):
+                totals[i] += value
+        n = self.n_queries
+        return {mrr_key: totals[0] / n, p_key: totals[1] / n, r_key: totals[2] / n}
+
+
 def score_base(embeddings: np.ndarray, heldout: np.ndarray, k: int = K) -> dict[str, float]:
     """Metrics of the plain embedding on the held-out split."""
-    queries, corpus, relevant = heldout_task(heldout)
-    return evaluate(queries, corpus, relevant, embeddings=embeddings, k=k)
+    return HeldoutSplit(heldout).metrics(lambda texts: embeddings[texts], k)
 
 
 def score_projection(weights: Mapping[str, np.ndarray], embeddings: np.ndarray,
@@ -222,21 +307,14 @@ def score_projection(weights: Mapping[str, np.ndarray], embeddings: np.ndarray,
 
     Only the held-out texts are projected.
     """
-    import numpy as np
-
     from oxidize.train import project
 
-    queries, corpus, relevant = heldout_task(heldout)
-    rows = np.asarray(list(corpus), dtype=np.int64)
-    projected = project(dict(weights), np.asarray(embeddings)[rows])
-    local = {t: i for i, t in enumerate(rows.tolist())}
-    return evaluate({q: local[q] for q in queries}, {c: local[c] for c in corpus}, relevant,
-                    embeddings=projected, k=k)
+    return HeldoutSplit(heldout).metrics(lambda texts: project(dict(weights), embeddings[texts]), k)
 
 
 def score_random_heldout(heldout: np.ndarray, k: int = K) -> dict[str, float]:
     """Expected metrics of a random ranking on the held-out split."""
-    return score_random(*heldout_task(heldout), k=k)
+    return HeldoutSplit(heldout).random(k)
 
 
 def compare(embeddings: np.ndarray, heldout: np.ndarray,
@@ -247,14 +325,17 @@ def compare(embeddings: np.ndarray, heldout: np.ndarray,
     "mrr@10", "heldout_queries": m}`` where ``m`` counts the scored queries (0 when the
     split is empty; then the three entries are ``None``).
     """
-    task = heldout_task(heldout)
-    m = scored_queries(*task)
+    split = HeldoutSplit(heldout)
+    m = split.n_queries
     out: dict[str, Any] = {"random": None, "base": None, "projection": None,
                            "primary_metric": f"mrr@{k}", "heldout_queries": m}
     if m == 0:
         return out
-    out["random"] = score_random(*task, k=k)
-    out["base"] = score_base(embeddings, heldout, k)
+    out["random"] = split.random(k)
+    out["base"] = split.metrics(lambda texts: embeddings[texts], k)
     if weights is not None:
-        out["projection"] = score_projection(weights, embeddings, heldout, k)
+        from oxidize.train import project
+
+        plain = dict(weights)
+        out["projection"] = split.metrics(lambda texts: project(plain, embeddings[texts]), k)
     return out

@@ -615,60 +615,31 @@ def _train(blas: _BlasThreads, emb, trips, held, kernels, *, hidden, out, epochs
                        stopped_early=stopped_early)
 
 
-#: Similarities (queries × corpus) per call of :func:`oxidize.evaluate.evaluate` while
-#: training: evaluate holds a few float64 blocks of up to this many values (32 MB each), so
-#: a large held-out split is scored a group of queries at a time.
-_SCORE_BLOCK_ELEMS = 1 << 22
-
-
 class _HeldoutScorer:
     """MRR@10 of the current weights on the held-out split, for choosing the best epoch.
 
-    Projects only the held-out texts (a few hundred rows: cheap next to an epoch) and
-    ranks with :func:`oxidize.evaluate.evaluate`, the same code that writes metrics.json.
-    When ``queries × corpus`` exceeds :data:`_SCORE_BLOCK_ELEMS`, the queries are scored in
-    groups (each against the whole corpus) and the groups' means are combined, weighted by
-    their number of scored queries — the same MRR up to rounding, in bounded memory.
+    Projects only the held-out texts (a block of rows at a time: cheap next to an epoch) and
+    ranks them with :class:`oxidize.evaluate.HeldoutSplit`, the code that writes
+    metrics.json, so the MRR that picks the epoch is the one the eval task reports. Memory
+    stays bounded: index arrays for the split, one float64 copy of the held-out rows and a
+    similarity block of at most :data:`oxidize.evaluate.SIM_BLOCK` values.
     """
 
     def __init__(self, emb: np.ndarray, heldout: np.ndarray):
-        from oxidize.evaluate import heldout_task, scored_queries
+        from oxidize.evaluate import HeldoutSplit
 
-        queries, corpus, relevant = heldout_task(heldout)
-        self.queries = scored_queries(queries, corpus, relevant)
-        self.rows = np.asarray(list(corpus), dtype=np.int64)
-        local = {t: i for i, t in enumerate(self.rows.tolist())}
-        corpus_local = {c: local[c] for c in corpus}
-        ids = list(queries)
-        per = max(1, _SCORE_BLOCK_ELEMS // max(len(corpus_local), 1))
-        self.tasks = []  # [(queries, corpus, relevant, scored queries)]
-        for lo in range(0, len(ids), per):
-            group = {q: local[q] for q in ids[lo:lo + per]}
-            n = scored_queries(group, corpus_local, relevant)
-            if n:
-                self.tasks.append((group, corpus_local, relevant, n))
-        self.emb = emb  # read a block of held-out rows at a time, never all of them at once
-        self.base_mrr = self._score(self._rows(lambda x: x, emb.shape[1], emb.dtype))
+        self.split = HeldoutSplit(heldout)
+        self.queries = self.split.n_queries
+        self.emb = emb
+        self.base_mrr = self._mrr(lambda texts: self.emb[texts])
 
-    def _score(self, vectors: np.ndarray) -> float:
-        from oxidize.evaluate import PRIMARY_METRIC, evaluate
+    def _mrr(self, vectors) -> float:
+        from oxidize.evaluate import PRIMARY_METRIC
 
-        if len(self.tasks) == 1:
-            return evaluate(*self.tasks[0][:3], embeddings=vectors)[PRIMARY_METRIC]
-        total = sum(evaluate(*task[:3], embeddings=vectors)[PRIMARY_METRIC] * task[3]
-                    for task in self.tasks)
-        return total / max(self.queries, 1)
-
-    def _rows(self, func, dim: int, dtype) -> np.ndarray:
-        """``func`` applied to the held-out rows of the embeddings, a block at a time."""
-        out = np.empty((len(self.rows), dim), dtype)
-        for lo in range(0, len(self.rows), _PROJECT_ROWS):
-            out[lo:lo + _PROJECT_ROWS] = func(self.emb[self.rows[lo:lo + _PROJECT_ROWS]])
-        return out
+        return self.split.metrics(vectors)[PRIMARY_METRIC]
 
     def mrr(self, weights: dict[str, np.ndarray]) -> float:
-        return self._score(self._rows(lambda x: _project_rows(weights, x),
-                                      weights["w2"].shape[0], weights["w2"].dtype))
+        return self._mrr(lambda texts: _project_rows(weights, self.emb[texts]))
 
 
 def loss_and_gradients(weights: dict[str, np.ndarray], xa: np.ndarray, xp: np.ndarray,

@@ -182,6 +182,28 @@ def test_compare_random_base_projection():
     assert score_projection(identity, emb, pairs) == pytest.approx(result["base"])
 
 
+def test_heldout_split_equals_the_mapping_path(monkeypatch):
+    """The index-array split (what builds and training score with) ranks exactly like
+    evaluate() over heldout_task's dicts and sets — with duplicate pairs, self-pairs,
+    unsorted rows, texts that are only ever relevant, and several similarity blocks."""
+    import oxidize.evaluate as ev
+
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(80, 6)).astype(np.float32)
+    pairs = rng.integers(0, 40, size=(300, 2))
+    pairs = np.concatenate([pairs, pairs[:20], np.array([[3, 3], [41, 42], [42, 41], [43, 41]])])
+    monkeypatch.setattr(ev, "SIM_BLOCK", 3 * 44)  # 3 queries per block
+    monkeypatch.setattr(ev, "ROW_BLOCK", 7)
+    split = ev.HeldoutSplit(pairs)
+    queries, corpus, relevant = heldout_task(pairs)
+    assert split.texts.tolist() == list(corpus)
+    assert split.n_queries == ev.scored_queries(queries, corpus, relevant) == len(queries)
+    assert split.metrics(lambda texts: emb[texts]) == ev.evaluate(queries, corpus, relevant,
+                                                                   embeddings=emb)
+    assert split.random() == ev.score_random(queries, corpus, relevant)
+    assert 41 in split.texts and split.texts[split.queries].tolist() == sorted(queries)
+
+
 def test_compare_without_heldout_queries():
     emb, _ = heldout_fixture()
     result = compare(emb, np.zeros((0, 2), np.int32), None)

@@ -321,9 +321,9 @@ def test_memory_mapped_embeddings_are_read_in_place(tmp_path):
 
 
 def test_chunked_statistics_and_projection_match_one_pass(monkeypatch):
-    """linear_init's row chunks, project's row blocks and the scorer's query groups (which
+    """linear_init's row chunks, project's row blocks and the scorer's query blocks (which
     bound memory at scale) give the one-pass results up to rounding."""
-    from oxidize import train
+    from oxidize import evaluate, train
     from oxidize.evaluate import score_projection
 
     emb, trip, held = grouped_problem(n_groups=16, per_group=10, n_triplets=900)
@@ -331,19 +331,19 @@ def test_chunked_statistics_and_projection_match_one_pass(monkeypatch):
     weights = train_projection(emb, trip, **{**KW, "epochs": 1}).weights
     whole = project(weights, emb)
     scorer = train._HeldoutScorer(emb, held)
-    assert len(scorer.tasks) == 1
     mrr = scorer.mrr(weights)
     assert mrr == score_projection(weights, emb, held)["mrr@10"]
     monkeypatch.setattr(train, "_STAT_CHUNK_ELEMS", 7 * emb.shape[1])  # 7 rows per chunk
     monkeypatch.setattr(train, "_PROJECT_ROWS", 9)
-    monkeypatch.setattr(train, "_SCORE_BLOCK_ELEMS", 5 * 40)  # 5 queries per group
+    monkeypatch.setattr(evaluate, "SIM_BLOCK", 5 * 40)  # 5 queries per similarity block
+    monkeypatch.setattr(evaluate, "ROW_BLOCK", 9)
     for kind, (w0, b2) in one.items():
         c0, cb = linear_init(emb, trip, 6, kind)
         np.testing.assert_allclose(c0, w0, rtol=1e-7, atol=1e-9, err_msg=kind)
         np.testing.assert_allclose(cb, b2, rtol=1e-7, atol=1e-9, err_msg=kind)
     np.testing.assert_allclose(project(weights, emb), whole, rtol=1e-6, atol=1e-7)
     grouped = train._HeldoutScorer(emb, held)
-    assert len(grouped.tasks) > 1
+    assert len(grouped.split.texts) > 9 and grouped.queries > 5
     assert grouped.mrr(weights) == pytest.approx(mrr, rel=1e-12)
     assert grouped.base_mrr == pytest.approx(scorer.base_mrr, rel=1e-12)
 
