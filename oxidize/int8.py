@@ -77,12 +77,18 @@ def int8_matmul_model(model_file: Path | str):
     onnx.load_external_data_for_model(model, str(model_file.parent))
     drop: set[int] = set()
     replace: dict[int, object] = {}
-    for matmul, mul, cast, weight, scale, scale_flat, drop_cast in rewrites:
+    for matmul, mul, cast, weight, scale, scale_flat, drop_cast, bias in rewrites:
         graph.initializer.append(numpy_helper.from_array(scale_flat, scale + "_int8_columns"))
+        inputs = [matmul.input[0], weight, scale + "_int8_columns"]
+        outputs = list(matmul.output)
+        if bias is not None:  # the kernel adds the bias itself: one operator less per product
+            add, bias_name = bias
+            inputs += ["", bias_name]  # (no zero point: the weights are symmetric)
+            outputs = list(add.output)
+            drop.add(id(add))
         replace[id(matmul)] = helper.make_node(
-            "DynamicQuantizeMatMul", [matmul.input[0], weight, scale + "_int8_columns"],
-            list(matmul.output), name=(matmul.name or matmul.output[0]) + "_int8",
-            domain=_MS_DOMAIN)
+            "DynamicQuantizeMatMul", inputs, outputs,
+            name=(matmul.name or matmul.output[0]) + "_int8", domain=_MS_DOMAIN)
         drop.add(id(mul))
         if drop_cast:
             drop.add(id(cast))
@@ -96,16 +102,18 @@ def int8_matmul_model(model_file: Path | str):
 
 def _find_int8_products(graph) -> list[tuple]:
     """``MatMul(A, Mul(Cast(W), s))`` with ``W`` an int8 ``[K, N]`` initialiser and ``s`` a
-    float scale per column (``N`` values) or for the whole matrix (one value)."""
+    float scale per column (``N`` values) or for the whole matrix (one value), each with
+    the ``Add`` of a float ``[N]`` bias that alone follows it, if there is one."""
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
     inits = {init.name: init for init in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    uses: dict[str, int] = {}
+    consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+            consumers.setdefault(name, []).append(node)
+    uses = {name: len(nodes) for name, nodes in consumers.items()}
     for out in graph.output:
         uses[out.name] = uses.get(out.name, 0) + 1
     found = []
@@ -130,6 +138,26 @@ def _find_int8_products(graph) -> list[tuple]:
             continue
         # per column: a 1-D [N] scale; for the whole matrix: a scalar
         flat = scale_values.reshape(-1 if scale_values.size == columns else ()).copy()
-        found.append((node, mul, cast, weight, scale, flat, uses.get(cast.output[0]) == 1))
+        found.append((node, mul, cast, weight, scale, flat, uses.get(cast.output[0]) == 1,
+                      _bias_add(node, consumers, uses, inits, columns)))
     return found
+
+
+def _bias_add(matmul, consumers: dict, uses: dict, inits: dict, columns: int):
+    """``(add, bias)`` when the product's only user is ``Add(product, bias)`` with ``bias``
+    a float ``[N]`` initialiser, else ``None``."""
+    from onnx import TensorProto
+
+    product = matmul.output[0]
+    users = consumers.get(product, [])
+    if uses.get(product) != 1 or len(users) != 1:  # (a graph output counts as a use)
+        return None
+    (add,) = users
+    if add.op_type != "Add" or len(add.input) != 2:
+        return None
+    bias = add.input[1] if add.input[0] == product else add.input[0]
+    init = inits.get(bias)
+    if init is None or init.data_type != TensorProto.FLOAT or list(init.dims) != [columns]:
+        return None
+    return add, bias
 

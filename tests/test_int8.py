@@ -53,7 +53,21 @@ def test_int8_product_is_rewritten_and_the_file_kept(int8_dir):
     assert "DynamicQuantizeMatMul" in ops and "MatMul" not in ops
     assert "Cast" in ops  # the attention mask's Cast stays; the weight's is gone
     assert ops.count("Cast") == _ops(before).count("Cast") - 1
+    # the bias is added by the kernel: its Add is gone
+    assert ops.count("Add") == _ops(before).count("Add") - 1
+    (node,) = [n for n in onnx.load_from_string(graph).graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert list(node.input)[3:] == ["", "W_bias"] and list(node.output) == ["h_bias"]
     assert (int8_dir / "model.onnx").read_bytes() == before
+
+
+def test_bias_used_elsewhere_is_not_folded(tmp_path):
+    model = make_onnx(dim=8, int8_weights=True)
+    model.graph.output.append(helper.make_tensor_value_info("h_int8", TensorProto.FLOAT, None))
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    graph, count = int8_matmul_model(tmp_path / "model.onnx")
+    (node,) = [n for n in onnx.load_from_string(graph).graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert count == 1 and len(node.input) == 3 and list(node.output) == ["h_int8"]
+    assert _ops(graph).count("Add") == _ops(model.SerializeToString()).count("Add")
 
 
 def test_float_model_is_left_alone(tiny_model_dir):

@@ -52,8 +52,9 @@ def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
     """The tiny graph. ``pooled_output=True`` gives a rank-2 output (a broken model for tests).
 
     ``int8_weights=True`` ends it with a ``[dim, dim]`` matrix product whose weights are
-    stored as int8 with a scale per column, ``MatMul(h, Mul(Cast(W_int8), scale))`` — the
-    form of the default model's products that :mod:`oxidize.int8` runs on int8 kernels.
+    stored as int8 with a scale per column, plus a bias,
+    ``Add(MatMul(h, Mul(Cast(W_int8), scale)), bias)`` — the form of the default model's
+    products that :mod:`oxidize.int8` runs on int8 kernels.
     """
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((len(VOCAB), dim)).astype(np.float32)
@@ -93,11 +94,14 @@ def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
     if int8_weights:
         w_int8 = rng.integers(-127, 128, size=(dim, dim)).astype(np.int8)
         scale = (rng.uniform(0.5, 1.5, size=(1, dim)) / 127).astype(np.float32)
-        inits += [numpy_helper.from_array(w_int8, "W_int8"), numpy_helper.from_array(scale, "W_scale")]
+        bias = (0.1 * rng.standard_normal(dim)).astype(np.float32)
+        inits += [numpy_helper.from_array(w_int8, "W_int8"), numpy_helper.from_array(scale, "W_scale"),
+                  numpy_helper.from_array(bias, "W_bias")]
         nodes += [helper.make_node("Cast", ["W_int8"], ["W_float"], to=TensorProto.FLOAT),
                   helper.make_node("Mul", ["W_float", "W_scale"], ["W"]),
-                  helper.make_node("MatMul", [last, "W"], ["h_int8"])]
-        last = "h_int8"
+                  helper.make_node("MatMul", [last, "W"], ["h_int8"]),
+                  helper.make_node("Add", ["h_int8", "W_bias"], ["h_bias"])]
+        last = "h_bias"
     if pooled_output:
         nodes += [helper.make_node("Add", [last, "ctx"], ["h3"]),
                   helper.make_node("ReduceMean", ["h3"], ["last_hidden_state"], axes=[1], keepdims=0)]
