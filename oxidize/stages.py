@@ -225,8 +225,11 @@ def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str
                     f"{proj.training.holdout:g} or the held-out part has no related texts); "
                     f"comparison skipped")
         return
+    total = metrics.get("heldout_queries_total", m)
+    queries = f"{m} held-out queries" if m == total else \
+        f"{m:,} of {total:,} held-out queries, evenly spaced"
     _say(label, f"eval: {metric} projection {levels['projection']:.3f} | base {levels['base']:.3f} "
-                f"| random {levels['random']:.3f} ({m} held-out queries)")
+                f"| random {levels['random']:.3f} ({queries})")
     if proj.gate is not None and levels["projection"] < levels[proj.gate]:
         raise OxidizeError(
             f"{recipe.path}: projections.{projection}.gate: {label} fails its gate '{proj.gate}': "

@@ -65,7 +65,8 @@ def test_first_build_writes_weights_then_nothing_reruns(project: Path):
     assert all(v.dtype == np.float32 for v in weights.values())
     metrics = json.loads((project / "build/a/semantic/metrics.json").read_text())
     assert metrics["primary_metric"] == "mrr@10"
-    assert set(metrics) == {"random", "base", "projection", "primary_metric", "heldout_queries"}
+    assert set(metrics) == {"random", "base", "projection", "primary_metric", "heldout_queries",
+                            "heldout_queries_total"}
     assert (project / "build/a/semantic/training.png").read_bytes()[:4] == b"\x89PNG"
     assert "eval: mrr@10 projection" in first.stdout or "no held-out queries" in first.stdout
     other = load_file(str(project / "build/a/other/weights.safetensors"))

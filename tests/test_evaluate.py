@@ -173,8 +173,10 @@ def test_compare_random_base_projection():
                 "b1": np.zeros(3, np.float32), "w2": np.zeros((8, 3), np.float32),
                 "b2": np.zeros(8, np.float32)}
     result = compare(emb, pairs, identity)
-    assert set(result) == {"random", "base", "projection", "primary_metric", "heldout_queries"}
-    assert result["primary_metric"] == "mrr@10" and result["heldout_queries"] == 8
+    assert set(result) == {"random", "base", "projection", "primary_metric", "heldout_queries",
+                           "heldout_queries_total"}
+    assert result["primary_metric"] == "mrr@10"
+    assert result["heldout_queries"] == result["heldout_queries_total"] == 8
     assert result["projection"] == pytest.approx(result["base"])
     assert result["base"]["mrr@10"] > result["random"]["mrr@10"]
     assert result["random"] == pytest.approx(score_random(*heldout_task(pairs)))
@@ -204,8 +206,31 @@ def test_heldout_split_equals_the_mapping_path(monkeypatch):
     assert 41 in split.texts and split.texts[split.queries].tolist() == sorted(queries)
 
 
+def test_large_split_scores_evenly_spaced_queries(monkeypatch):
+    """Above MAX_QUERIES queries, every (total / cap)-th query is scored against the whole
+    corpus: the same metrics as evaluate() over exactly those queries."""
+    import oxidize.evaluate as ev
+
+    rng = np.random.default_rng(7)
+    emb = rng.normal(size=(50, 4)).astype(np.float32)
+    pairs = np.array([(q, c) for q in range(40) for c in ((q + 1) % 40, (q + 5) % 40, 45)])
+    split = ev.HeldoutSplit(pairs, max_queries=8)
+    assert (split.n_queries, split.total_queries) == (8, 40)
+    assert split.texts[split.queries].tolist() == [0, 5, 10, 15, 20, 25, 30, 35]
+    queries, corpus, relevant = heldout_task(pairs)
+    chosen = {q: q for q in split.texts[split.queries].tolist()}
+    assert split.metrics(lambda texts: emb[texts]) == ev.evaluate(chosen, corpus, relevant,
+                                                                   embeddings=emb)
+    assert split.random() == ev.score_random(chosen, corpus, relevant)
+    monkeypatch.setattr(ev, "MAX_QUERIES", 8)
+    result = compare(emb, pairs)
+    assert (result["heldout_queries"], result["heldout_queries_total"]) == (8, 40)
+    assert result["base"] == split.metrics(lambda texts: emb[texts])
+
+
 def test_compare_without_heldout_queries():
     emb, _ = heldout_fixture()
     result = compare(emb, np.zeros((0, 2), np.int32), None)
     assert result == {"random": None, "base": None, "projection": None,
-                      "primary_metric": "mrr@10", "heldout_queries": 0}
+                      "primary_metric": "mrr@10", "heldout_queries": 0,
+                      "heldout_queries_total": 0}
