@@ -27,6 +27,9 @@ the model fingerprint, differ between the two).
 pairs of products in saturating int16 (``vpmaddubsw``), which can clip with full-range
 int8 weights; there the float32 graph runs, as with ``embedding_int8: false``.
 
+A change here that changes the vectors must raise
+:data:`oxidize.models.INT8_MATMUL_VERSION` (part of the model fingerprint).
+
 Models without such products (an fp32 export of E5, say) are left as they are. Only the
 embed step imports this module (the rewrite needs the ``onnx`` package).
 """

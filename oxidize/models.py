@@ -48,6 +48,10 @@ DEFAULT_MODEL = "all-minilm-l6-v2"
 MODELS_ENV = "OXIDIZE_MODELS"
 
 _CHUNK = 1 << 20  # 1 MiB, for streaming hashes
+#: Version of the int8 rewrite (:mod:`oxidize.int8`) in the fingerprint's settings: raised
+#: whenever a change there changes the vectors, so cached embeddings are not mixed.
+#: 2: the bias is added inside the int8 kernel.
+INT8_MATMUL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class ModelSpec:
             "query_prefix": self.query_prefix,
             "max_length": self.max_length,
             "normalize": self.normalize,
-            "int8_matmul": self.int8_matmul,
+            "int8_matmul": INT8_MATMUL_VERSION if self.int8_matmul else 0,
         }
 
 
