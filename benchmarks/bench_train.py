@@ -46,6 +46,11 @@ MARGIN = 0.2
 LR = 1e-3
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 IMPLS = ("numba", "torch", "numpy")
+#: Seconds of rest before each measurement. PyTorch's OpenMP threads and OpenBLAS's keep
+#: spinning for a while after their last operation; without a pause the next measurement
+#: starts on cores still busy with them (oxidize's BLAS-thread probe then saw 2 threads as
+#: the slower count and trained at 6,800 instead of 9,500-11,100 triplets/s).
+PAUSE_S = 1.0
 
 
 def flops_per_triplet(d_in, hidden, out):
@@ -187,7 +192,9 @@ def measure(emb, trips, d_in, hidden, out, batch, repeats, have_torch, seconds, 
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            time.sleep(PAUSE_S)  # let the previous runtime's worker threads go idle
             rates[name].append(runs[name](trips))
+        time.sleep(PAUSE_S)
         rates["matmul"].append(matmul_gflops(1024, 1024, 1024, seconds))
         line = " ".join(f"{k} {rates[k][-1]:8,.0f}" for k in order)
         ratios = f"numba/torch {rates['numba'][-1] / rates['torch'][-1]:.2f}, " if have_torch else ""

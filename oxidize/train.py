@@ -65,6 +65,10 @@ ADAM_EPS = 1e-8
 SEGMENT_TRIPLETS = 4096
 #: After probing 1 and all BLAS threads, keep the faster for this many segments.
 PROBE_EVERY = 8
+#: ...except after the first probe, which decides for this many segments only: a probe at
+#: the very start often runs beside the threads another runtime left spinning (NumPy's
+#: OpenBLAS right after the linear init, the previous task), which makes 2 threads look slow.
+FIRST_HOLD = 2
 #: Triplets per probing segment (shorter than :data:`SEGMENT_TRIPLETS`: on an idle machine
 #: the slower count's probe is time lost, ~half of a short run with full-size probes).
 PROBE_TRIPLETS = 1024
@@ -414,10 +418,11 @@ class _BlasThreads:
     24× (batch 32) *slower* — its threads spin waiting for each other (docs/benchmarks.md,
     "BLAS threads"). So each epoch runs in segments of :data:`SEGMENT_TRIPLETS` triplets;
     one shorter segment (:data:`PROBE_TRIPLETS`) is timed with 1 thread and one with all
-    of them, the faster count runs the next :data:`PROBE_EVERY` segments, and then both
-    are timed again. Up to :data:`THREAD_SAFE_SUM` stacked rows the weights do not depend
-    on the choice (a test checks equal bytes for 1 and 2 threads); above it the count is
-    not measured but fixed (see :func:`train_projection`).
+    of them, the faster count runs the next :data:`PROBE_EVERY` segments (the first time
+    only :data:`FIRST_HOLD`), and then both are timed again. Up to :data:`THREAD_SAFE_SUM`
+    stacked rows the weights do not depend on the choice (a test checks equal bytes for 1
+    and 2 threads); above it the count is not measured but fixed (see
+    :func:`train_projection`).
     """
 
     def __init__(self, fixed: int | None):
@@ -431,6 +436,7 @@ class _BlasThreads:
         #: the segment that :meth:`next` set up is a probe (timed to compare counts)
         self.probing = False
         self._probe_plan = False
+        self._decisions = 0
 
     def __enter__(self) -> _BlasThreads:
         if self.fixed == 0:
@@ -470,7 +476,8 @@ class _BlasThreads:
                 self._probe_plan = True
             else:
                 best = max(self.choices, key=lambda c: self.rates[c])
-                self.plan = [best] * PROBE_EVERY
+                self.plan = [best] * (FIRST_HOLD if self._decisions == 0 else PROBE_EVERY)
+                self._decisions += 1
                 self.rates.clear()
                 self._probe_plan = False
         threads = self.plan.pop(0)

@@ -254,13 +254,15 @@ def test_blas_thread_policy(monkeypatch):
     chooser = train._BlasThreads(None)
     chooser.choices = [1, 2]  # as on a 2-core machine
     seen, probes = [], []
-    for _ in range(2 + train.PROBE_EVERY + 2):
+    for _ in range(2 + train.FIRST_HOLD + 2 + train.PROBE_EVERY + 2):
         threads = chooser.next()
         seen.append(threads)
         probes.append(chooser.probing)  # probes run shorter segments
         chooser.record(threads, 100, 1.0 if threads == 2 else 0.5)  # 1 thread is faster
-    assert seen == [1, 2] + [1] * train.PROBE_EVERY + [1, 2]
-    assert probes == [True, True] + [False] * train.PROBE_EVERY + [True, True]
+    # the first choice is checked again soon; later ones hold PROBE_EVERY segments
+    assert seen == [1, 2] + [1] * train.FIRST_HOLD + [1, 2] + [1] * train.PROBE_EVERY + [1, 2]
+    assert probes == ([True, True] + [False] * train.FIRST_HOLD + [True, True]
+                      + [False] * train.PROBE_EVERY + [True, True])
     with train._BlasThreads(0) as untouched:
         assert untouched.next() == 0
 
