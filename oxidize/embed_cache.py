@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,18 +99,38 @@ class EmbeddingCache:
             raise
 
     def _open(self) -> None:
-        with self._guard("open"):
-            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise CacheError(f"embedding cache {self.path} has schema version {version}, this "
-                                 f"oxidize writes {SCHEMA_VERSION}; {self._delete_hint()}")
-            self._conn.execute(_SCHEMA)
-            if version == 0:
-                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Two builds creating the same new cache at once (``doit -n 2``, two recipes): the
+        # switch to WAL and the first schema write can fail with "database is locked" at
+        # once, without SQLite's busy handler ever waiting (seen in 52 of 300 simultaneous
+        # opens). Such a failure is retried, with short sleeps, for up to BUSY_TIMEOUT_S.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.01
+        while True:
+            try:
+                with self._guard("open"):
+                    self._open_once()
+                return
+            except CacheError as err:
+                locked = isinstance(err.__cause__, sqlite3.OperationalError) \
+                    and "locked" in str(err.__cause__)
+                if not locked or time.monotonic() + delay > deadline:
+                    raise
+                self.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _open_once(self) -> None:
+        self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise CacheError(f"embedding cache {self.path} has schema version {version}, this "
+                             f"oxidize writes {SCHEMA_VERSION}; {self._delete_hint()}")
+        self._conn.execute(_SCHEMA)
+        if version == 0:
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- public API ----------------------------------------------------------------------
 

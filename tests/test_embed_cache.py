@@ -244,6 +244,31 @@ def _writer(path: str, worker: int, rounds: int) -> None:
             cache.store(chosen, expected(chosen))
 
 
+def _creator(paths: list[str], barrier, worker: int) -> None:
+    """Open (and so create) each new cache at the same moment as the other process."""
+    for path in paths:
+        barrier.wait(timeout=60)
+        with EmbeddingCache(path, "fp", DIM) as cache:
+            cache.store([f"w{worker}"], expected([f"w{worker}"]))
+
+
+def test_two_builds_creating_one_new_cache_both_succeed(tmp_path):
+    """Both processes switch a brand-new file to WAL at once: SQLite then fails one of them
+    with "database is locked" without waiting (52 of 300 opens before the retry)."""
+    paths = [str(tmp_path / f"c{i}.sqlite") for i in range(40)]
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_creator, args=(paths, barrier, w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    for path in paths:
+        with EmbeddingCache(path, "fp", DIM) as cache:
+            assert cache.count() == 2
+
+
 def test_concurrent_writers_leave_a_consistent_cache(tmp_path):
     path = tmp_path / "c.sqlite"
     rounds = 60
