@@ -7,8 +7,8 @@ into a float32 constant, so the model runs the same float32 arithmetic as the or
 and the int8 instructions this CPU has (AVX-512 VNNI, AVX2) stay unused. Rewriting each
 such product as ``DynamicQuantizeMatMul(A, W_int8, scale)`` (an onnxruntime contrib op)
 keeps the shipped int8 weights exactly and quantises only the activations, per run: on
-2 cores this embedded 552 texts/s against 278 for the float32 graph (patina-dev.db
-session texts; docs/benchmarks.md).
+2 cores the encoder embedded 485 texts/s against 313 with the float32 graph, the whole
+embed step 582 (4,509 patina-dev.db session texts; docs/benchmarks.md).
 
 **One text per run.** The activations' int8 range is taken over the whole input tensor
 of a run, so in a batch a text's vector would depend on its neighbours (measured: cosine
@@ -73,11 +73,13 @@ def int8_matmul_model(model_file: Path | str):
     model_file = Path(model_file)
     model = onnx.load(str(model_file), load_external_data=False)
     graph = model.graph
+    # Weights in a separate file (a large export) are read first: the scales are needed.
+    external = any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer)
+    if external:
+        onnx.load_external_data_for_model(model, str(model_file.parent))
     rewrites = _find_int8_products(graph)
     if not rewrites:
         return None, 0
-    # External weights (a large model saved in two files) are read only now that they are needed.
-    onnx.load_external_data_for_model(model, str(model_file.parent))
     drop: set[int] = set()
     replace: dict[int, object] = {}
     for matmul, mul, cast, weight, scale, scale_flat, drop_cast, bias in rewrites:

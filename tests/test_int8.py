@@ -70,6 +70,17 @@ def test_bias_used_elsewhere_is_not_folded(tmp_path):
     assert _ops(graph).count("Add") == _ops(model.SerializeToString()).count("Add")
 
 
+def test_weights_in_a_separate_file_are_read(tmp_path):
+    """A large export keeps its weights in a second file; the scales are read from there."""
+    model = make_onnx(dim=8, int8_weights=True)
+    onnx.save(model, str(tmp_path / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.data", size_threshold=0)
+    graph, count = int8_matmul_model(tmp_path / "model.onnx")
+    assert count == 1
+    inline = onnx.load_from_string(graph)
+    assert all(init.data_location != TensorProto.EXTERNAL for init in inline.graph.initializer)
+
+
 def test_float_model_is_left_alone(tiny_model_dir):
     assert int8_matmul_model(tiny_model_dir / "model.onnx") == (None, 0)
 
