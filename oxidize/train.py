@@ -71,7 +71,11 @@ PROBE_EVERY = 8
 FIRST_HOLD = 2
 #: Triplets per probing segment (shorter than :data:`SEGMENT_TRIPLETS`: on an idle machine
 #: the slower count's probe is time lost, ~half of a short run with full-size probes).
-PROBE_TRIPLETS = 1024
+PROBE_TRIPLETS = 512
+#: Probes per thread count, interleaved (1, 2, 1, 2 threads), each count judged by its best:
+#: a passing disturbance (another runtime's BLAS threads still spinning when training
+#: starts) then spoils one probe, not the choice.
+PROBE_ROUNDS = 2
 #: The single safetensors metadata key; its value is canonical JSON. (safetensors stores
 #: metadata in a hash map whose order changes from process to process, so several keys
 #: would make the file's bytes differ between identical builds.)
@@ -417,8 +421,8 @@ class _BlasThreads:
     1, but with the cores shared (``doit -n 2``, other builds) it was 3× (batch 256) to
     24× (batch 32) *slower* — its threads spin waiting for each other (docs/benchmarks.md,
     "BLAS threads"). So each epoch runs in segments of :data:`SEGMENT_TRIPLETS` triplets;
-    one shorter segment (:data:`PROBE_TRIPLETS`) is timed with 1 thread and one with all
-    of them, the faster count runs the next :data:`PROBE_EVERY` segments (the first time
+    shorter segments (:data:`PROBE_TRIPLETS`) are timed with 1 thread and with all of them,
+    alternately, :data:`PROBE_ROUNDS` each; the count with the best probe runs the next :data:`PROBE_EVERY` segments (the first time
     only :data:`FIRST_HOLD`), and then both are timed again. Up to :data:`THREAD_SAFE_SUM`
     stacked rows the weights do not depend on the choice (a test checks equal bytes for 1
     and 2 threads); above it the count is not measured but fixed (see
@@ -470,15 +474,14 @@ class _BlasThreads:
         if not self.plan:
             if len(self.choices) == 1:
                 self.plan = [self.choices[0]]
-            elif len(self.rates) < len(self.choices):  # probe every choice
-                self.plan = list(self.choices)
+            elif not self._probe_plan:  # time every count, PROBE_ROUNDS times, interleaved
+                self.plan = list(self.choices) * PROBE_ROUNDS
                 self.rates.clear()
                 self._probe_plan = True
-            else:
-                best = max(self.choices, key=lambda c: self.rates[c])
+            else:  # the count with the best probe holds
+                best = max(self.choices, key=lambda c: self.rates.get(c, 0.0))
                 self.plan = [best] * (FIRST_HOLD if self._decisions == 0 else PROBE_EVERY)
                 self._decisions += 1
-                self.rates.clear()
                 self._probe_plan = False
         threads = self.plan.pop(0)
         self.probing = self._probe_plan
@@ -486,8 +489,10 @@ class _BlasThreads:
         return threads
 
     def record(self, threads: int, triplets: int, seconds: float) -> None:
-        if threads and len(self.choices) > 1 and threads not in self.rates:
-            self.rates[threads] = triplets / max(seconds, 1e-9)
+        """Note a probe segment's rate; a count's best probe is what counts."""
+        if threads and len(self.choices) > 1 and self.probing:
+            rate = triplets / max(seconds, 1e-9)
+            self.rates[threads] = max(rate, self.rates.get(threads, 0.0))
 
 
 def _train(blas: _BlasThreads, emb, trips, held, kernels, *, hidden, out, epochs, batch_size, learning_rate,

@@ -254,15 +254,22 @@ def test_blas_thread_policy(monkeypatch):
     chooser = train._BlasThreads(None)
     chooser.choices = [1, 2]  # as on a 2-core machine
     seen, probes = [], []
-    for _ in range(2 + train.FIRST_HOLD + 2 + train.PROBE_EVERY + 2):
+    probe = [1, 2] * train.PROBE_ROUNDS  # interleaved
+    for _ in range(len(probe) + train.FIRST_HOLD + len(probe) + train.PROBE_EVERY + len(probe)):
         threads = chooser.next()
         seen.append(threads)
         probes.append(chooser.probing)  # probes run shorter segments
         chooser.record(threads, 100, 1.0 if threads == 2 else 0.5)  # 1 thread is faster
     # the first choice is checked again soon; later ones hold PROBE_EVERY segments
-    assert seen == [1, 2] + [1] * train.FIRST_HOLD + [1, 2] + [1] * train.PROBE_EVERY + [1, 2]
-    assert probes == ([True, True] + [False] * train.FIRST_HOLD + [True, True]
-                      + [False] * train.PROBE_EVERY + [True, True])
+    assert seen == probe + [1] * train.FIRST_HOLD + probe + [1] * train.PROBE_EVERY + probe
+    assert probes == ([True] * len(probe) + [False] * train.FIRST_HOLD + [True] * len(probe)
+                      + [False] * train.PROBE_EVERY + [True] * len(probe))
+    # each count is judged by its best probe: one disturbed probe of 2 threads is outvoted
+    judge = train._BlasThreads(None)
+    judge.choices = [1, 2]
+    for seconds in (0.5, 2.0, 0.5, 0.4):  # 1, 2 (disturbed), 1, 2
+        judge.record(judge.next(), 100, seconds)
+    assert judge.next() == 2 and not judge.probing
     with train._BlasThreads(0) as untouched:
         assert untouched.next() == 0
 
