@@ -15,11 +15,12 @@ Cargo's ``DirtyReason`` vs ``present_to``):
   stops at the first reason (enough to decide); with it, it collects all of them. It asks
   doit's own ``Dependency.get_status`` — so the verdict is exactly doit's, including its
   MD5 checker (a ``touch`` that leaves content unchanged is not a change) — and translates
-  doit's reason keys into the dataclasses below, enriched with what
+  doit's reason keys into the dataclasses of :mod:`oxidize.stale_reasons`, enriched with what
   :class:`oxidize.fingerprint.StageInputs` saved (the old recipe keys, the version, the
   state of every target). If doit would run a task and none of these reasons applies,
   the answer is :class:`Unexplained`: improve the check rather than guess.
 * **One function words them all**, :func:`render`. No other module builds reason prose.
+  (Reasons and :func:`render` live in :mod:`oxidize.stale_reasons`; this module re-exports them.)
 
 Staleness is transitive, unlike doit's per-task status: when ``R:P.pairs`` must run, the
 embeddings and weights built from its files are stale too (:class:`UpstreamRebuilt`),
@@ -35,246 +36,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from oxidize.fingerprint import VALUES_KEY, StageInputs, changed_keys, target_unchanged
-
-# --------------------------------------------------------------------------- reasons
-
-
-@dataclass(frozen=True)
-class Reason:
-    """Base of every reason; ``kind`` names it in JSON."""
-
-    kind: ClassVar[str] = "reason"
-
-
-@dataclass(frozen=True)
-class NeverBuilt(Reason):
-    """doit has no record of a successful run of this task."""
-
-    kind: ClassVar[str] = "never_built"
-
-
-@dataclass(frozen=True)
-class RecipeKeyChanged(Reason):
-    """A recipe key the task reads has a new value (``None`` = absent on that side)."""
-
-    kind: ClassVar[str] = "recipe_key_changed"
-    key: str
-    old: Any
-    new: Any
-
-
-@dataclass(frozen=True)
-class EventLogChanged(Reason):
-    """The event log's content changed; counts are ``None`` where they cannot be known."""
-
-    kind: ClassVar[str] = "eventlog_changed"
-    path: str
-    old_count: int | None = None
-    new_count: int | None = None
-    old_max_seq: int | None = None
-    new_max_seq: int | None = None
-
-
-@dataclass(frozen=True)
-class ModelFileChanged(Reason):
-    """A file of the embedding model (``model.onnx``, ``tokenizer.json``) changed."""
-
-    kind: ClassVar[str] = "model_file_changed"
-    path: str
-
-
-@dataclass(frozen=True)
-class InputChanged(Reason):
-    """Another input file changed, and no task will rebuild it."""
-
-    kind: ClassVar[str] = "input_changed"
-    path: str
-
-
-@dataclass(frozen=True)
-class InputsChanged(Reason):
-    """The set of input files is not the one last built from (e.g. another model directory)."""
-
-    kind: ClassVar[str] = "inputs_changed"
-    added: tuple[str, ...]
-    removed: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class InputMissing(Reason):
-    """An input file does not exist (building will fail until it does)."""
-
-    kind: ClassVar[str] = "input_missing"
-    path: str
-
-
-@dataclass(frozen=True)
-class ModelMissing(Reason):
-    """The recipe's embedding model cannot be found, so its files cannot be checked."""
-
-    kind: ClassVar[str] = "model_missing"
-    model: str
-
-
-@dataclass(frozen=True)
-class UpstreamRebuilt(Reason):
-    """An input file is the output of a task that is stale itself."""
-
-    kind: ClassVar[str] = "upstream_rebuilt"
-    path: str
-    task: str
-
-
-@dataclass(frozen=True)
-class TargetMissing(Reason):
-    """An output file does not exist."""
-
-    kind: ClassVar[str] = "target_missing"
-    path: str
-
-
-@dataclass(frozen=True)
-class TargetModified(Reason):
-    """An output file no longer holds what the build wrote (edited or replaced by hand)."""
-
-    kind: ClassVar[str] = "target_modified"
-    path: str
-
-
-@dataclass(frozen=True)
-class VersionChanged(Reason):
-    """The task was built by another oxidize version."""
-
-    kind: ClassVar[str] = "version_changed"
-    old: str | None
-    new: str
-
-
-@dataclass(frozen=True)
-class CheckerChanged(Reason):
-    """doit's file checker (``check_file_uptodate``) is not the one last used."""
-
-    kind: ClassVar[str] = "checker_changed"
-    old: str
-    new: str
-
-
-@dataclass(frozen=True)
-class AlwaysRuns(Reason):
-    """The task declares no input doit could check, so doit always runs it."""
-
-    kind: ClassVar[str] = "always_runs"
-
-
-@dataclass(frozen=True)
-class Unexplained(Reason):
-    """doit would run the task, but none of the reasons above applies."""
-
-    kind: ClassVar[str] = "unexplained"
-
-
-@dataclass(frozen=True)
-class LockMissing(Reason):
-    """``--locked``: the recipe has no committed lock file."""
-
-    kind: ClassVar[str] = "lock_missing"
-    path: str
-
-
-@dataclass(frozen=True)
-class LockDiffers(Reason):
-    """``--locked``: one field of the committed lock differs from the current build."""
-
-    kind: ClassVar[str] = "lock_differs"
-    path: str
-    field: str
-    committed: str | None
-    built: str | None
-
-
-def to_json(reason: Reason) -> dict[str, Any]:
-    """``{"kind": ..., **fields}``; tuples become lists."""
-    return {"kind": reason.kind, **asdict(reason)}
-
-
-def _value(value: Any) -> str:
-    """A recipe value as the user wrote it (JSON: lists, null, true/false)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-def _log_change(r: EventLogChanged) -> str:
-    head = f"the event log {r.path} changed"
-    if None in (r.old_count, r.new_count):
-        return head
-    counts = f"{r.old_count:,} → {r.new_count:,} events"
-    if None not in (r.old_max_seq, r.new_max_seq) and r.old_max_seq != r.new_max_seq:
-        counts += f", last seq {r.old_max_seq} → {r.new_max_seq}"
-    if r.new_count > r.old_count:
-        return f"{head}: {_plural(r.new_count - r.old_count, 'event')} added ({counts})"
-    if r.new_count < r.old_count:
-        return f"{head}: {_plural(r.old_count - r.new_count, 'event')} removed ({counts})"
-    if r.old_max_seq != r.new_max_seq:
-        return f"{head}: events replaced ({counts})"
-    return f"{head}: events edited in place (still {_plural(r.new_count, 'event')})"
-
-
-def render(reason: Reason) -> str:
-    """The one place reasons become words. Paths are as doit names them (root-relative)."""
-    match reason:
-        case NeverBuilt():
-            return "never built"
-        case RecipeKeyChanged(key=key, old=None, new=new):
-            return f"recipe key {key} was added: {_value(new)}"
-        case RecipeKeyChanged(key=key, old=old, new=None):
-            return f"recipe key {key} was removed (was {_value(old)})"
-        case RecipeKeyChanged(key=key, old=old, new=new):
-            return f"recipe key {key} changed from {_value(old)} to {_value(new)}"
-        case EventLogChanged():
-            return _log_change(reason)
-        case ModelFileChanged(path=path):
-            return f"the embedding model file {path} changed"
-        case InputChanged(path=path):
-            return f"input {path} changed"
-        case InputsChanged(added=added, removed=removed):
-            parts = []
-            if added:
-                parts.append("now reads " + ", ".join(added))
-            if removed:
-                parts.append("no longer reads " + ", ".join(removed))
-            return "its input files changed: " + "; ".join(parts)
-        case InputMissing(path=path):
-            return f"input {path} does not exist"
-        case ModelMissing(model=model):
-            return f"embedding model '{model}' not found (building says where it was looked for)"
-        case UpstreamRebuilt(path=path, task=task):
-            return f"input {path} will be rebuilt by {task}"
-        case TargetMissing(path=path):
-            return f"output {path} is missing"
-        case TargetModified(path=path):
-            return f"output {path} was modified since it was built"
-        case VersionChanged(old=old, new=new):
-            return f"built by oxidize {old or 'unknown'}, this is oxidize {new}"
-        case CheckerChanged(old=old, new=new):
-            return f"doit's file checker changed from {old} to {new}"
-        case AlwaysRuns():
-            return "has no inputs doit can check, so it always runs"
-        case LockMissing(path=path):
-            return f"no lock file {path}; run `doit` and commit it"
-        case LockDiffers(path=path, field=field, committed=committed, built=built):
-            return f"{path}: {field}: committed {committed or '(absent)'} vs built {built or '(absent)'}"
-        case Unexplained():
-            return "unexplained: doit would run it, but oxidize cannot say why"
-    raise TypeError(f"no wording for {reason!r}")  # pragma: no cover - a new kind needs a case
-
+# The reasons and their wording (re-exported: ``staleness.render``, ``staleness.LockDiffers``…).
+from oxidize.stale_reasons import (AlwaysRuns, CheckerChanged, EventLogChanged, InputChanged,  # noqa: F401
+                                   InputMissing, InputsChanged, LockDiffers, LockMissing,
+                                   ModelFileChanged, ModelMissing, NeverBuilt, Reason,
+                                   RecipeKeyChanged, TargetMissing, TargetModified, Unexplained,
+                                   UpstreamRebuilt, VersionChanged, render, to_json)
 
 # --------------------------------------------------------------------------- the check
 
