@@ -9,7 +9,10 @@ doit's own SQLite backend, with two changes that a build tool needs:
 * each task's record is committed as soon as doit has saved it, not only when the run
   ends: after a ``kill -9`` (or a crash, or a power cut) the next run skips every task that
   had finished, instead of redoing the whole run. doit's ``save_success`` records
-  ``deps:`` last, so a record is written only once it is complete.
+  ``deps:`` last, so a record is written only once it is complete;
+* a record equal to the one read at the start of the run is not written again: a no-op
+  ``doit`` still "runs" every group task (``R``, ``R:P``) and saves it, and committing those
+  twelve unchanged records (a sync each) took ~11 ms of a ~170 ms no-op on a 3 × 3 project.
 
 Registered under doit's ``doit.BACKEND`` entry point as ``oxidize``.
 """
@@ -29,6 +32,18 @@ class StateDB(SqliteDB):
 
     desc = "SQLite state under build/ (oxidize)"
 
+    def __init__(self, *args, **kwargs):
+        #: task id → its record, encoded, as in the file (to skip unchanged writes)
+        self._stored: dict[str, str] = {}
+        super().__init__(*args, **kwargs)
+
+    def _get_task_data(self, task_id):
+        data = super()._get_task_data(task_id)
+        if data:
+            # encoded, because doit saves ``deps:`` as a tuple and reads it back as a list
+            self._stored[task_id] = self.codec.encode(data)
+        return data
+
     def _sqlite3(self, name):
         folder = os.path.dirname(name)
         if folder:
@@ -40,7 +55,9 @@ class StateDB(SqliteDB):
     def set(self, task_id, dependency, value):
         super().set(task_id, dependency, value)
         if dependency == "deps:":  # the last key doit's save_success records for a task
-            self._conn.execute("insert or replace into doit values (?,?)",
-                               (task_id, self.codec.encode(self._cache[task_id])))
-            self._conn.commit()
+            encoded = self.codec.encode(self._cache[task_id])
+            if encoded != self._stored.get(task_id):
+                self._conn.execute("insert or replace into doit values (?,?)", (task_id, encoded))
+                self._conn.commit()
+                self._stored[task_id] = encoded
             self._dirty.discard(task_id)

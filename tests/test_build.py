@@ -73,8 +73,11 @@ def test_first_build_writes_weights_then_nothing_reruns(project: Path):
     assert other["w2"].shape == (4, 12)
     training = json.loads((project / "build/a/semantic/training.json").read_text())
     assert len(training["losses"]) == 2
+    state = (project / "build/.doit.db").read_bytes()
     second = doit(project)
     assert executed(second) == set()
+    # a no-op writes nothing to doit's state (group tasks are re-saved unchanged: skipped)
+    assert (project / "build/.doit.db").read_bytes() == state
 
 
 def test_changing_epochs_reruns_only_that_training(project: Path):
