@@ -27,7 +27,10 @@ import pytest
 
 from eventlog_factory import make_sqlite_eventlog
 from test_errors import make_project, run, sessions
-from test_interrupt import TIMEOUT, cached_rows, integrity_ok, varied_sessions
+# _no_stray_processes is an autouse fixture: imported, it kills what this module's tests start
+# (they append to the same _started list).
+from test_interrupt import (TIMEOUT, _no_stray_processes, _started, cached_rows,  # noqa: F401
+                            integrity_ok, varied_sessions)
 
 # doit whose embedding stops after its first chunk for as long as the file named by
 # $HOLD exists: the test decides when the first build may go on, so the two builds surely
@@ -52,20 +55,6 @@ HELD_DOIT = textwrap.dedent("""
     from doit.doit_cmd import DoitMain
     sys.exit(DoitMain().run(sys.argv[1:]))
 """)
-
-
-_started: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_processes():
-    """A failing assertion must not leave a held build running: kill what this test started."""
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=TIMEOUT)
 
 
 def start(root: Path, *args: str, hold: Path | None = None) -> subprocess.Popen:

@@ -85,7 +85,8 @@ _started: list[subprocess.Popen] = []
 
 @pytest.fixture(autouse=True)
 def _no_stray_processes():
-    """A failing assertion must not leave a slowed build running: kill what this test started."""
+    """A failing assertion must not leave a slowed or held build running: kill what this test
+    started (test_concurrency.py imports this fixture and list too)."""
     yield
     while _started:
         proc = _started.pop()
