@@ -38,9 +38,23 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import Any, NamedTuple
 
 #: The contrib-op domain of ``DynamicQuantizeMatMul``.
 _MS_DOMAIN = "com.microsoft"
+
+
+class _Product(NamedTuple):
+    """One int8-weight product found in a graph, and what its rewrite replaces."""
+
+    matmul: Any  # the MatMul node
+    mul: Any  # Mul(Cast(W), scale): dropped
+    cast: Any  # Cast(W): dropped unless something else uses it (drop_cast)
+    weight: str  # the int8 [K, N] initialiser
+    scale: str  # its scale initialiser
+    scale_flat: Any  # the scale as [N] (per column) or a scalar
+    drop_cast: bool
+    bias: tuple | None  # (Add node, bias initialiser) folded into the kernel, if any
 
 
 def cpu_has_int8_dot() -> bool:
@@ -105,7 +119,7 @@ def int8_matmul_model(model_file: Path | str):
     return model.SerializeToString(), len(rewrites)
 
 
-def _find_int8_products(graph) -> list[tuple]:
+def _find_int8_products(graph) -> list[_Product]:
     """``MatMul(A, Mul(Cast(W), s))`` with ``W`` an int8 ``[K, N]`` initialiser and ``s`` a
     float scale per column (``N`` values) or for the whole matrix (one value), each with
     the ``Add`` of a float ``[N]`` bias that alone follows it, if there is one."""
@@ -143,8 +157,8 @@ def _find_int8_products(graph) -> list[tuple]:
             continue
         # per column: a 1-D [N] scale; for the whole matrix: a scalar
         flat = scale_values.reshape(-1 if scale_values.size == columns else ()).copy()
-        found.append((node, mul, cast, weight, scale, flat, uses.get(cast.output[0]) == 1,
-                      _bias_add(node, consumers, uses, inits, columns)))
+        found.append(_Product(node, mul, cast, weight, scale, flat, uses.get(cast.output[0]) == 1,
+                              _bias_add(node, consumers, uses, inits, columns)))
     return found
 
 
