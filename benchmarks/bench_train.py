@@ -2,7 +2,7 @@
 
 Run: ``python -m benchmarks.bench_train [--triplets 32768] [--repeats 5] [--quick]``.
 
-All three train the same model, loss and optimiser (oxidize's, see :mod:`oxidize.train`):
+All three train the same model, loss and optimiser (oxidize's, see :mod:`oxidize.train.trainer`):
 ``y = normalize(W0 x + W2 relu(W1 x + b1) + b2)`` — a linear path ``W0 [out, in]`` (trained,
 no bias of its own) plus an MLP residual — with the batch-mean triplet loss
 ``max(0, (1 - a·p) - (1 - a·n) + margin)`` on the unit outputs and Adam (β1 0.9, β2 0.999,
@@ -22,7 +22,7 @@ GFLOP/s counts matrix products only: per stacked row (3 per triplet) the forward
 gradient of ``W1`` (2 × in·hidden), the forward, weight gradient and input gradient of
 ``W2`` (3 × hidden·out) and the forward and weight gradient of ``W0`` (2 × in·out)
 multiply-adds, i.e. ``6 * (2*in*hidden + 3*hidden*out + 2*in*out)`` FLOPs per triplet — the
-seven ``np.dot`` of :func:`oxidize.kernels.loss_and_grads`. It is shown as a fraction of the
+seven ``np.dot`` of :func:`oxidize.train.kernels.loss_and_grads`. It is shown as a fraction of the
 rate of a square float32 ``np.dot`` (1024³) measured in every round of the same row, so that
 both see the same load (median over the row's rounds).
 
@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from oxidize.train import train_projection
+from oxidize.train.trainer import train_projection
 
 SIZES = [(384, 1024, 256), (768, 1024, 256)]
 BATCHES = [32, 256]

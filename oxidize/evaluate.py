@@ -24,7 +24,7 @@ Three scorers turn one held-out split into the three numbers every build reports
 (:func:`compare`): :func:`score_random` (the exact expected value of a uniformly random
 ranking — no sampling noise), :func:`score_base` (the plain embedding) and
 :func:`score_projection` (the embedding through the trained weights,
-:func:`oxidize.train.project`).
+:func:`oxidize.projection.project`).
 
 The held-out split is ``heldout.npy`` (see :mod:`oxidize.pairs`): int rows ``(query text,
 relevant text)``; :func:`heldout_task` turns it into queries, corpus and relevance. The
@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from oxidize.projection import project
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -236,7 +238,7 @@ def heldout_task(heldout: np.ndarray) -> tuple[dict[int, int], dict[int, int], d
 #: ±0.006 against every text of the corpus.
 MAX_QUERIES = 5000
 #: Corpus rows turned into unit float64 vectors at a time by :meth:`HeldoutSplit.metrics`
-#: (the block size of :func:`oxidize.train.project`, so projected rows are the same bits).
+#: (the block size of :func:`oxidize.projection.project`, so projected rows are the same bits).
 ROW_BLOCK = 2048
 
 
@@ -320,12 +322,10 @@ def score_base(embeddings: np.ndarray, heldout: np.ndarray, k: int = K) -> dict[
 
 def score_projection(weights: Mapping[str, np.ndarray], embeddings: np.ndarray,
                      heldout: np.ndarray, k: int = K) -> dict[str, float]:
-    """Metrics of ``weights`` (applied with :func:`oxidize.train.project`) on the held-out split.
+    """Metrics of ``weights`` (applied with :func:`oxidize.projection.project`) on the held-out split.
 
     Only the held-out texts are projected.
     """
-    from oxidize.train import project
-
     return HeldoutSplit(heldout).metrics(lambda texts: project(dict(weights), embeddings[texts]), k)
 
 
@@ -353,8 +353,29 @@ def compare(embeddings: np.ndarray, heldout: np.ndarray,
     out["random"] = split.random(k)
     out["base"] = split.metrics(lambda texts: embeddings[texts], k)
     if weights is not None:
-        from oxidize.train import project
-
         plain = dict(weights)
         out["projection"] = split.metrics(lambda texts: project(plain, embeddings[texts]), k)
     return out
+
+
+class HeldoutScorer:
+    """MRR@10 of the current weights on the held-out split, for choosing the best epoch.
+
+    Projects only the held-out texts (a block of rows at a time: cheap next to an epoch) and
+    ranks them with :class:`oxidize.evaluate.HeldoutSplit`, the code that writes
+    metrics.json, so the MRR that picks the epoch is the one the eval task reports. Memory
+    stays bounded: index arrays for the split, one float64 copy of the held-out rows and a
+    similarity block of at most :data:`oxidize.evaluate.SIM_BLOCK` values.
+    """
+
+    def __init__(self, emb: np.ndarray, heldout: np.ndarray):
+        self.split = HeldoutSplit(heldout)
+        self.queries = self.split.n_queries
+        self.emb = emb
+        self.base_mrr = self._mrr(lambda texts: self.emb[texts])
+
+    def _mrr(self, vectors) -> float:
+        return self.split.metrics(vectors)[PRIMARY_METRIC]
+
+    def mrr(self, weights: dict[str, np.ndarray]) -> float:
+        return self._mrr(lambda texts: project(weights, self.emb[texts]))

@@ -116,6 +116,17 @@ class EventLog:
         return f"{type(self).__name__}({str(self.path)!r})"
 
 
+def check_eventlog_path(path: Path) -> None:
+    """Raise :class:`EventLogError` when ``path`` is missing or a directory: what can be seen
+    before reading it, so a build can refuse at load time rather than in its pairs step."""
+    if not path.exists():
+        raise EventLogError(
+            f"event log not found: {path}; set `eventlog:` in the recipe to a patina database "
+            f"(SQLite) or a .jsonl event log, or create patina's .patina/data/patina.db")
+    if path.is_dir():
+        raise EventLogError(f"event log {path} is a directory; expected a SQLite database or a .jsonl file")
+
+
 def open_eventlog(path: Path | str) -> EventLog:
     """Open the event log at ``path`` read-only, as one consistent snapshot.
 
@@ -127,12 +138,7 @@ def open_eventlog(path: Path | str) -> EventLog:
         EventLogError: the file is missing, is not an event log, or lacks columns.
     """
     path = Path(path)
-    if not path.exists():
-        raise EventLogError(
-            f"event log not found: {path}; set `eventlog:` in the recipe to a patina database "
-            f"(SQLite) or a .jsonl event log, or create patina's .patina/data/patina.db")
-    if path.is_dir():
-        raise EventLogError(f"event log {path} is a directory; expected a SQLite database or a .jsonl file")
+    check_eventlog_path(path)
     if path.suffix.lower() in JSONL_SUFFIXES:
         return JsonlEventLog(path)
     return SqliteEventLog(path)

@@ -1,60 +1,9 @@
-"""doit integration: the loader plugin and the task creator for a project's ``dodo.py``.
+"""Public entry for a project's ``dodo.py``: ``from oxidize.loader import DOIT_CONFIG, task_oxidize``.
 
-Two ways in, one task graph (:func:`oxidize.tasks.task_dicts`):
-
-* **A loader plugin.** oxidize registers ``OxidizeLoader`` under doit's ``doit.LOADER``
-  entry point as ``oxidize``. Any project with oxidize installed builds its recipes with
-  plain ``doit`` and no ``dodo.py`` by adding to its ``pyproject.toml``::
-
-      [tool.doit]
-      loader = "oxidize"
-
-* **A dodo file.** ``from oxidize.loader import DOIT_CONFIG, task_oxidize`` in a ``dodo.py``
-  (this repository's own ``dodo.py`` does that).
+The loader itself lives in :mod:`oxidize.engine.loader`; this path is kept because the
+README and users' dodo files name it.
 """
 
-from __future__ import annotations
+from oxidize.engine.loader import DOIT_CONFIG, OxidizeLoader, task_oxidize
 
-from pathlib import Path
-
-from doit.cmd_base import TaskLoader2
-from doit.exceptions import InvalidDodoFile
-from doit.loader import generate_tasks
-
-from oxidize.errors import OxidizeError
-
-#: doit settings every oxidize project uses: state under build/, in SQLite (see
-#: oxidize/state.py: safe when two doit processes touch it).
-DOIT_CONFIG = {
-    "dep_file": "build/.doit.db",
-    "backend": "oxidize",
-}
-
-
-def task_oxidize():
-    """Build every oxidize recipe of this project."""
-    from oxidize import buildlock
-    from oxidize.tasks import task_dicts
-
-    root = Path.cwd()
-    try:
-        # `doit`/`doit -n 2`/`forget` wait for another build of the project; `list`,
-        # `info` and `stale` do not (see oxidize/buildlock.py).
-        if buildlock.needs_lock(buildlock.current_command()):
-            buildlock.acquire(root)
-        yield from task_dicts(root)
-    except OxidizeError as err:
-        raise InvalidDodoFile(f"oxidize: {err}") from None
-
-
-class OxidizeLoader(TaskLoader2):
-    """Load the task graph of every recipe under the current directory."""
-
-    def setup(self, opt_values):
-        self.root = Path.cwd()
-
-    def load_doit_config(self):
-        return dict(DOIT_CONFIG)
-
-    def load_tasks(self, cmd, pos_args):
-        return generate_tasks("oxidize", task_oxidize(), task_oxidize.__doc__)
+__all__ = ["DOIT_CONFIG", "OxidizeLoader", "task_oxidize"]

@@ -41,7 +41,7 @@ PAIR_TYPES = ("same_session", "co_changed", "same_commit", "caller_callee")
 PAIR_TYPE_BY_PROJECTION = {"semantic": "same_session", "temporal": "co_changed",
                            "dependency": "caller_callee"}
 OPTIMIZERS = ("adam", "sgd")
-# How the projection's linear path starts (oxidize.train.linear_init); the first is the default.
+# How the projection's linear path starts (oxidize.train.trainer.linear_init); the first is the default.
 INITS = ("within", "pca", "identity", "none")
 # What a projection's held-out MRR@10 must reach for the build to pass (null: no gate).
 GATES = ("base", "random")
@@ -120,8 +120,8 @@ class Recipe:
     projections: dict[str, Projection]
 
     def resolve_model(self):
-        """The embedding model's files and settings (:func:`oxidize.models.resolve_model`)."""
-        from oxidize import models
+        """The embedding model's files and settings (:func:`oxidize.embed.models.resolve_model`)."""
+        from oxidize.embed import models
 
         return models.resolve_model(self.embedding_model, self.model_dir,
                                     int8_matmul=self.embedding_int8)
@@ -196,7 +196,7 @@ def load_recipe(path: Path, name: str) -> Recipe:
 
 #: Parsed recipe texts: sha256 of the exact text → its ``yaml.safe_load`` result, for the
 #: documents whose JSON round trip is exact. Keyed by content, so an entry can never be
-#: stale; :func:`oxidize.tasks.load_recipes` keeps it in ``build/.cache/recipes.json`` so
+#: stale; :func:`oxidize.engine.tasks.load_recipes` keeps it in ``build/.cache/recipes.json`` so
 #: that a no-op ``doit`` neither imports nor runs PyYAML.
 PARSED: dict[str, Any] = {}
 
@@ -382,7 +382,7 @@ _NO_PROJECTIONS = ("no projections; expected a mapping of projection names to se
 TOP_KEYS: dict[str, Key] = {
     "version": Key(_version, missing=f"missing required key; expected 'version: {SUPPORTED_VERSION}'"),
     "embedding_model": Key(_string, DEFAULT_MODEL, stages=("model",)),
-    # int8 kernels for a model's int8-stored weights, one text per run (oxidize/int8.py)
+    # int8 kernels for a model's int8-stored weights, one text per run (oxidize/embed/int8.py)
     "embedding_int8": Key(_bool, True, stages=("model",)),
     "model_dir": Key(_optional(_path), None),
     "eventlog": Key(_optional(_path), None),
@@ -410,7 +410,7 @@ TRAINING_KEYS: dict[str, Key] = {
     # (oxidize/pairs/split.py, co_changed.py, same_commit.py say why these defaults).
     "holdout": Key(_holdout, 0.2, stages=("pairs",)),
     "min_count": Key(_int(minimum=1), 2, stages=("pairs",)),
-    # The linear path's start and early stopping on held-out MRR@10 (oxidize/train.py).
+    # The linear path's start and early stopping on held-out MRR@10 (oxidize/train/trainer.py).
     "init": Key(_choice(*INITS), INITS[0], stages=("train",)),
     "patience": Key(_optional(_int(minimum=1)), 3, stages=("train",)),
 }

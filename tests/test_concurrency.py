@@ -37,8 +37,8 @@ from test_interrupt import (TIMEOUT, _no_stray_processes, _started, cached_rows,
 # overlap without any assumption about how long anything takes.
 HELD_DOIT = textwrap.dedent("""
     import os, sys, time
-    import oxidize.embed_cache as embed_cache
-    from oxidize import encoder
+    import oxidize.embed.cache as embed_cache
+    from oxidize.embed import encoder
 
     embed_cache.CHUNK = 40
     encode = encoder.Encoder.encode

@@ -9,7 +9,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from oxidize.embed_cache import CacheWarning, EmbeddingCache, EmbedStats, embed_with_cache
+from oxidize.embed.cache import CacheWarning, EmbeddingCache, EmbedStats, embed_with_cache
 from oxidize.errors import CacheError, ModelError
 
 DIM = 6
@@ -107,7 +107,7 @@ def test_empty_input(tmp_path):
 
 def test_chunks_are_stored_as_they_finish(tmp_path, monkeypatch):
     """A run killed in the middle keeps every chunk embedded before the kill."""
-    import oxidize.embed_cache as ec
+    import oxidize.embed.cache as ec
     monkeypatch.setattr(ec, "CHUNK", 4)
 
     class Dies(FakeEncoder):

@@ -7,8 +7,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-import oxidize.embed_cache as ec
-from oxidize.embed_cache import EmbeddingCache, EmbedStats, embed_to_file, embed_with_cache
+import oxidize.embed.cache as ec
+from oxidize.embed.cache import EmbeddingCache, EmbedStats, embed_to_file, embed_with_cache
 from tests.test_embed_cache import DIM, Factory, expected
 
 

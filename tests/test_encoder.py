@@ -6,9 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from oxidize.encoder import MAX_WORKERS, Encoder, graph_key
+from oxidize.embed.encoder import MAX_WORKERS, Encoder
+from oxidize.embed.sessions import graph_key
 from oxidize.errors import ModelError
-from oxidize.models import ModelSpec, ResolvedModel, fingerprint, resolve_model
+from oxidize.embed.models import ModelSpec, ResolvedModel, fingerprint, resolve_model
 from tiny_model import make_onnx, make_tiny_model
 
 TEXTS = [
@@ -163,7 +164,7 @@ def test_graph_is_saved_once_then_loaded(tiny_model_dir, tmp_path):
 
 
 def test_graph_key_covers_model_and_onnxruntime(monkeypatch):
-    import oxidize.encoder as encoder_module
+    import oxidize.embed.encoder as encoder_module
 
     key = graph_key("fp")
     assert graph_key("fp") == key and graph_key("other") != key
@@ -206,9 +207,9 @@ def test_unusable_graph_cache_dir_is_ignored(tiny_model_dir, tmp_path):
 def test_old_graphs_and_stale_temporaries_are_removed(tiny_model_dir, tmp_path, monkeypatch):
     import os
 
-    import oxidize.encoder as encoder_module
+    import oxidize.embed.sessions as sessions_module
 
-    monkeypatch.setattr(encoder_module, "GRAPH_KEEP", 2)
+    monkeypatch.setattr(sessions_module, "GRAPH_KEEP", 2)
     cache = tmp_path / "onnx"
     stale, fresh = cache / ".tmp-killed", cache / ".tmp-running"
     for d in (stale, fresh):

@@ -70,7 +70,7 @@ def make_project(root: Path, recipe: str = GOOD_RECIPE, log_sessions: dict | Non
 
 def command(tool: str) -> list[str]:
     if tool == "oxidize":
-        return [sys.executable, "-m", "oxidize.cli"]
+        return [sys.executable, "-m", "oxidize.engine.cli"]
     return [sys.executable, "-m", "doit"]
 
 
@@ -291,9 +291,10 @@ CASES = [
          ["projections.model.json", "is the name of a file oxidize writes in build/a/"]),
     Case("recipe-name-unsafe", _rename_recipe("a", "a b"), _rename_recipe("a b", "a"),
          ["recipe name 'a b' is not a safe file name"]),
-    # --- the event log: reported by the pairs task, nothing else is touched
+    # --- the event log: missing or a directory is reported when the build loads; the rest by
+    # the pairs task; nothing else is touched
     Case("missing-eventlog", _move_log_aside, _move_log_back,
-         ["a:semantic.pairs", "event log not found", LOG]),
+         ["recipe a (recipes/a/oxidize.yaml)", "event log not found", LOG]),
     Case("eventlog-is-a-directory", _replace_log(lambda p: p.mkdir()), _move_log_back,
          [LOG, "is a directory"]),
     Case("eventlog-not-sqlite", _replace_log(lambda p: p.write_text("not a database\n" * 50)),
@@ -370,14 +371,46 @@ def test_load_errors_exit_with_doits_load_error_code(tmp_path: Path):
     assert not (root / "build/a").exists()
 
 
-def test_failed_task_message_is_shown_once(tmp_path: Path):
+def test_missing_or_directory_log_is_reported_before_any_task_runs(tmp_path: Path):
     root = make_project(tmp_path / "proj")
     _move_log_aside(root)
     proc = run(root)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 1
+    assert proc.returncode == 3, out  # doit's "could not load tasks": nothing ran
     assert out.count("event log not found") == 1, out
-    assert "oxidize: event log not found: data/events.db" in out
+    assert "ERROR: oxidize: recipe a (recipes/a/oxidize.yaml): event log not found: data/events.db" in out
+    assert not (root / "build/a/model.json").exists()
+    (root / LOG).mkdir()
+    proc = run(root)
+    assert proc.returncode == 3 and "event log data/events.db is a directory" in proc.stderr
+    # listing and `stale` still work without a log
+    assert run(root, "list").returncode == 0
+    assert run(root, "stale").returncode == 0
+    (root / LOG).rmdir()
+    (root / "data/events.db.aside").rename(root / LOG)
+    assert_good_build(root)
+
+
+def test_failed_task_is_one_oxidize_line_and_stale_says_why(tmp_path: Path):
+    """A task that fails prints one line naming recipe, projection and step (no doit
+    ``TaskFailed - taskid:`` heading); `doit stale` then says "last build failed: …" until a
+    build succeeds."""
+    root = make_project(tmp_path / "proj", log_sessions={"s0": ["one note only, nothing to pair"]})
+    proc = run(root)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "TaskFailed" not in out and "Traceback" not in out
+    lines = [line for line in out.splitlines() if "no usable sessions" in line]
+    assert len(lines) == 1, out
+    assert lines[0].startswith("oxidize: a:semantic.pairs failed (recipe a, projection semantic, "
+                               "step pairs): data/events.db: no usable sessions"), lines[0]
+    stale = run(root, "stale").stdout
+    assert "a:semantic.pairs\n    last build failed: data/events.db: no usable sessions" in stale, stale
+    assert "a:semantic.train\n    never built" in stale
+    make_sqlite_eventlog(root / LOG, sessions(), journal_mode="delete")
+    assert_good_build(root)
+    assert "last build failed" not in run(root, "stale").stdout
+    assert not (root / "build/.failures.json").exists()
 
 
 def test_failure_under_parallel_runner_is_clear(tmp_path: Path, built_template: Path):
@@ -429,7 +462,7 @@ def test_damaged_recipe_cache_is_ignored(tmp_path: Path, built_template: Path):
 def test_every_output_stays_under_build(tmp_path: Path, built_template: Path):
     """Names are file names, not paths: nothing a recipe names can be written outside build/."""
     from oxidize.recipe import load_recipe
-    from oxidize.tasks import task_dicts
+    from oxidize.engine.tasks import task_dicts
 
     root = copy_project(built_template, tmp_path / "proj")
     cwd = os.getcwd()

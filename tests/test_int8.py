@@ -1,4 +1,4 @@
-"""Int8 kernels for int8-stored weights (oxidize/int8.py): the rewrite, the encoder's one text
+"""Int8 kernels for int8-stored weights (oxidize/embed/int8.py): the rewrite, the encoder's one text
 per run, the fingerprint and the recipe key ``embedding_int8``."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from oxidize.encoder import Encoder
-from oxidize.int8 import cpu_has_int8_dot, int8_matmul_model
-from oxidize.models import ModelSpec, ResolvedModel, fingerprint, resolve_model
+from oxidize.embed.encoder import Encoder
+from oxidize.embed.int8 import cpu_has_int8_dot, int8_matmul_model
+from oxidize.embed.models import ModelSpec, ResolvedModel, fingerprint, resolve_model
 from tiny_model import make_onnx, make_tiny_model
 
 #: This machine's answer (the tests below pretend yes, except where they run doit itself).
@@ -26,9 +26,9 @@ TEXTS = ["the cat sat on the mat", "dog", "build the cache of the model embeddin
 def vnni_cpu(monkeypatch):
     """Every test here runs as on a CPU with int8 dot products (this machine's kind), so
     that it means the same on any machine; the fallback has a test of its own."""
-    import oxidize.int8
+    import oxidize.embed.int8
 
-    monkeypatch.setattr(oxidize.int8, "cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(oxidize.embed.int8, "cpu_has_int8_dot", lambda: True)
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +120,9 @@ def test_encoder_runs_int8_one_text_at_a_time(int8_dir):
 
 
 def test_cpu_without_int8_dot_products_runs_float32(int8_dir, monkeypatch):
-    import oxidize.int8
+    import oxidize.embed.int8
 
-    monkeypatch.setattr(oxidize.int8, "cpu_has_int8_dot", lambda: False)
+    monkeypatch.setattr(oxidize.embed.int8, "cpu_has_int8_dot", lambda: False)
     enc = Encoder(_model(int8_dir), batch_size=4)
     assert enc.int8_matmuls == 0 and enc.rows_per_run == 4
     np.testing.assert_array_equal(enc.encode(TEXTS),

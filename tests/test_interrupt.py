@@ -52,8 +52,8 @@ projections:
 # (a pause of $SLOW_EPOCH s per epoch) slowed down; the actions run in this process.
 SLOW_DOIT = textwrap.dedent("""
     import os, sys, time
-    import oxidize.embed_cache as embed_cache
-    from oxidize import encoder
+    import oxidize.embed.cache as embed_cache
+    from oxidize.embed import encoder
 
     embed_cache.CHUNK = 40
     encode = encoder.Encoder.encode
@@ -64,7 +64,7 @@ SLOW_DOIT = textwrap.dedent("""
 
     encoder.Encoder.encode = slow_encode
 
-    from oxidize import kernels
+    from oxidize.train import kernels
     train_epoch = kernels.train_epoch
 
     def slow_epoch(*args):

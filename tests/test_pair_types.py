@@ -120,8 +120,9 @@ def test_co_changed_invariants(capsys):
     assert len(pairset.triplets) == 400
     out = capsys.readouterr().out
     assert len(strong) == 4
-    assert out == ("r:temporal: co_changed: 8 files (git.commit files, min_count 2): 8 anchors, 4 pairs "
-                   "→ 400 triplets; held out 0 files, 0 queries\n")
+    assert out == ("r:temporal: co_changed: 8 files (git.commit files, min_count 2): 8 with a related one, "
+                   "4 related pairs → 400 training triplets; held out the latest 0 files for "
+                   "evaluation (0 queries)\n")
 
 
 def test_co_changed_table_and_fallback_agree(tmp_path):

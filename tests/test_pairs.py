@@ -96,8 +96,9 @@ def test_invariants_on_sqlite_log(tmp_path, capsys):
                              "heldout_queries": 0, "heldout_pairs": 0,
                              "event_count": n_texts + 1, "max_seq": n_texts + 1}
     assert pairset.heldout.shape == (0, 2)
-    assert capsys.readouterr().out == (f"r:p: same_session: {n_texts} texts in 12 sessions: {n_texts} anchors, "
-                                       f"{n_pairs} pairs → 1,000 triplets\n")
+    assert capsys.readouterr().out == (f"r:p: same_session: {n_texts} texts in 12 sessions: {n_texts} with a "
+                                       f"same-session partner, {n_pairs} related pairs → 1,000 "
+                                       f"training triplets\n")
 
 
 @settings(max_examples=40, deadline=None)

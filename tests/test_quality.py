@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oxidize import stages
-from oxidize.train import save_weights, train_projection
+from oxidize.engine import stages
+from oxidize.train.trainer import save_weights, train_projection
 
 RECIPE = """\
 version: 1

@@ -29,7 +29,7 @@ def run(root: Path, *args: str, program: str = "doit", env: dict | None = None,
     full_env.pop("OXIDIZE_LOCKED", None)
     full_env.update(env or {})
     cmd = [sys.executable, "-m", "doit", *args] if program == "doit" else \
-        [sys.executable, "-c", "import sys; from oxidize.cli import main; sys.exit(main())", *args]
+        [sys.executable, "-c", "import sys; from oxidize.engine.cli import main; sys.exit(main())", *args]
     proc = subprocess.run(cmd, cwd=root, env=full_env, capture_output=True, text=True, timeout=600)
     if expect is not None and proc.returncode != expect:
         raise AssertionError(f"{program} {' '.join(args)} exited {proc.returncode}, expected {expect}\n"
@@ -190,7 +190,7 @@ def test_stale_imports_no_heavy_library(project: Path):
 def test_every_reason_has_words():
     from dataclasses import fields
 
-    from oxidize import staleness
+    from oxidize.engine import staleness
 
     kinds = set()
     for cls in vars(staleness).values():

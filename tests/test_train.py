@@ -14,8 +14,9 @@ import pytest
 
 from oxidize.errors import TrainingError
 from oxidize.losses import TripletLoss
-from oxidize.train import (INITS, TrainResult, linear_init, load_weights, loss_and_gradients,
-                           project, save_weights, train_projection)
+from oxidize.projection import load_weights, project
+from oxidize.train.start import INITS, linear_init
+from oxidize.train.trainer import TrainResult, loss_and_gradients, save_weights, train_projection
 
 KEYS = ("w1", "b1", "w2", "b2", "w0")
 
@@ -126,7 +127,7 @@ def test_triplet_loss_gradient_on_plain_arrays():
 
 
 def test_kernel_loss_matches_triplet_loss_class():
-    from oxidize import kernels
+    from oxidize.train import kernels
 
     rng = np.random.default_rng(2)
     b = 7
@@ -212,7 +213,7 @@ def test_same_seed_same_bytes_and_other_seed_differs():
 _CHILD = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
-    from oxidize.train import train_projection, save_weights
+    from oxidize.train.trainer import train_projection, save_weights
     rng = np.random.default_rng(11)
     emb = rng.normal(size=(300, 96)).astype(np.float32)
     trip = rng.integers(0, 300, size=(500, 3)).astype(np.int32)
@@ -239,66 +240,66 @@ def test_identical_bytes_across_processes_and_blas_threads(tmp_path):
 def test_blas_thread_policy(monkeypatch):
     from threadpoolctl import threadpool_info
 
-    from oxidize import train
+    from oxidize.train import blas
 
     monkeypatch.delenv("OXIDIZE_BLAS_THREADS", raising=False)
-    assert train.blas_threads() is None  # measured
+    assert blas.blas_threads() is None  # measured
     monkeypatch.setenv("OXIDIZE_BLAS_THREADS", "2")
-    assert train.blas_threads() == 2
+    assert blas.blas_threads() == 2
     monkeypatch.setenv("OXIDIZE_BLAS_THREADS", "many")  # not a number: measured
-    assert train.blas_threads() is None
-    with train._BlasThreads(1) as fixed:
+    assert blas.blas_threads() is None
+    with blas.BlasThreads(1) as fixed:
         assert [fixed.next() for _ in range(3)] == [1, 1, 1]
-        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
-        assert blas and all(i["num_threads"] == 1 for i in blas)
-    chooser = train._BlasThreads(None)
+        libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        assert libs and all(i["num_threads"] == 1 for i in libs)
+    chooser = blas.BlasThreads(None)
     chooser.choices = [1, 2]  # as on a 2-core machine
     seen, probes = [], []
-    probe = [1, 2] * train.PROBE_ROUNDS  # interleaved
-    for _ in range(len(probe) + train.FIRST_HOLD + len(probe) + train.PROBE_EVERY + len(probe)):
+    probe = [1, 2] * blas.PROBE_ROUNDS  # interleaved
+    for _ in range(len(probe) + blas.FIRST_HOLD + len(probe) + blas.PROBE_EVERY + len(probe)):
         threads = chooser.next()
         seen.append(threads)
         probes.append(chooser.probing)  # probes run shorter segments
         chooser.record(threads, 100, 1.0 if threads == 2 else 0.5)  # 1 thread is faster
     # the first choice is checked again soon; later ones hold PROBE_EVERY segments
-    assert seen == probe + [1] * train.FIRST_HOLD + probe + [1] * train.PROBE_EVERY + probe
-    assert probes == ([True] * len(probe) + [False] * train.FIRST_HOLD + [True] * len(probe)
-                      + [False] * train.PROBE_EVERY + [True] * len(probe))
+    assert seen == probe + [1] * blas.FIRST_HOLD + probe + [1] * blas.PROBE_EVERY + probe
+    assert probes == ([True] * len(probe) + [False] * blas.FIRST_HOLD + [True] * len(probe)
+                      + [False] * blas.PROBE_EVERY + [True] * len(probe))
     # each count is judged by its best probe: one disturbed probe of 2 threads is outvoted
-    judge = train._BlasThreads(None)
+    judge = blas.BlasThreads(None)
     judge.choices = [1, 2]
     for seconds in (0.5, 2.0, 0.5, 0.4):  # 1, 2 (disturbed), 1, 2
         judge.record(judge.next(), 100, seconds)
     assert judge.next() == 2 and not judge.probing
-    with train._BlasThreads(0) as untouched:
+    with blas.BlasThreads(0) as untouched:
         assert untouched.next() == 0
 
 
 def test_large_batches_keep_a_fixed_thread_count(monkeypatch):
     """Above THREAD_SAFE_SUM stacked rows 1 and 2 OpenBLAS threads give different bits, so a
     count chosen by timing would tie the weights to the machine's load: not measured there."""
-    from oxidize import train
+    from oxidize.train import blas
 
     monkeypatch.delenv("OXIDIZE_BLAS_THREADS", raising=False)
     seen = []
 
-    class Recording(train._BlasThreads):
+    class Recording(blas.BlasThreads):
         def __init__(self, fixed):
             seen.append(fixed)
             super().__init__(fixed)
 
-    monkeypatch.setattr(train, "_BlasThreads", Recording)
+    monkeypatch.setattr(blas, "BlasThreads", Recording)
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(60, 8)).astype(np.float32)
     trips = np.array([[i, (i + 1) % 60, (i + 30) % 60] for i in range(60)], dtype=np.int32)
-    for batch in (train.THREAD_SAFE_SUM // 3, train.THREAD_SAFE_SUM // 3 + 1):
+    for batch in (blas.THREAD_SAFE_SUM // 3, blas.THREAD_SAFE_SUM // 3 + 1):
         train_projection(emb, trips, hidden=8, out=4, epochs=1, batch_size=batch,
                          learning_rate=1e-3, margin=0.2, seed=0, progress=False)
     assert seen == [None, 0]  # measured at 128 rows a branch, BLAS's own count above
 
 
 def test_segments_and_thread_counts_do_not_change_the_weights(monkeypatch):
-    from oxidize import train
+    from oxidize.train import blas
 
     emb, _, trip = clusters(n_triplets=500)
     kw = dict(hidden=48, out=8, epochs=2, batch_size=16, learning_rate=1e-2, margin=0.2,
@@ -306,8 +307,8 @@ def test_segments_and_thread_counts_do_not_change_the_weights(monkeypatch):
     monkeypatch.setenv("OXIDIZE_BLAS_THREADS", "1")
     whole = train_projection(emb, trip, **kw)
     monkeypatch.delenv("OXIDIZE_BLAS_THREADS")
-    monkeypatch.setattr(train, "SEGMENT_TRIPLETS", 40)  # 2 minibatches per segment
-    monkeypatch.setattr(train, "PROBE_EVERY", 2)
+    monkeypatch.setattr(blas, "SEGMENT_TRIPLETS", 40)  # 2 minibatches per segment
+    monkeypatch.setattr(blas, "PROBE_EVERY", 2)
     segmented = train_projection(emb, trip, **kw)
     assert _digest(segmented.weights) == _digest(whole.weights)
     assert segmented.losses == whole.losses
@@ -316,7 +317,7 @@ def test_segments_and_thread_counts_do_not_change_the_weights(monkeypatch):
 def test_memory_mapped_embeddings_are_read_in_place(tmp_path):
     """A float32 memory map (what the train task passes) is not copied, and trains to the
     same bytes as the array in memory."""
-    from oxidize.train import _validate
+    from oxidize.train.inputs import _validate
 
     emb, _, trip = clusters(n_triplets=300)
     np.save(tmp_path / "e.npy", emb)
@@ -332,18 +333,20 @@ def test_memory_mapped_embeddings_are_read_in_place(tmp_path):
 def test_chunked_statistics_and_projection_match_one_pass(monkeypatch):
     """linear_init's row chunks, project's row blocks and the scorer's query blocks (which
     bound memory at scale) give the one-pass results up to rounding."""
-    from oxidize import evaluate, train
+    from oxidize import evaluate
+    from oxidize import projection
+    from oxidize.train import start
     from oxidize.evaluate import score_projection
 
     emb, trip, held = grouped_problem(n_groups=16, per_group=10, n_triplets=900)
     one = {kind: linear_init(emb, trip, 6, kind) for kind in ("within", "pca")}
     weights = train_projection(emb, trip, **{**KW, "epochs": 1}).weights
     whole = project(weights, emb)
-    scorer = train._HeldoutScorer(emb, held)
+    scorer = evaluate.HeldoutScorer(emb, held)
     mrr = scorer.mrr(weights)
     assert mrr == score_projection(weights, emb, held)["mrr@10"]
-    monkeypatch.setattr(train, "_STAT_CHUNK_ELEMS", 7 * emb.shape[1])  # 7 rows per chunk
-    monkeypatch.setattr(train, "_PROJECT_ROWS", 9)
+    monkeypatch.setattr(start, "_STAT_CHUNK_ELEMS", 7 * emb.shape[1])  # 7 rows per chunk
+    monkeypatch.setattr(projection, "_PROJECT_ROWS", 9)
     monkeypatch.setattr(evaluate, "SIM_BLOCK", 5 * 40)  # 5 queries per similarity block
     monkeypatch.setattr(evaluate, "ROW_BLOCK", 9)
     for kind, (w0, b2) in one.items():
@@ -351,7 +354,7 @@ def test_chunked_statistics_and_projection_match_one_pass(monkeypatch):
         np.testing.assert_allclose(c0, w0, rtol=1e-7, atol=1e-9, err_msg=kind)
         np.testing.assert_allclose(cb, b2, rtol=1e-7, atol=1e-9, err_msg=kind)
     np.testing.assert_allclose(project(weights, emb), whole, rtol=1e-6, atol=1e-7)
-    grouped = train._HeldoutScorer(emb, held)
+    grouped = evaluate.HeldoutScorer(emb, held)
     assert len(grouped.split.texts) > 9 and grouped.queries > 5
     assert grouped.mrr(weights) == pytest.approx(mrr, rel=1e-12)
     assert grouped.base_mrr == pytest.approx(scorer.base_mrr, rel=1e-12)
@@ -373,8 +376,8 @@ def test_huge_learning_rate_raises_with_epoch_and_advice():
 
 def test_kernel_stops_at_first_non_finite_loss():
     """NaN inputs that get past validation are caught by the epoch kernel itself."""
-    from oxidize import kernels
-    from oxidize.train import _buffers, _FlatParams
+    from oxidize.train import kernels
+    from oxidize.train.trainer import _buffers, _FlatParams
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(10, 4)).astype(np.float32)

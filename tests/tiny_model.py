@@ -54,7 +54,7 @@ def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
     ``int8_weights=True`` ends it with a ``[dim, dim]`` matrix product whose weights are
     stored as int8 with a scale per column, plus a bias,
     ``Add(MatMul(h, Mul(Cast(W_int8), scale)), bias)`` — the form of the default model's
-    products that :mod:`oxidize.int8` runs on int8 kernels.
+    products that :mod:`oxidize.embed.int8` runs on int8 kernels.
     """
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((len(VOCAB), dim)).astype(np.float32)

@@ -3,7 +3,7 @@
 It lives in its own file (one loss per file, like sentence-transformers' ``losses/``), with
 the formula in the docstring and the math written on plain arrays, so the same loss can be
 checked against cached vectors, and so the jitted training kernel
-(:func:`oxidize.kernels.triplet_loss_grad`) has a reference to be tested against.
+(:func:`oxidize.train.kernels.triplet_loss_grad`) has a reference to be tested against.
 
 Importing this module is light (no numpy at import time): ``config_dict()`` may be read
 while doit only loads tasks.

@@ -154,7 +154,7 @@ def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts
     if n_anchors == 0:
         why = (f" after holding out the latest {int(heldout.sum()):,} of {n:,} {noun} "
                f"(training.holdout: {holdout:g}); lower training.holdout" if heldout.any() else "")
-        raise EventLogError(f"{log.path}: no {pair_type} anchors: none of {n_train:,} training {noun} has both "
+        raise EventLogError(f"{log.path}: nothing to train {pair_type} on: none of {n_train:,} training {noun} has both "
                             f"a related {noun[:-1] if noun.endswith('s') else noun} and an unrelated one{why}")
     train_pairs = int((train[positive[:, 0]] & train[positive[:, 1]]).sum())
     pairs = pairs_along_edges(positive, heldout)
@@ -164,7 +164,7 @@ def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts
            **heldout_summary(pairs, n_train, int(heldout.sum())),
            "event_count": stats.count, "max_seq": stats.max_seq}
     prefix = f"{label}: " if label else ""
-    print(f"{prefix}{pair_type}: {n:,} {noun}{detail}: {n_anchors:,} anchors, {train_pairs:,} pairs "
-          f"→ {n_triplets:,} triplets; held out {int(heldout.sum()):,} {noun}, "
-          f"{out['heldout_queries']:,} queries", flush=True)
+    print(f"{prefix}{pair_type}: {n:,} {noun}{detail}: {n_anchors:,} with a related one, "
+          f"{train_pairs:,} related pairs → {n_triplets:,} training triplets; held out the latest "
+          f"{int(heldout.sum()):,} {noun} for evaluation ({out['heldout_queries']:,} queries)", flush=True)
     return PairSet(texts=texts, triplets=triplets, stats=out, heldout=pairs)

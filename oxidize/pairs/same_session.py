@@ -181,7 +181,9 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
         "max_seq": stats.max_seq,
     }
     prefix = f"{label}: " if label else ""
-    held = f"; held out {n_usable - n_train:,} sessions, {summary['heldout_queries']:,} queries" if n_train < n_usable else ""
-    print(f"{prefix}{PAIR_TYPE}: {n_all:,} texts in {n_usable:,} sessions: {n_texts:,} anchors, "
-          f"{summary['pairs']:,} pairs → {n_triplets:,} triplets{held}", flush=True)
+    held = (f"; held out the latest {n_usable - n_train:,} sessions for evaluation "
+            f"({summary['heldout_queries']:,} queries)" if n_train < n_usable else "")
+    print(f"{prefix}{PAIR_TYPE}: {n_all:,} texts in {n_usable:,} sessions: {n_texts:,} with a "
+          f"same-session partner, {summary['pairs']:,} related pairs → {n_triplets:,} training "
+          f"triplets{held}", flush=True)
     return PairSet(texts=texts, triplets=triplets, stats=summary, heldout=heldout)

@@ -16,21 +16,13 @@ Why it is shaped this way:
   less: on 2 shared cores 157 texts/s against 117 for one 2-thread session, bit-identical
   vectors (a row's result does not depend on how many threads computed it).
 * **Int8 kernels for int8 weights.** A model that stores its weights as int8 (the default
-  one) has those products rewritten onto onnxruntime's int8 kernels (:mod:`oxidize.int8`,
+  one) has those products rewritten onto onnxruntime's int8 kernels (:mod:`oxidize.embed.int8`,
   about 2× the texts/s); then each text runs on its own, because the activations' int8
   range spans a run's whole input and a text's vector must not depend on its batch.
 * **Only declared inputs are fed.** Some exports (E5, DistilBERT) have no
   ``token_type_ids``; the session's input list decides.
 
-* **The optimised graph is cached.** onnxruntime's graph optimisation (constant folding of
-  the int8 weights into float32, operator fusion) costs ~0.25 s per session on 2 cores, and
-  parsing the resulting 90 MB protobuf as much again — most of an incremental embed step.
-  With ``graph_cache_dir`` the optimised graph is saved once (weights as external data, so a
-  later session maps them instead of parsing them) under a key of the model fingerprint, the
-  onnxruntime version and the CPU (layout optimisations are hardware-specific), and later
-  sessions load it with optimisation off: the same graph, bit-identical vectors, ~4× faster
-  session creation. The entry is written to a temporary directory and renamed into place;
-  an entry that fails to load is ignored (and rebuilt), never trusted.
+* **The optimised graph is cached** (:mod:`oxidize.embed.sessions`).
 
 numpy, onnxruntime and tokenizers are imported at module level: only the embed task
 imports this module, never doit's task loading.
@@ -38,14 +30,9 @@ imports this module, never doit's task loading.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import itertools
 import os
-import platform
 import shutil
-import tempfile
-import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,31 +43,25 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from oxidize.errors import ModelError
-from oxidize.models import ResolvedModel
+from oxidize.embed.models import ResolvedModel
 from oxidize.progress import Progress
+from oxidize.embed.sessions import (_create_session, _load_cached_graph, _new_graph_tmp,
+                                    _publish_graph, graph_key)
 
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
-#: Version of the optimised-graph cache layout (part of every entry's key).
-GRAPH_FORMAT = 2
-#: Optimised graphs kept in a ``graph_cache_dir``; the least recently used beyond are removed.
-GRAPH_KEEP = 4
 #: Most batches in flight at once: each holds its activations (for 32 texts of 256 tokens,
 #: ~100 MB of attention scores), so memory stays bounded on many-core machines.
 MAX_WORKERS = 4
-_GRAPH_MODEL = "model.onnx"
-_GRAPH_DATA = "model.onnx.data"  # the weights, as external data beside the graph
-_GRAPH_META = "meta.json"
-_GRAPH_TMP = ".tmp-"
-_STALE_TMP_S = 3600.0  # a temporary entry this old belongs to a killed build
+
 
 
 class Encoder:
     """Run one embedding model over many texts.
 
     Args:
-        resolved: the model to run (from :func:`oxidize.models.resolve_model`).
+        resolved: the model to run (from :func:`oxidize.embed.models.resolve_model`).
         threads: batches run at once (each on one onnxruntime thread); ``os.cpu_count()``
             when ``None``, at most :data:`MAX_WORKERS` (beyond that, each batch gets
             ``threads // MAX_WORKERS`` onnxruntime threads, bounding memory).
@@ -92,7 +73,7 @@ class Encoder:
         graph_cache_dir: a directory for the optimised graph (``build/.cache/onnx``), or
             ``None`` to optimise in memory on every load (see the module docstring).
         model_fp: the model fingerprint keying the cached graph; computed from the files
-            (:func:`oxidize.models.fingerprint`) when ``None``.
+            (:func:`oxidize.embed.models.fingerprint`) when ``None``.
 
     Raises:
         ModelError: ``model.onnx`` is not loadable, its output is not
@@ -110,7 +91,7 @@ class Encoder:
         #: Where the session's graph came from: ``"optimised"`` (no cache), ``"saved"``
         #: (optimised and written to the cache) or ``"cached"`` (loaded from the cache).
         self.graph_source = "optimised"
-        #: Matrix products running on int8 kernels (:mod:`oxidize.int8`); when there are
+        #: Matrix products running on int8 kernels (:mod:`oxidize.embed.int8`); when there are
         #: any, each text runs on its own (see :attr:`rows_per_run`).
         self.int8_matmuls = 0
         threads = max(1, int(threads or os.cpu_count() or 1))
@@ -131,7 +112,7 @@ class Encoder:
         entry = tmp = None
         if graph_cache_dir is not None:
             if model_fp is None:
-                from oxidize.models import fingerprint
+                from oxidize.embed.models import fingerprint
 
                 model_fp = fingerprint(resolved)
             entry = Path(graph_cache_dir) / graph_key(model_fp)
@@ -162,9 +143,9 @@ class Encoder:
                              f"({resolved.source}): {_first_line(exc)}") from exc
 
     def _model_to_run(self, resolved: ResolvedModel) -> Path | bytes:
-        """The model file, or its graph with int8 kernels (:mod:`oxidize.int8`) when the spec
+        """The model file, or its graph with int8 kernels (:mod:`oxidize.embed.int8`) when the spec
         asks for them, the CPU has int8 dot products and the model stores int8 weights."""
-        from oxidize.int8 import cpu_has_int8_dot, int8_matmul_model
+        from oxidize.embed.int8 import cpu_has_int8_dot, int8_matmul_model
 
         if not self.spec.int8_matmul or not cpu_has_int8_dot():
             return resolved.model_file
@@ -316,137 +297,6 @@ class Encoder:
             norms = np.linalg.norm(pooled, axis=1, keepdims=True)
             pooled = pooled / np.maximum(norms, 1e-12)
         return pooled.astype(np.float32, copy=False)
-
-
-# --- sessions and the optimised-graph cache --------------------------------------------
-
-
-def _create_session(model: Path | bytes, threads: int, save_to: Path | None = None,
-                    optimise: bool = True) -> ort.InferenceSession:
-    """An onnxruntime CPU session of ``model`` (a file, or a serialised graph); with
-    ``save_to``, the optimised graph is written there too (graph in ``model.onnx``, weights
-    in ``model.onnx.data``)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise
-                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # No busy-waiting between operators: with other processes on the same cores (a
-    # parallel `doit -n 2`, tests) spinning threads steal the CPU the work needs.
-    # Measured on 2 busy cores: +34% texts/s (benchmarks/bench_embed.py, docs/benchmarks.md).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only; warnings about unused initialisers are noise
-    if save_to is not None:
-        options.optimized_model_filepath = str(save_to / _GRAPH_MODEL)
-        # Weights as external data: a later load maps them instead of parsing a 90 MB protobuf.
-        options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
-                                         _GRAPH_DATA)
-        options.add_session_config_entry(
-            "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options,
-                                providers=["CPUExecutionProvider"])
-
-
-def _cpu_identity() -> str:
-    """The machine and CPU model and features: an optimised graph may use all of them."""
-    parts = [platform.machine(), platform.processor()]
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if not line.strip():
-                    break  # the first processor is enough
-                name, _, value = line.partition(":")
-                if name.strip() in ("vendor_id", "model name", "flags", "Features", "CPU part"):
-                    parts.append(value.strip())
-    except OSError:
-        pass
-    return " | ".join(parts)
-
-
-def graph_key(model_fp: str) -> str:
-    """The cache key of a model's optimised graph: what the saved graph is a function of."""
-    digest = hashlib.sha256(
-        f"oxidize-optimised-graph-v{GRAPH_FORMAT}\nmodel {model_fp}\nonnxruntime {ort.__version__}\n"
-        f"level all\ncpu {_cpu_identity()}\n".encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:32]
-
-
-def _graph_files(directory: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(directory.iterdir())
-            if p.is_file() and p.name != _GRAPH_META}
-
-
-def _load_cached_graph(entry: Path, threads: int) -> tuple[ort.InferenceSession, int] | None:
-    """The cached optimised graph as a session and its number of int8 products, or ``None``
-    when there is none usable."""
-    meta_file = entry / _GRAPH_META
-    if not entry.is_dir():
-        return None
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        if meta.get("key") != entry.name or meta.get("files") != _graph_files(entry):
-            raise ValueError("not this key's entry, or a file was truncated or replaced")
-        int8_matmuls = int(meta.get("int8_matmuls", 0))
-        session = _create_session(entry / _GRAPH_MODEL, threads, optimise=False)
-    except Exception:  # unreadable or damaged: drop it, optimise again and save it afresh
-        shutil.rmtree(entry, ignore_errors=True)
-        return None
-    try:
-        os.utime(meta_file)  # recently used: kept by _evict
-    except OSError:
-        pass
-    return session, int8_matmuls
-
-
-def _new_graph_tmp(cache_dir: Path) -> Path | None:
-    """A fresh temporary directory beside the entries, or ``None`` if none can be made."""
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=_GRAPH_TMP, dir=cache_dir))
-    except OSError:
-        return None  # a read-only build folder: optimise in memory every time
-
-
-def _publish_graph(tmp: Path, entry: Path, model_fp: str, int8_matmuls: int) -> None:
-    """Describe the graph written to ``tmp`` and rename it to ``entry`` (atomic: a reader
-    sees the whole entry or none). A concurrent build that published first wins."""
-    try:
-        meta = {"key": entry.name, "format": GRAPH_FORMAT, "model_fingerprint": model_fp,
-                "onnxruntime": ort.__version__, "cpu": _cpu_identity(), "int8_matmuls": int8_matmuls,
-                "files": _graph_files(tmp)}
-        with open(tmp / _GRAPH_META, "w", encoding="utf-8") as handle:
-            json.dump(meta, handle, indent=1)
-        for name in (*meta["files"], _GRAPH_META):
-            with open(tmp / name, "rb") as handle:
-                os.fsync(handle.fileno())
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        os.rename(tmp, entry)
-    except OSError:  # another process published it first
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    _evict(entry.parent)
-
-
-def _evict(cache_dir: Path) -> None:
-    """Keep the :data:`GRAPH_KEEP` most recently used entries; drop killed builds' temporaries."""
-    entries, now = [], time.time()
-    for path in cache_dir.iterdir():
-        try:
-            if path.name.startswith(_GRAPH_TMP):
-                if now - path.stat().st_mtime > _STALE_TMP_S:
-                    shutil.rmtree(path, ignore_errors=True)
-            elif path.is_dir():
-                meta = path / _GRAPH_META
-                entries.append((meta.stat().st_mtime if meta.exists() else 0.0, path))
-        except OSError:
-            continue
-    entries.sort(reverse=True)
-    for _, path in entries[GRAPH_KEEP:]:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,12 +15,12 @@ Cargo's ``DirtyReason`` vs ``present_to``):
   stops at the first reason (enough to decide); with it, it collects all of them. It asks
   doit's own ``Dependency.get_status`` — so the verdict is exactly doit's, including its
   MD5 checker (a ``touch`` that leaves content unchanged is not a change) — and translates
-  doit's reason keys into the dataclasses of :mod:`oxidize.stale_reasons`, enriched with what
-  :class:`oxidize.fingerprint.StageInputs` saved (the old recipe keys, the version, the
+  doit's reason keys into the dataclasses of :mod:`oxidize.engine.stale_reasons`, enriched with what
+  :class:`oxidize.engine.fingerprint.StageInputs` saved (the old recipe keys, the version, the
   state of every target). If doit would run a task and none of these reasons applies,
   the answer is :class:`Unexplained`: improve the check rather than guess.
 * **One function words them all**, :func:`render`. No other module builds reason prose.
-  (Reasons and :func:`render` live in :mod:`oxidize.stale_reasons`; this module re-exports them.)
+  (Reasons and :func:`render` live in :mod:`oxidize.engine.stale_reasons`; this module re-exports them.)
 
 Staleness is transitive, unlike doit's per-task status: when ``R:P.pairs`` must run, the
 embeddings and weights built from its files are stale too (:class:`UpstreamRebuilt`),
@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oxidize.fingerprint import VALUES_KEY, StageInputs, changed_keys, target_unchanged
+from oxidize.engine.fingerprint import VALUES_KEY, StageInputs, changed_keys, target_unchanged
 # The reasons and their wording (re-exported: ``staleness.render``, ``staleness.LockDiffers``…).
-from oxidize.stale_reasons import (AlwaysRuns, CheckerChanged, EventLogChanged, InputChanged,  # noqa: F401
+from oxidize.engine.stale_reasons import (AlwaysRuns, CheckerChanged, EventLogChanged, InputChanged,  # noqa: F401
                                    InputMissing, InputsChanged, LockDiffers, LockMissing,
-                                   ModelFileChanged, ModelMissing, NeverBuilt, Reason,
+                                   LastBuildFailed, ModelFileChanged, ModelMissing, NeverBuilt,
+                                   Reason,
                                    RecipeKeyChanged, TargetMissing, TargetModified, Unexplained,
                                    UpstreamRebuilt, VersionChanged, render, to_json)
 
@@ -107,6 +108,9 @@ class StaleChecker:
         self._memo: dict[tuple[str, bool], tuple[Reason, ...]] = {}
         self._busy: set[str] = set()
         self._log_stats: dict[str, tuple[int, int] | None] = {}
+        from oxidize.engine.reporter import read_failures
+
+        self.failures = read_failures(self.root)
 
     # -- public ----------------------------------------------------------------------
 
@@ -159,8 +163,11 @@ class StaleChecker:
                 reasons.append(reason)
             return not explain
 
+        if task.name in self.failures:
+            add(LastBuildFailed(self.failures[task.name]))
         if self.dep._get(task.name, "checker:") is None:
-            add(NeverBuilt())
+            if not reasons:
+                add(NeverBuilt())
             return reasons
 
         status = self.dep.get_status(task, self.tasks, get_log=explain)
@@ -213,7 +220,7 @@ class StaleChecker:
     @staticmethod
     def _only_locked_mode(task, doit_reasons: dict) -> bool:
         """True when doit would run the task only because locked mode always verifies."""
-        from oxidize.lockfile import LockedModeCheck
+        from oxidize.engine.lockfile import LockedModeCheck
 
         falses = doit_reasons.get("uptodate_false") or ()
         others = [k for k, v in doit_reasons.items() if v and k != "uptodate_false"]
@@ -222,7 +229,7 @@ class StaleChecker:
     def _uptodate_reasons(self, task, utd) -> list[Reason]:
         """Translate one ``uptodate`` entry that evaluated false."""
         from oxidize import __version__
-        from oxidize.lockfile import LockedModeCheck
+        from oxidize.engine.lockfile import LockedModeCheck
 
         if isinstance(utd, LockedModeCheck):
             # Under $OXIDIZE_LOCKED the lock task runs every time, but only to compare:
@@ -248,7 +255,7 @@ class StaleChecker:
     def _unresolved_input(self, task) -> Reason:
         """tasks.py sets ``uptodate: False`` when the event log or the model is absent."""
         from oxidize.errors import OxidizeError
-        from oxidize.tasks import eventlog_path, load_recipes
+        from oxidize.engine.tasks import eventlog_path, load_recipes
 
         basename = task.name.split(":", 1)[0]
         try:

@@ -14,7 +14,7 @@ embed step 582 (4,509 patina-dev.db session texts; docs/benchmarks.md).
 of a run, so in a batch a text's vector would depend on its neighbours (measured: cosine
 0.975 between the same text embedded alone and in a batch of 32). Run one text at a time,
 a text's vector depends on that text only — as a content-addressed embedding cache needs —
-and no padding is computed at all. :class:`oxidize.encoder.Encoder` does that whenever the
+and no padding is computed at all. :class:`oxidize.embed.encoder.Encoder` does that whenever the
 graph was rewritten.
 
 **Accuracy.** Against the float32 graph, on the 1,885 session texts of patina-dev.db: mean
@@ -28,7 +28,7 @@ pairs of products in saturating int16 (``vpmaddubsw``), which can clip with full
 int8 weights; there the float32 graph runs, as with ``embedding_int8: false``.
 
 A change here that changes the vectors must raise
-:data:`oxidize.models.INT8_MATMUL_VERSION` (part of the model fingerprint).
+:data:`oxidize.embed.models.INT8_MATMUL_VERSION` (part of the model fingerprint).
 
 Models without such products (an fp32 export of E5, say) are left as they are. Only the
 embed step imports this module (the rewrite needs the ``onnx`` package).

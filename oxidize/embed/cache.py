@@ -3,7 +3,7 @@
 Embedding is the slow step of a build. Different recipes and projections share most of
 their texts, and a rebuild after new events adds only a few, so vectors are cached by
 *what they are a function of*: the model fingerprint (files + pooling/prefix settings, see
-:mod:`oxidize.models`), the kind (``passage``/``query``, which selects the prefix) and the
+:mod:`oxidize.embed.models`), the kind (``passage``/``query``, which selects the prefix) and the
 sha256 of the exact text. Paths, recipe names and times are not part of the key, so a
 vector computed for one recipe serves every other.
 
@@ -43,7 +43,7 @@ from oxidize.errors import CacheError, ModelError
 from oxidize.progress import Progress
 
 if TYPE_CHECKING:  # the encoder (onnxruntime) is loaded only when something must be embedded
-    from oxidize.encoder import Encoder
+    from oxidize.embed.encoder import Encoder
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
@@ -77,7 +77,7 @@ class EmbeddingCache:
 
     Args:
         path: the SQLite file; created with its parent directory if missing.
-        model_fp: the model fingerprint (:func:`oxidize.models.fingerprint`).
+        model_fp: the model fingerprint (:func:`oxidize.embed.models.fingerprint`).
         dim: the model's embedding dimension; entries of another length are invalid.
         kind: ``"passage"`` or ``"query"`` — the same text gets another prefix, so another vector.
 
@@ -366,7 +366,7 @@ def embed_with_cache(texts: list[str], cache: EmbeddingCache, encoder_factory: C
     Args:
         texts: the texts, in the order of the result's rows; duplicates are allowed.
         cache: the open cache of the model (its ``kind`` selects the encoder's prefix).
-        encoder_factory: makes an :class:`oxidize.encoder.Encoder`; called only if some text
+        encoder_factory: makes an :class:`oxidize.embed.encoder.Encoder`; called only if some text
             is missing, so a fully cached rebuild never loads the model.
         progress_label: label of the progress line on stderr.
 

@@ -2,8 +2,8 @@
 
 A doit command plugin (``doit.COMMAND`` entry point ``stale``), so it works in any project
 with oxidize installed: ``doit stale`` and ``oxidize stale``. It loads the task graph like
-``doit list``, asks :class:`oxidize.staleness.StaleChecker` for the reasons of each task,
-and prints them through :func:`oxidize.staleness.render` — the only place reasons become
+``doit list``, asks :class:`oxidize.engine.staleness.StaleChecker` for the reasons of each task,
+and prints them through :func:`oxidize.engine.staleness.render` — the only place reasons become
 words. Reading only: doit's state database is opened but never written back.
 
 Exit codes: 0 — done (with ``--check``: nothing is stale; with ``--locked``: the build
@@ -60,7 +60,7 @@ class Stale(DoitCmdBase):
     cmd_options = (opt_json, opt_check, opt_quiet, opt_all, opt_locked)
 
     def _execute(self, pos_args=None, json=False, check=False, quiet=False, show_all=False, locked=False):
-        from oxidize import staleness
+        from oxidize.engine import staleness
 
         tasks = {t.name: t for t in self.task_list}
         # Group tasks (no action: `R`, `R:P`) are not targets; they run whatever their deps run.
@@ -89,9 +89,9 @@ class Stale(DoitCmdBase):
 
     def _lock_reasons(self, root: Path, chosen: list[str]):
         """``--locked``: compare each chosen recipe's build outputs with its lock file."""
-        from oxidize import lockfile
-        from oxidize.staleness import LockDiffers, LockMissing
-        from oxidize.tasks import _rel, load_recipes
+        from oxidize.engine import lockfile
+        from oxidize.engine.staleness import LockDiffers, LockMissing
+        from oxidize.engine.tasks import _rel, load_recipes
 
         recipes = {n.split(":", 1)[0] for n in chosen}
         reasons = []
@@ -109,7 +109,7 @@ class Stale(DoitCmdBase):
         return reasons
 
     def _print_json(self, shown, lock_reasons, locked) -> None:
-        from oxidize.staleness import to_json
+        from oxidize.engine.staleness import to_json
 
         data: object = [e.to_json() for e in shown]
         if locked:

@@ -2,7 +2,7 @@
 
 This module is imported every time doit loads or lists tasks, so it stays light: it reads
 YAML and builds task dictionaries, and imports nothing numerical. The actions it names live
-in :mod:`oxidize.stages` and import numpy, onnxruntime and numba only when they run.
+in :mod:`oxidize.engine.stages` and import numpy, onnxruntime and numba only when they run.
 
 The graph (see docs/architecture.md for the why):
 
@@ -15,53 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from oxidize.errors import BuildError, OxidizeError, RecipeError
-from oxidize.fingerprint import StageInputs
+from oxidize.engine.fingerprint import StageInputs
+from oxidize.engine.layout import (BUILD_DIR, CACHE_FILE, RECIPE_CACHE, RECIPE_CACHE_ENTRIES,
+                                   RECIPE_FILES, Layout, _rel, eventlog_path)
 from oxidize.recipe import Recipe, load_recipe
-
-#: Where build outputs go, relative to the project root.
-BUILD_DIR = "build"
-#: The embedding cache shared by every recipe of the project.
-CACHE_FILE = "build/.cache/embeddings.sqlite"
-#: Parsed recipe YAML kept between runs (content-addressed; safe to delete).
-RECIPE_CACHE = "build/.cache/recipes.json"
-RECIPE_CACHE_ENTRIES = 64
-#: Files written directly in ``build/<recipe>/``, beside the projection folders: names no
-#: projection may take.
-RECIPE_FILES = frozenset({"model.json"})
-#: Where patina keeps its event log, relative to the project root, in order of preference.
-PATINA_EVENTLOGS = (".patina/data/patina.db", ".patina/local/data/patina.db")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Paths of one projection's outputs, all relative to the project root."""
-
-    recipe: str
-    projection: str
-
-    @property
-    def dir(self) -> Path:
-        return Path(BUILD_DIR) / self.recipe / self.projection
-
-    @property
-    def model_json(self) -> Path:
-        return Path(BUILD_DIR) / self.recipe / "model.json"
-
-    texts = property(lambda self: self.dir / "texts.jsonl")
-    triplets = property(lambda self: self.dir / "triplets.npy")
-    pairs_json = property(lambda self: self.dir / "pairs.json")
-    heldout = property(lambda self: self.dir / "heldout.npy")
-    embeddings = property(lambda self: self.dir / "embeddings.npy")
-    embed_json = property(lambda self: self.dir / "embed.json")
-    weights = property(lambda self: self.dir / "weights.safetensors")
-    training_json = property(lambda self: self.dir / "training.json")
-    metrics = property(lambda self: self.dir / "metrics.json")
-    training_png = property(lambda self: self.dir / "training.png")
-
 
 def find_recipe_files(root: Path) -> list[tuple[str, Path]]:
     """Every recipe of the project as ``(name, path)``, sorted by name.
@@ -123,33 +83,15 @@ def load_recipes(root: Path) -> list[Recipe]:
     return recipes
 
 
-def eventlog_path(recipe: Recipe, root: Path) -> Path:
-    """The event log a recipe reads: its ``eventlog:`` key, else patina's own database.
+def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = None) -> Iterator[dict]:
+    """Yield doit task dictionaries for every recipe and projection under ``root``.
 
-    Returns the path even when the file does not exist (the pairs task then fails with a
-    clear message), so listing tasks works before the log is there.
+    With ``check_inputs`` (``True``, or the set of recipe names a command will build), an
+    event log that is missing or a directory is reported now, before any task runs;
+    listing and ``stale`` pass nothing and still work without one.
     """
-    if recipe.eventlog is not None:
-        return recipe.eventlog
-    for candidate in PATINA_EVENTLOGS:
-        if (root / candidate).is_file():
-            return root / candidate
-    return root / PATINA_EVENTLOGS[0]
-
-
-def _rel(path: Path, root: Path) -> str:
-    """A path as doit should see it: relative to the root when inside it (never hash an
-    absolute path into a project-local state), absolute otherwise."""
-    try:
-        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(root)))
-    except ValueError:
-        return str(Path(os.path.abspath(path)))
-
-
-def task_dicts(root: Path | str = ".") -> Iterator[dict]:
-    """Yield doit task dictionaries for every recipe and projection under ``root``."""
-    from oxidize import models  # light: the registry imports no numerical library
-    from oxidize import stages  # light at import; heavy libraries load inside the actions
+    from oxidize.embed import models  # light: the registry imports no numerical library
+    from oxidize.engine import stages  # light at import; heavy libraries load inside the actions
 
     root = Path(root)
     recipes = load_recipes(root)
@@ -193,6 +135,14 @@ def task_dicts(root: Path | str = ".") -> Iterator[dict]:
         }
         log = eventlog_path(recipe, root)
         log_exists = log.is_file()
+        if not log_exists and (check_inputs is True
+                               or (isinstance(check_inputs, set) and name in check_inputs)):
+            from oxidize.eventlog import check_eventlog_path
+
+            try:
+                check_eventlog_path(Path(_rel(log, root)))
+            except OxidizeError as err:
+                raise BuildError(f"recipe {name} ({recipe_file}): {err}") from None
         for proj in recipe.projections.values():
             out = Layout(name, proj.name)
             label = f"{name}:{proj.name}"
@@ -250,8 +200,8 @@ def task_dicts(root: Path | str = ".") -> Iterator[dict]:
                 "actions": None,
                 "task_dep": [f"{label}.train", f"{label}.eval"],
             }
-        # R:lock: oxidize.lock beside the recipe, from every output (see oxidize/lockfile.py).
-        from oxidize import lockfile
+        # R:lock: oxidize.lock beside the recipe, from every output (see oxidize/engine/lockfile.py).
+        from oxidize.engine import lockfile
 
         lock_file = _rel(lockfile.lock_path(recipe.path), root)
         lock_deps = [model_json] + ([_rel(log, root)] if log_exists else [])

@@ -11,10 +11,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run doit with :class:`oxidize.loader.OxidizeLoader`; return its exit code."""
+    """Run doit with :class:`oxidize.engine.loader.OxidizeLoader`; return its exit code."""
     from doit.doit_cmd import DoitMain
 
-    from oxidize.loader import OxidizeLoader
+    from oxidize.engine.loader import OxidizeLoader
 
     args = sys.argv[1:] if argv is None else argv
     return DoitMain(OxidizeLoader()).run(args)

@@ -5,11 +5,11 @@ by this value, so an unchanged project rebuilds nothing and a changed one starts
 closest previous build (see docs/ci.md). The key covers, per recipe (all recipes, or the
 ones named):
 
-* the recipe's settings after defaults (:func:`oxidize.lockfile.recipe_settings`: a
+* the recipe's settings after defaults (:func:`oxidize.engine.lockfile.recipe_settings`: a
   comment or a default written out does not change the key);
 * the sha256 of the event log file's content (what doit itself compares);
 * the model fingerprint's inputs: sha256 of ``model.onnx`` and ``tokenizer.json`` and the
-  pooling/prefix settings (:func:`oxidize.models.fingerprint`);
+  pooling/prefix settings (:func:`oxidize.embed.models.fingerprint`);
 
 and, once, the oxidize version and Python's ``major.minor`` (Numba's cache and pickles
 differ between Python versions). Never hashed: paths, mtimes, the machine.
@@ -36,9 +36,11 @@ KEY_VERSION = 1
 
 def cache_key_inputs(root: Path, names: list[str] | None = None) -> dict:
     """The JSON-able dict the key is the digest of (``--explain`` prints it)."""
-    from oxidize import __version__, lockfile, models
-    from oxidize.fingerprint import file_sha256
-    from oxidize.tasks import eventlog_path, load_recipes
+    from oxidize import __version__
+    from oxidize.engine import lockfile
+    from oxidize.embed import models
+    from oxidize.engine.fingerprint import file_sha256
+    from oxidize.engine.tasks import eventlog_path, load_recipes
 
     recipes = load_recipes(root)
     known = {r.name for r in recipes}
@@ -77,7 +79,7 @@ class CacheKey(Command):
     def execute(self, params, args):
         import json
 
-        from oxidize.fingerprint import digest
+        from oxidize.engine.fingerprint import digest
 
         try:
             inputs = cache_key_inputs(Path.cwd(), list(args))

@@ -74,7 +74,7 @@ def _say(label: str, message: str) -> None:
 @_user_errors
 def build_model_fingerprint(recipe_file: str, recipe_name: str, target: str) -> None:
     """Resolve the recipe's model and write its fingerprint record to ``model.json``."""
-    from oxidize import models
+    from oxidize.embed import models
     from oxidize.atomic import write_json
 
     recipe = _recipe(recipe_file, recipe_name)
@@ -107,7 +107,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
                      model_json: str, cache_file: str) -> None:
     """Embed the texts table, taking every text already embedded from the cache."""
     from oxidize.atomic import write_json
-    from oxidize.embed_cache import EmbeddingCache, embed_to_file
+    from oxidize.embed.cache import EmbeddingCache, embed_to_file
     from oxidize.pairs import read_texts
 
     recipe = _recipe(recipe_file, recipe_name)
@@ -122,7 +122,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
     def encoder_factory():
         # Created at most once, and only when some text is not in the cache.
         if not encoders:
-            from oxidize.encoder import Encoder
+            from oxidize.embed.encoder import Encoder
 
             # The optimised graph is kept beside the embedding cache (build/.cache/onnx/).
             encoders.append(Encoder(resolved, graph_cache_dir=Path(cache_file).parent / "onnx",
@@ -157,7 +157,7 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
     import numpy as np
 
     from oxidize.pairs import read_heldout, read_triplets
-    from oxidize.train import save_weights, train_projection
+    from oxidize.train.trainer import save_weights, train_projection
 
     recipe = _recipe(recipe_file, recipe_name)
     proj = recipe.projection(projection)
@@ -182,9 +182,21 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
         momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim,
         init=t.init, heldout=heldout, patience=t.patience)
     save_weights(out / "weights.safetensors", result)
-    chosen = "" if result.chosen_epoch is None else f", kept epoch {result.chosen_epoch} (held-out mrr@10)"
     _say(label, f"trained {len(triplets):,} triplets × {len(result.losses)} epochs in {result.seconds:.1f}s, "
-                f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}{chosen}")
+                f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}; {training_verdict(result)}")
+
+
+def training_verdict(result) -> str:
+    """Whether training improved on its start map, and by how much, in words."""
+    mrr = result.heldout_mrr
+    if result.chosen_epoch is None or not mrr:
+        return "kept the last epoch (no held-out data to choose with)"
+    if result.chosen_epoch == 0:
+        return (f"training did not improve on the start map (held-out mrr@10 {mrr[0]:.4f}); "
+                f"kept epoch 0")
+    best = mrr[result.chosen_epoch]
+    return (f"training improved held-out mrr@10 from {mrr[0]:.4f} (start map) to {best:.4f} "
+            f"({best - mrr[0]:+.4f}); kept epoch {result.chosen_epoch}")
 
 
 @_user_errors
@@ -201,7 +213,7 @@ def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str
     from oxidize.evaluate import compare
     from oxidize.pairs import read_heldout
     from oxidize.plot import plot_training
-    from oxidize.train import load_weights
+    from oxidize.projection import load_weights
 
     recipe = _recipe(recipe_file, recipe_name)
     proj = recipe.projection(projection)

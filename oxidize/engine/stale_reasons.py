@@ -1,10 +1,10 @@
 """Why a target is stale, as data and as words: the reason dataclasses and :func:`render`.
 
-The first and third of :mod:`oxidize.staleness`'s three pieces: **reasons are small frozen
+The first and third of :mod:`oxidize.engine.staleness`'s three pieces: **reasons are small frozen
 dataclasses**, one per kind, each with a ``kind`` string for JSON (:func:`to_json`),
 carrying values (old and new key values, event counts, paths relative to the project root)
 and never prose; and **one function words them all**, :func:`render` — no other module
-builds reason prose. The check that finds them is :class:`oxidize.staleness.StaleChecker`,
+builds reason prose. The check that finds them is :class:`oxidize.engine.staleness.StaleChecker`,
 which re-exports every name here.
 
 Standard library only: ``doit stale`` must start as fast as ``doit list``.
@@ -29,6 +29,14 @@ class NeverBuilt(Reason):
     """doit has no record of a successful run of this task."""
 
     kind: ClassVar[str] = "never_built"
+
+
+@dataclass(frozen=True)
+class LastBuildFailed(Reason):
+    """The task's last run failed (recorded by :mod:`oxidize.engine.reporter`)."""
+
+    kind: ClassVar[str] = "last_build_failed"
+    message: str
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,8 @@ def render(reason: Reason) -> str:
     match reason:
         case NeverBuilt():
             return "never built"
+        case LastBuildFailed(message=message):
+            return f"last build failed: {message.splitlines()[0] if message else 'no message'}"
         case RecipeKeyChanged(key=key, old=None, new=new):
             return f"recipe key {key} was added: {_value(new)}"
         case RecipeKeyChanged(key=key, old=old, new=None):

@@ -98,7 +98,7 @@ def recipe_settings(recipe) -> dict[str, Any]:
 
 
 def recipe_hash(recipe) -> str:
-    from oxidize.fingerprint import digest
+    from oxidize.engine.fingerprint import digest
 
     return digest(recipe_settings(recipe))
 
@@ -123,7 +123,7 @@ def eventlog_fingerprint(path: Path | str) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str | None:
-    from oxidize.fingerprint import file_sha256
+    from oxidize.engine.fingerprint import file_sha256
 
     return file_sha256(path) if path.is_file() else None
 
@@ -149,7 +149,7 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     Returns ``{section: {key: value}}`` with section ``""`` for the top level. A value that
     cannot be known (an output not built yet) is ``None`` and is left out of the file.
     """
-    from oxidize.tasks import Layout, eventlog_path
+    from oxidize.engine.layout import Layout, eventlog_path
 
     root = Path(root)
     lock: dict[str, dict[str, Any]] = {
@@ -307,7 +307,7 @@ def _check_complete(lock: dict[str, dict[str, Any]], recipe_name: str) -> None:
 
 def _check_same_snapshot(lock: dict[str, dict[str, Any]], recipe, root: Path) -> None:
     """The log read now must be the one the pairs were built from (patina may append meanwhile)."""
-    from oxidize.tasks import Layout
+    from oxidize.engine.layout import Layout
 
     now = (lock["eventlog"]["events"], lock["eventlog"]["max_seq"])
     for proj_name in sorted(recipe.projections):

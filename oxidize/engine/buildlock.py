@@ -60,7 +60,7 @@ def needs_lock(cmd: object) -> bool:
 def current_command() -> object | None:
     """The doit command object that is loading tasks right now, found on the call stack.
 
-    A project's ``dodo.py`` star-imports :func:`oxidize.loader.task_oxidize`, which doit
+    A project's ``dodo.py`` star-imports :func:`oxidize.engine.loader.task_oxidize`, which doit
     calls without saying for which command; doit's task loaders hold it in a local named
     ``cmd``. ``None`` when not called from doit (then nothing is locked).
     """
@@ -75,6 +75,18 @@ def current_command() -> object | None:
             return cmd
         frame = frame.f_back
     return None
+
+
+def current_task_args() -> list[str]:
+    """The task names given on the command line of the doit command loading tasks right now
+    (doit's loaders hold them in a local named ``pos_args``); empty when none were given."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        args = frame.f_locals.get("pos_args")
+        if isinstance(args, (list, tuple)):
+            return [str(a) for a in args]
+        frame = frame.f_back
+    return []
 
 
 def acquire(root: Path | str, stream: TextIO | None = None) -> Path | None:

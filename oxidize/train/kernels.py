@@ -22,7 +22,7 @@ The kernels are generic over the float type: training uses float32; the gradient
 the tests runs the same code in float64.
 
 Model (per row ``x``): ``h = relu(W1 x + b1)``, ``z = W0 x + W2 h + b2``, ``y = z / ||z||``
-— a linear path ``W0`` plus an MLP residual (see :mod:`oxidize.train` for why). Parameters
+— a linear path ``W0`` plus an MLP residual (see :mod:`oxidize.train.trainer` for why). Parameters
 live in one flat vector ``[w1, w2, w0, b1, b2]`` (weights first, so weight decay touches the
 first ``n_decay`` entries only); ``w1``… are views into it, and the gradient and
 optimiser-state vectors use the same layout, so an optimiser step is one loop.

@@ -48,7 +48,7 @@ DEFAULT_MODEL = "all-minilm-l6-v2"
 MODELS_ENV = "OXIDIZE_MODELS"
 
 _CHUNK = 1 << 20  # 1 MiB, for streaming hashes
-#: Version of the int8 rewrite (:mod:`oxidize.int8`) in the fingerprint's settings: raised
+#: Version of the int8 rewrite (:mod:`oxidize.embed.int8`) in the fingerprint's settings: raised
 #: whenever a change there changes the vectors, so cached embeddings are not mixed.
 #: 2: the bias is added inside the int8 kernel.
 INT8_MATMUL_VERSION = 2
@@ -68,7 +68,7 @@ class ModelSpec:
         normalize: L2-normalise the pooled vector.
         description: one line for messages and ``model.json``.
         int8_matmul: run the matrix products whose weights the model stores as int8 on
-            int8 kernels, one text per run (:mod:`oxidize.int8`); the recipe's
+            int8 kernels, one text per run (:mod:`oxidize.embed.int8`); the recipe's
             ``embedding_int8``. No effect on a model without such products.
     """
 

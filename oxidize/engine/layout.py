@@ -1,0 +1,81 @@
+"""Where everything of a build lives: the build folder, the shared caches, one projection's
+files, and the event log a recipe reads. Paths are relative to the project root.
+
+Its own module because the task graph, the lock file, ``doit stale`` and the query command
+all need the same answers, and none of them should import another to get them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oxidize.recipe import Recipe
+
+#: Where build outputs go, relative to the project root.
+BUILD_DIR = "build"
+#: The last failure message of each task (written by oxidize.engine.reporter).
+FAILURES_FILE = "build/.failures.json"
+#: The embedding cache shared by every recipe of the project.
+CACHE_FILE = "build/.cache/embeddings.sqlite"
+#: Parsed recipe YAML kept between runs (content-addressed; safe to delete).
+RECIPE_CACHE = "build/.cache/recipes.json"
+RECIPE_CACHE_ENTRIES = 64
+#: Files written directly in ``build/<recipe>/``, beside the projection folders: names no
+#: projection may take.
+RECIPE_FILES = frozenset({"model.json"})
+#: Where patina keeps its event log, relative to the project root, in order of preference.
+PATINA_EVENTLOGS = (".patina/data/patina.db", ".patina/local/data/patina.db")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of one projection's outputs, all relative to the project root."""
+
+    recipe: str
+    projection: str
+
+    @property
+    def dir(self) -> Path:
+        return Path(BUILD_DIR) / self.recipe / self.projection
+
+    @property
+    def model_json(self) -> Path:
+        return Path(BUILD_DIR) / self.recipe / "model.json"
+
+    texts = property(lambda self: self.dir / "texts.jsonl")
+    triplets = property(lambda self: self.dir / "triplets.npy")
+    pairs_json = property(lambda self: self.dir / "pairs.json")
+    heldout = property(lambda self: self.dir / "heldout.npy")
+    embeddings = property(lambda self: self.dir / "embeddings.npy")
+    embed_json = property(lambda self: self.dir / "embed.json")
+    weights = property(lambda self: self.dir / "weights.safetensors")
+    training_json = property(lambda self: self.dir / "training.json")
+    metrics = property(lambda self: self.dir / "metrics.json")
+    training_png = property(lambda self: self.dir / "training.png")
+
+
+def eventlog_path(recipe: Recipe, root: Path) -> Path:
+    """The event log a recipe reads: its ``eventlog:`` key, else patina's own database.
+
+    Returns the path even when the file does not exist (the pairs task then fails with a
+    clear message), so listing tasks works before the log is there.
+    """
+    if recipe.eventlog is not None:
+        return recipe.eventlog
+    for candidate in PATINA_EVENTLOGS:
+        if (root / candidate).is_file():
+            return root / candidate
+    return root / PATINA_EVENTLOGS[0]
+
+
+def _rel(path: Path, root: Path) -> str:
+    """A path as doit should see it: relative to the root when inside it (never hash an
+    absolute path into a project-local state), absolute otherwise."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(os.path.abspath(root)))
+    except ValueError:
+        return str(Path(os.path.abspath(path)))

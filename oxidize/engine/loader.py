@@ -1,0 +1,67 @@
+"""doit integration: the loader plugin and the task creator for a project's ``dodo.py``.
+
+Two ways in, one task graph (:func:`oxidize.engine.tasks.task_dicts`):
+
+* **A loader plugin.** oxidize registers ``OxidizeLoader`` under doit's ``doit.LOADER``
+  entry point as ``oxidize``. Any project with oxidize installed builds its recipes with
+  plain ``doit`` and no ``dodo.py`` by adding to its ``pyproject.toml``::
+
+      [tool.doit]
+      loader = "oxidize"
+
+* **A dodo file.** ``from oxidize.loader import DOIT_CONFIG, task_oxidize`` in a ``dodo.py``
+  (this repository's own ``dodo.py`` does that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from doit.cmd_base import TaskLoader2
+from doit.exceptions import InvalidDodoFile
+from doit.loader import generate_tasks
+
+from oxidize.errors import OxidizeError
+
+#: doit settings every oxidize project uses: state under build/, in SQLite (see
+#: oxidize/engine/state.py: safe when two doit processes touch it).
+DOIT_CONFIG = {
+    "dep_file": "build/.doit.db",
+    "backend": "oxidize",
+    "reporter": "oxidize",
+}
+
+
+def task_oxidize():
+    """Build every oxidize recipe of this project."""
+    from oxidize.engine import buildlock
+    from oxidize.engine.tasks import task_dicts
+
+    root = Path.cwd()
+    try:
+        # `doit`/`doit -n 2`/`forget` wait for another build of the project; `list`,
+        # `info` and `stale` do not (see oxidize/engine/buildlock.py).
+        runs_tasks = buildlock.needs_lock(buildlock.current_command())
+        if runs_tasks:
+            buildlock.acquire(root)
+        # A recipe whose event log is missing is reported before anything runs, but only
+        # when the build would run its tasks: `doit a` still builds `a` beside a broken `b`.
+        check = None
+        if runs_tasks:
+            check = {arg.split(":", 1)[0] for arg in buildlock.current_task_args()} or True
+        yield from task_dicts(root, check_inputs=check)
+    except OxidizeError as err:
+        raise InvalidDodoFile(f"oxidize: {err}") from None
+
+
+class OxidizeLoader(TaskLoader2):
+    """Load the task graph of every recipe under the current directory."""
+
+    def setup(self, opt_values):
+        self.root = Path.cwd()
+
+    def load_doit_config(self):
+        return dict(DOIT_CONFIG)
+
+    def load_tasks(self, cmd, pos_args):
+        return generate_tasks("oxidize", task_oxidize(), task_oxidize.__doc__)

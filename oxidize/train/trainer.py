@@ -1,0 +1,389 @@
+"""Training a projection: validation, seeded initialisation, the epoch loop, NaN checks, saving.
+
+The arithmetic lives in :mod:`oxidize.train.kernels` (Numba, one jitted call per epoch); this
+module is the part a user meets: it checks the inputs and says what is wrong in their
+terms, draws the initial weights and the minibatch order from one seeded NumPy generator
+(so a seed means the same weights, byte for byte, on the same machine), reports a loss
+line per epoch, stops with a :class:`~oxidize.errors.TrainingError` naming the projection
+and the epoch when the loss stops being finite, and writes the results atomically.
+
+Model: ``h = relu(W1 x + b1)``, ``z = W0 x + W2 h + b2``, ``y = z / ||z||`` with
+``w0 [out, in]``, ``w1 [hidden, in]``, ``b1 [hidden]``, ``w2 [out, hidden]``, ``b2 [out]``,
+float32; loss :class:`oxidize.losses.TripletLoss`.
+
+Why a linear path plus a residual (issue #5, "never worse than the base"): an MLP trained
+from noise on same-session triplets forgets what the base embedding knows and ranks later,
+unseen sessions *worse* than the plain embedding. Here training starts from a good linear
+map instead — ``W0`` from statistics of the training texts (:func:`linear_init`), ``b2``
+centring them — and the MLP is a residual that starts at exactly zero (``W2 = 0``), so
+epoch 0 *is* that linear map and training only adds what the triplets teach. After every
+epoch (and before the first) the projection is scored on the held-out split
+(:mod:`oxidize.evaluate`, MRR@10); the best-scoring weights are kept, and ``patience``
+epochs without improvement stop training early. If no epoch beats the start, the start is
+kept.
+
+Deterministic by construction: initial weights and every epoch's permutation come from
+``numpy.random.default_rng(seed)`` in Python; the kernels use no ``fastmath`` and no
+parallel reductions. BLAS gemm (used for the matrix products) splits work over output
+tiles, so its sums do not depend on the thread count; ``tests/test_train.py`` checks equal
+bytes across processes and BLAS thread counts. A different CPU or BLAS build may give
+different (equally valid) weights.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oxidize import __version__
+from oxidize.atomic import write_json
+from oxidize.errors import TrainingError
+from oxidize.losses import TripletLoss
+from oxidize.evaluate import HeldoutScorer
+from oxidize.projection import WEIGHT_KEYS, load_weights, project, write_weights
+from oxidize.train import blas
+from oxidize.train.inputs import _check_heldout, _check_positive_int, _fail, _validate
+from oxidize.train.start import DEFAULT_INIT, INITS, linear_init
+
+__all__ = ["TrainResult", "train_projection", "save_weights", "load_weights", "project",
+           "loss_and_gradients", "linear_init", "INITS", "DEFAULT_INIT"]
+
+#: Epochs without a better held-out MRR@10 before training stops (``None``: never stop).
+DEFAULT_PATIENCE = 3
+#: The start maps in words, for the progress lines.
+START_WORDS = {"within": "within-group whitening", "pca": "principal components",
+               "identity": "the base embedding itself", "none": "no linear path"}
+OPTIMIZERS = ("adam", "sgd")
+ADAM_BETA1 = 0.9
+ADAM_BETA2 = 0.999
+ADAM_EPS = 1e-8
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_projection` returns.
+
+    Attributes:
+        weights: ``w0 [out, in]``, ``w1 [hidden, in]``, ``b1 [hidden]``, ``w2 [out, hidden]``,
+            ``b2 [out]``, float32 — those of the chosen epoch.
+        losses: mean training loss of each epoch run (over its minibatches, before each update).
+        seconds: wall-clock training time (not part of any fingerprint).
+        config: everything that determined the weights (sizes, hyperparameters, loss, seed).
+        heldout_mrr: held-out MRR@10 after each epoch, index 0 = the initial weights (empty
+            when there was no held-out split).
+        chosen_epoch: the epoch whose weights were kept (0 = the initialisation).
+        stopped_early: training stopped before ``epochs`` (patience ran out).
+    """
+
+    weights: dict[str, np.ndarray]
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    heldout_mrr: list[float] = field(default_factory=list)
+    chosen_epoch: int | None = None
+    stopped_early: bool = False
+
+
+def init_weights(in_dim: int, hidden: int, out: int, rng: np.random.Generator,
+                 dtype=np.float32) -> dict[str, np.ndarray]:
+    """The MLP residual's start: Kaiming-uniform ``w1`` (for the ReLU), ``w2 = 0``, zero biases.
+
+    ``w1 ~ U(±sqrt(6 / in))`` is drawn in float64 by ``rng`` and then cast, so the values
+    depend only on the generator's state. ``w2`` starts at zero so that the residual adds
+    nothing until training moves it (its gradient ``dz^T h`` is not zero, so it does move);
+    ``w0`` is left at zero here and set by :func:`linear_init`.
+    """
+    bound1 = math.sqrt(6.0 / in_dim)
+    w1 = rng.uniform(-bound1, bound1, size=(hidden, in_dim)).astype(dtype)
+    return {"w1": w1, "b1": np.zeros(hidden, dtype), "w2": np.zeros((out, hidden), dtype),
+            "b2": np.zeros(out, dtype), "w0": np.zeros((out, in_dim), dtype)}
+
+
+#: Order of the weights in the flat parameter vector: matrices first (weight decay).
+_FLAT_ORDER = ("w1", "w2", "w0", "b1", "b2")
+
+
+class _FlatParams:
+    """One flat vector laid out ``[w1, w2, w0, b1, b2]`` with C-contiguous views per weight."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype):
+        sizes = {k: int(np.prod(shapes[k])) for k in _FLAT_ORDER}
+        self.flat = np.zeros(sum(sizes.values()), dtype=dtype)
+        self.views: dict[str, np.ndarray] = {}
+        offset = 0
+        for k in _FLAT_ORDER:
+            self.views[k] = self.flat[offset:offset + sizes[k]].reshape(shapes[k])
+            offset += sizes[k]
+        # weight decay applies to the matrices only
+        self.n_decay = sizes["w1"] + sizes["w2"] + sizes["w0"]
+
+
+def _buffers(rows: int, in_dim: int, hidden: int, out: int, dtype):
+    """Work buffers ``x, h, z, z_lin, y, norms, dy, dh`` for ``rows`` stacked rows."""
+    return (np.zeros((rows, in_dim), dtype), np.zeros((rows, hidden), dtype),
+            np.zeros((rows, out), dtype), np.zeros((rows, out), dtype),
+            np.zeros((rows, out), dtype), np.zeros(rows, dtype),
+            np.zeros((rows, out), dtype), np.zeros((rows, hidden), dtype))
+
+
+def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: int, out: int,
+                     epochs: int, batch_size: int, learning_rate: float, margin: float,
+                     seed: int, optimizer: str = "adam", momentum: float = 0.9,
+                     weight_decay: float = 0.0, label: str = "", progress: bool = True,
+                     in_dim: int | None = None, init: str = DEFAULT_INIT,
+                     heldout: np.ndarray | None = None,
+                     patience: int | None = DEFAULT_PATIENCE) -> TrainResult:
+    """Train the projection on ``triplets`` (rows of ``embeddings``) and return the result.
+
+    Args:
+        embeddings: float32 ``[n_texts, in]``, the L2-normalised text embeddings.
+        triplets: integer ``[n, 3]``: indices of (anchor, positive, negative) into ``embeddings``.
+        hidden, out: layer sizes. epochs, batch_size: the schedule (the last minibatch of an
+            epoch may be smaller).
+        learning_rate, margin, seed: as in the recipe's ``training:`` block.
+        optimizer: ``"adam"`` (β1 0.9, β2 0.999, eps 1e-8, bias-corrected) or ``"sgd"``
+            (with ``momentum``). weight_decay: L2 coefficient added to the gradient of the
+            weight matrices (not the biases).
+        label: the projection's name for messages (``"example:semantic"``).
+        progress: print one loss line per epoch to stderr.
+        in_dim: if given (the recipe's ``layers[0]``), the embeddings' dimension must match.
+        init: how the linear path starts, one of :data:`INITS` (see :func:`linear_init`).
+        heldout: optional int ``[m, 2]`` (query, relevant) pairs of held-out texts (rows of
+            ``embeddings`` that no triplet uses). With it, the held-out MRR@10 is measured
+            before training and after every epoch, and the best weights are returned.
+        patience: with ``heldout``, stop after this many epochs without a better MRR@10
+            (``None``: run every epoch, still return the best).
+
+    Raises:
+        TrainingError: bad inputs or hyperparameters, or a loss that became NaN/infinite.
+    """
+    hidden = _check_positive_int(label, "hidden", hidden)
+    out = _check_positive_int(label, "out", out)
+    epochs = _check_positive_int(label, "epochs", epochs)
+    batch_size = _check_positive_int(label, "batch_size", batch_size)
+    if patience is not None:
+        patience = _check_positive_int(label, "patience", patience)
+    if optimizer not in OPTIMIZERS:
+        raise _fail(label, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if init not in INITS:
+        raise _fail(label, f"init must be one of {', '.join(INITS)}, got {init!r}")
+    for name, value, ok, want in (
+        ("learning_rate", learning_rate, lambda v: v > 0, "a positive number"),
+        ("margin", margin, lambda v: v >= 0, "a number >= 0"),
+        ("momentum", momentum, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        ("weight_decay", weight_decay, lambda v: v >= 0, "a number >= 0"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(value) or not ok(value):
+            raise _fail(label, f"{name} must be {want}, got {value!r}")
+    emb, trips = _validate(embeddings, triplets, in_dim, label)
+    held = _check_heldout(heldout, emb.shape[0], label)
+
+    from oxidize.train import kernels  # numba: imported only when training
+
+    fixed = blas.blas_threads()
+    if fixed is None and 3 * batch_size > blas.THREAD_SAFE_SUM:
+        # Summing more than THREAD_SAFE_SUM rows, this OpenBLAS splits the weight-gradient
+        # reductions differently with 1 and 2 threads (different last bits), so a count
+        # chosen by timing would make the weights depend on the machine's load. Keep
+        # BLAS's own, fixed count instead: same machine, same bytes.
+        fixed = 0
+    with blas.BlasThreads(fixed) as threads:
+        return _train(threads, emb, trips, held, kernels, hidden=hidden, out=out, epochs=epochs,
+                      batch_size=batch_size, learning_rate=learning_rate, margin=margin,
+                      seed=seed, optimizer=optimizer, momentum=momentum,
+                      weight_decay=weight_decay, label=label, progress=progress, init=init,
+                      patience=patience)
+
+
+def _train(threads_ctl: blas.BlasThreads, emb, trips, held, kernels, *, hidden, out, epochs, batch_size, learning_rate,
+           margin, seed, optimizer, momentum, weight_decay, label, progress, init,
+           patience) -> TrainResult:
+    """The body of :func:`train_projection` on validated inputs."""
+    in_features = emb.shape[1]
+    n = trips.shape[0]
+    loss_fn = TripletLoss(margin)
+    rng = np.random.default_rng(seed)
+    params = _FlatParams({"w1": (hidden, in_features), "b1": (hidden,), "w2": (out, hidden),
+                          "b2": (out,), "w0": (out, in_features)}, np.float32)
+    for key, value in init_weights(in_features, hidden, out, rng).items():
+        params.views[key][...] = value
+    try:
+        w0, b2 = linear_init(emb, trips, out, init)
+    except TrainingError as err:
+        raise _fail(label, str(err)) from None
+    params.views["w0"][...] = w0
+    params.views["b2"][...] = b2
+    grads = _FlatParams({k: v.shape for k, v in params.views.items()}, np.float32)
+    state1 = np.zeros_like(params.flat)
+    state2 = np.zeros_like(params.flat)
+    x, h, z, z_lin, y, norms, dy, dh = _buffers(3 * min(batch_size, n), in_features, hidden, out,
+                                                np.float32)
+    n_batches = (n + batch_size - 1) // batch_size
+    sizes = np.full(n_batches, batch_size, dtype=np.float64)
+    sizes[-1] = n - batch_size * (n_batches - 1)
+    batch_losses = np.zeros(n_batches, dtype=np.float64)
+    segment = max(1, blas.SEGMENT_TRIPLETS // batch_size)  # minibatches per segment
+    probe_segment = max(1, min(blas.PROBE_TRIPLETS, blas.SEGMENT_TRIPLETS) // batch_size)
+    opt_code = kernels.ADAM if optimizer == "adam" else kernels.SGD
+    p, g = params.views, grads.views
+    prefix = f"{label} " if label else ""
+
+    scorer = HeldoutScorer(emb, held) if held is not None else None
+    heldout_mrr: list[float] = []
+    best_flat, best_epoch, best_mrr = None, None, -math.inf
+    if scorer is not None and scorer.queries:
+        best_mrr = scorer.mrr(p)
+        heldout_mrr.append(best_mrr)
+        best_flat, best_epoch = params.flat.copy(), 0
+        if progress:
+            print(f"{prefix}train: epoch 0/{epochs} (the start map, {START_WORDS[init]}): "
+                  f"held-out mrr@10 {best_mrr:.4f}; the base embedding scores "
+                  f"{scorer.base_mrr:.4f}", file=sys.stderr, flush=True)
+    else:
+        scorer = None
+
+    losses: list[float] = []
+    stopped_early = False
+    step = 0
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        epoch_start = time.perf_counter()
+        order = rng.permutation(n).astype(np.int64)
+        done = 0
+        # The epoch's minibatches in segments (same batches, same order: same bytes), so
+        # that the BLAS thread count can follow the machine's load.
+        while done < n_batches:
+            threads = threads_ctl.next()
+            todo = min(n_batches - done, probe_segment if threads_ctl.probing else segment)
+            lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
+            seg_start = time.perf_counter()
+            seg_done, step = kernels.train_epoch(
+                emb, trips, order[lo:hi], batch_size, float(margin),
+                params.flat, p["w0"], p["w1"], p["b1"], p["w2"], p["b2"],
+                grads.flat, g["w0"], g["w1"], g["b1"], g["w2"], g["b2"], state1, state2,
+                x, h, z, z_lin, y, norms, dy, dh,
+                opt_code, float(learning_rate), ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
+                float(momentum), float(weight_decay), params.n_decay, step,
+                batch_losses[done:done + todo])
+            threads_ctl.record(threads, hi - lo, time.perf_counter() - seg_start)
+            done += seg_done
+            if seg_done < todo:
+                break
+        if done < n_batches:
+            raise _fail(label, f"training diverged in epoch {epoch}/{epochs} (minibatch "
+                               f"{done + 1}/{n_batches}): the loss became "
+                               f"{batch_losses[done]}; lower learning_rate (now {learning_rate})")
+        loss = float(np.dot(batch_losses, sizes) / n)
+        if not math.isfinite(loss) or not np.isfinite(params.flat).all():
+            raise _fail(label, f"training diverged in epoch {epoch}/{epochs}: the loss or the "
+                               f"weights are not finite; lower learning_rate (now {learning_rate})")
+        losses.append(loss)
+        line = f"{prefix}train: epoch {epoch}/{epochs} loss {loss:.4f}"
+        if scorer is not None:
+            mrr = scorer.mrr(p)
+            heldout_mrr.append(mrr)
+            if mrr > best_mrr:  # strictly better: ties keep the earlier (simpler) weights
+                best_mrr, best_epoch = mrr, epoch
+                best_flat[...] = params.flat
+            line += f" held-out mrr@10 {mrr:.4f}{' (best so far)' if best_epoch == epoch else ''}"
+        if progress:
+            print(f"{line} ({time.perf_counter() - epoch_start:.1f}s)", file=sys.stderr, flush=True)
+        if scorer is not None and patience is not None and epoch - best_epoch >= patience \
+                and epoch < epochs:
+            stopped_early = True
+            if progress:
+                print(f"{prefix}train: no better held-out mrr@10 for {patience} epochs; "
+                      f"stopping, keeping epoch {best_epoch}", file=sys.stderr, flush=True)
+            break
+    seconds = time.perf_counter() - start
+    if best_flat is not None:
+        params.flat[...] = best_flat
+
+    config = {
+        "layers": [in_features, hidden, out],
+        "activation": "relu",
+        "output": "l2-normalised",
+        "model": "normalize(w0 x + w2 relu(w1 x + b1) + b2)",
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": float(learning_rate),
+        "seed": int(seed),
+        "optimizer": optimizer,
+        "weight_decay": float(weight_decay),
+        "init": {"w0": init, "w1": "kaiming-uniform", "w2": "zeros", "biases": "zeros",
+                 "b2": "-w0·mean" if init in ("pca", "within") else "zeros"},
+        "patience": patience,
+        "selection": "best held-out mrr@10" if scorer is not None else "last epoch",
+        "loss": loss_fn.config_dict(),
+        "n_triplets": int(n),
+        "n_texts": int(emb.shape[0]),
+    }
+    if optimizer == "adam":
+        config.update(beta1=ADAM_BETA1, beta2=ADAM_BETA2, eps=ADAM_EPS)
+    else:
+        config.update(momentum=float(momentum))
+    weights = {k: np.ascontiguousarray(p[k]).copy() for k in WEIGHT_KEYS}
+    return TrainResult(weights=weights, losses=losses, seconds=seconds, config=config,
+                       heldout_mrr=heldout_mrr, chosen_epoch=best_epoch if scorer else None,
+                       stopped_early=stopped_early)
+
+
+def loss_and_gradients(weights: dict[str, np.ndarray], xa: np.ndarray, xp: np.ndarray,
+                       xn: np.ndarray, margin: float) -> tuple[float, dict[str, np.ndarray]]:
+    """The batch loss and its gradient w.r.t. ``w0, w1, b1, w2, b2``, via the training kernels.
+
+    Runs in the weights' dtype (float64 for the finite-difference check in the tests).
+    ``xa, xp, xn``: ``(batch, in)`` anchors, positives, negatives. A missing ``w0`` is zero.
+    """
+    from oxidize.train import kernels
+
+    dtype = weights["w1"].dtype
+    w = _with_w0(weights, dtype)
+    x = np.ascontiguousarray(np.concatenate([xa, xp, xn]), dtype=dtype)  # (3b, in)
+    b = xa.shape[0]
+    hidden, out = w["w1"].shape[0], w["w2"].shape[0]
+    _, h, z, z_lin, y, norms, dy, dh = _buffers(3 * b, x.shape[1], hidden, out, dtype)
+    grads = {k: np.zeros_like(v) for k, v in w.items()}
+    loss = kernels.loss_and_grads(x, b, float(margin), w["w0"], w["w1"], w["b1"], w["w2"],
+                                  w["b2"], grads["w0"], grads["w1"], grads["b1"], grads["w2"],
+                                  grads["b2"], h, z, z_lin, y, norms, dy, dh)
+    return float(loss), grads
+
+
+def _with_w0(weights: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
+    """Contiguous copies of the weights in ``dtype``; ``w0`` is zero when absent."""
+    w = {k: np.ascontiguousarray(weights[k], dtype=dtype) for k in WEIGHT_KEYS if k in weights}
+    if "w0" not in w:
+        w["w0"] = np.zeros((w["w2"].shape[0], w["w1"].shape[1]), dtype)
+    return w
+
+
+
+
+def save_weights(path: Path | str, result: TrainResult) -> None:
+    """Write ``path`` (``weights.safetensors``, :func:`oxidize.projection.write_weights`) and
+    ``training.json`` beside it, both atomically.
+
+    ``training.json`` holds the per-epoch losses, the per-epoch held-out MRR@10 (index 0 =
+    the initial weights), the chosen epoch, the config, the seconds and the shapes.
+    """
+    path = Path(path)
+    shapes = write_weights(path, result.weights, result.config.get("layers"))
+    write_json(path.with_name("training.json"), {
+        "losses": [float(v) for v in result.losses],
+        "heldout_mrr": [float(v) for v in result.heldout_mrr],
+        "chosen_epoch": result.chosen_epoch,
+        "stopped_early": bool(result.stopped_early),
+        "config": result.config,
+        "seconds": round(float(result.seconds), 3),
+        "shapes": shapes,
+        "weights": path.name,
+        "oxidize_version": __version__,
+    })
