@@ -19,6 +19,7 @@ BENCHMARKS = {
     "train": "benchmarks.bench_train",
     "coldstart": "benchmarks.bench_coldstart",
     "scale": "benchmarks.bench_scale",
+    "query": "benchmarks.bench_query",
 }
 
 

@@ -59,3 +59,7 @@ class TrainingError(OxidizeError):
 
 class BuildError(OxidizeError):
     """A build-level problem: a lock held by another run, an unsafe output path, …"""
+
+
+class SearchError(OxidizeError):
+    """A search index that is missing, damaged or out of step, or a query that cannot run."""

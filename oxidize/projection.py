@@ -120,3 +120,56 @@ def load_weights(path: Path | str) -> dict[str, np.ndarray]:
     if "w0" not in w:
         w["w0"] = np.zeros((w["w2"].shape[0], in_dim), np.float32)
     return w
+
+
+#: The ONNX contract of ``projection.onnx`` (docs/architecture.md): opset and IR version are
+#: pinned low enough for patina's Rust side (onnxruntime through ``ort`` 2.0).
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8
+ONNX_INPUT = "base"
+ONNX_OUTPUT = "projected"
+
+
+def export_onnx(path: Path | str, weights: dict[str, np.ndarray]) -> None:
+    """Write ``projection.onnx`` atomically: input ``base`` float32 ``[n, in]``, output
+    ``projected`` float32 ``[n, out]``, L2-normalised, the same arithmetic as :func:`project`
+    (an all-zero ``z`` gives a zero row, not NaN). Built with the ``onnx`` helper API."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from oxidize.atomic import atomic_path
+
+    in_dim, hidden, out_dim = layers(weights)
+    w = {k: np.ascontiguousarray(weights[k], dtype=np.float32) for k in WEIGHT_KEYS if k in weights}
+    inits = [numpy_helper.from_array(np.ascontiguousarray(w["w1"].T), "w1_t"),
+             numpy_helper.from_array(w["b1"], "b1"),
+             numpy_helper.from_array(np.ascontiguousarray(w["w2"].T), "w2_t"),
+             numpy_helper.from_array(w["b2"], "b2"),
+             numpy_helper.from_array(np.array([1e-12], np.float32), "eps")]
+    nodes = [helper.make_node("MatMul", [ONNX_INPUT, "w1_t"], ["h_lin"]),
+             helper.make_node("Add", ["h_lin", "b1"], ["h_pre"]),
+             helper.make_node("Relu", ["h_pre"], ["h"]),
+             helper.make_node("MatMul", ["h", "w2_t"], ["z_mlp"]),
+             helper.make_node("Add", ["z_mlp", "b2"], ["z_res"])]
+    z = "z_res"
+    if "w0" in w:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(w["w0"].T), "w0_t"))
+        nodes += [helper.make_node("MatMul", [ONNX_INPUT, "w0_t"], ["z_lin"]),
+                  helper.make_node("Add", ["z_res", "z_lin"], ["z"])]
+        z = "z"
+    nodes += [helper.make_node("ReduceL2", [z], ["norm"], axes=[1], keepdims=1),
+              helper.make_node("Max", ["norm", "eps"], ["safe_norm"]),
+              helper.make_node("Div", [z, "safe_norm"], [ONNX_OUTPUT])]
+    graph = helper.make_graph(
+        nodes, "oxidize_projection",
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["n", in_dim])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, ["n", out_dim])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+                              producer_name="oxidize", producer_version=__version__)
+    model.ir_version = ONNX_IR_VERSION
+    model.doc_string = json.dumps({"layers": [in_dim, hidden, out_dim],
+                                   "model": "normalize(w0 x + w2 relu(w1 x + b1) + b2)"})
+    onnx.checker.check_model(model)
+    with atomic_path(Path(path)) as tmp:
+        Path(tmp).write_bytes(model.SerializeToString())

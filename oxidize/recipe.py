@@ -34,6 +34,10 @@ from oxidize.recipe_checks import (Key, _bool, _choice, _float, _found, _int, _i
 
 DEFAULT_MODEL = "all-minilm-l6-v2"
 DEFAULT_EVENT_TYPES: tuple[str, ...] = ("session.decision", "session.observation", "session.pattern")
+#: Session notes a ``same_session`` index holds by default: every type patina writes a note in.
+DEFAULT_INDEX_EVENT_TYPES: tuple[str, ...] = (
+    "session.goal", "session.work", "session.context", "session.decision", "session.pattern",
+    "session.observation")
 DEFAULT_LAYERS: tuple[int | None, int, int] = (None, 1024, 256)
 SUPPORTED_VERSION = 1
 PAIR_TYPES = ("same_session", "co_changed", "same_commit", "caller_callee")
@@ -80,6 +84,13 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """What a projection's search index holds (the ``index:`` block; oxidize/index.py)."""
+
+    event_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Projection:
     """One projection: an MLP ``layers[0] → layers[1] (ReLU) → layers[2]``.
 
@@ -92,6 +103,7 @@ class Projection:
     batch_size: int
     training: TrainingConfig
     gate: str | None = None
+    index: IndexConfig = IndexConfig(DEFAULT_INDEX_EVENT_TYPES)
 
     def pair_settings(self) -> dict[str, object]:
         """The recipe keys the pairs stage reads, flat and JSON-ready (see :func:`_settings`)."""
@@ -104,6 +116,10 @@ class Projection:
     def eval_settings(self) -> dict[str, object]:
         """The recipe keys the eval stage reads (the quality ``gate``), flat and JSON-ready."""
         return _settings(self, "eval")
+
+    def index_settings(self) -> dict[str, object]:
+        """The recipe keys the index stage reads (its population), flat and JSON-ready."""
+        return _settings(self, "index")
 
 
 @dataclass(frozen=True)
@@ -165,6 +181,9 @@ def _settings(projection: Projection, stage: str) -> dict[str, object]:
     for key, spec in TRAINING_KEYS.items():
         if stage in spec.stages:
             out[f"{prefix}.training.{key}"] = _plain(getattr(projection.training, key))
+    for key, spec in INDEX_KEYS.items():
+        if stage in spec.stages:
+            out[f"{prefix}.index.{key}"] = _plain(getattr(projection.index, key))
     return out
 
 
@@ -394,12 +413,13 @@ PROJECTION_KEYS: dict[str, Key] = {
     "batch_size": Key(_int(minimum=1), 32, stages=("train",)),
     "training": Key(_training, lambda where: _training({}, where)),
     "gate": Key(_optional(_choice(*GATES)), None, stages=("eval",)),
+    "index": Key(lambda v, w: _index(v, w), lambda where: _index({}, where)),
 }
 TRAINING_KEYS: dict[str, Key] = {
-    "pair_type": Key(_choice(*PAIR_TYPES), _default_pair_type, stages=("pairs",)),
+    "pair_type": Key(_choice(*PAIR_TYPES), _default_pair_type, stages=("pairs", "index")),
     "pairs": Key(_optional(_int(minimum=1)), None, stages=("pairs",)),
     "event_types": Key(_event_types, DEFAULT_EVENT_TYPES, stages=("pairs",)),
-    "min_chars": Key(_int(minimum=0), 20, stages=("pairs",)),
+    "min_chars": Key(_int(minimum=0), 20, stages=("pairs", "index")),
     "learning_rate": Key(_float(0, above=True), 0.001, stages=("train",)),
     "margin": Key(_float(0), 0.2, stages=("train",)),
     "seed": Key(_int(minimum=0, maximum=MAX_SEED), 42, stages=("pairs", "train")),
@@ -414,3 +434,11 @@ TRAINING_KEYS: dict[str, Key] = {
     "init": Key(_choice(*INITS), INITS[0], stages=("train",)),
     "patience": Key(_optional(_int(minimum=1)), 3, stages=("train",)),
 }
+INDEX_KEYS: dict[str, Key] = {
+    "event_types": Key(_event_types, DEFAULT_INDEX_EVENT_TYPES, stages=("index",)),
+}
+
+
+def _index(value: Any, where: _Where) -> IndexConfig:
+    return IndexConfig(**_read_block({} if value is None else value, INDEX_KEYS, where,
+                                     (TRAINING_KEYS, "training settings go under 'training:'")))

@@ -49,9 +49,9 @@ def executed(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 ALL_TASKS = {"a:model", "a:semantic.pairs", "a:semantic.embed", "a:semantic.train",
-             "a:semantic.eval", "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval",
+             "a:semantic.eval", "a:semantic.index", "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval", "a:other.index",
              "b:model", "b:semantic.pairs", "b:semantic.embed", "b:semantic.train",
-             "b:semantic.eval"}
+             "b:semantic.eval", "b:semantic.index"}
 
 
 def test_first_build_writes_weights_then_nothing_reruns(project: Path):
@@ -84,6 +84,7 @@ def test_changing_epochs_reruns_only_that_training(project: Path):
     doit(project)
     recipe = project / "recipes/a/oxidize.yaml"
     recipe.write_text(recipe.read_text().replace("epochs: 2", "epochs: 3"))
+    # the index reads the weights only: the same bytes (the kept epoch did not change) leave it
     assert executed(doit(project)) == {"a:semantic.train", "a:semantic.eval"}
     assert len(json.loads((project / "build/a/semantic/training.json").read_text())["losses"]) == 3
 
@@ -103,8 +104,8 @@ def test_appending_events_embeds_only_new_texts(project: Path):
     new_texts = [f"brand new observation number {i} about the deploy rollback plan" for i in range(3)]
     append_session(project / "events.db", "a-session-new", new_texts)
     ran = executed(doit(project))
-    assert ran == {"a:semantic.pairs", "a:semantic.embed", "a:semantic.train", "a:semantic.eval",
-                   "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval"}
+    assert ran == {"a:semantic.pairs", "a:semantic.embed", "a:semantic.train", "a:semantic.eval", "a:semantic.index",
+                   "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval", "a:other.index"}
     after = json.loads((project / "build/a/semantic/embed.json").read_text())
     assert after["embedded"] == 3
     assert after["cached"] == before["texts"]
@@ -120,7 +121,7 @@ def test_touch_without_change_rebuilds_nothing(project: Path):
 
 def test_single_projection_by_name(project: Path):
     ran = executed(doit(project, "a:other"))
-    assert ran == {"a:model", "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval"}
+    assert ran == {"a:model", "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval", "a:other.index"}
 
 
 def test_repository_style_dodo_file(project: Path):

@@ -131,7 +131,7 @@ def test_parallel_runner_builds_every_projection(tmp_path: Path):
     ran = set(re.findall(r"\.  ([\w.-]+:[\w.-]+)", proc.stdout))
     assert ran == {"a:model", "b:model", "a:lock", "b:lock"} | {
         f"{r}:{p}.{s}" for r, p in (("a", "semantic"), ("a", "other"), ("b", "semantic"))
-        for s in ("pairs", "embed", "train", "eval")}
+        for s in ("pairs", "embed", "train", "eval", "index")}
     _check_cache_and_state(root)
 
 

@@ -2,21 +2,53 @@
 
 ``oxidize`` builds every recipe of the project in the current directory, exactly as
 ``doit`` would with ``loader = "oxidize"`` configured; every doit command works
-(``oxidize list``, ``oxidize info R:P.train``, ``oxidize -n 2``).
+(``oxidize list``, ``oxidize info R:P.train``, ``oxidize -n 2``). ``oxidize --help`` and
+``oxidize --version`` speak for oxidize, not doit.
 """
 
 from __future__ import annotations
 
 import sys
 
+HELP = """\
+oxidize {version} — learned embedding projections built incrementally from an event log
+
+usage: oxidize [COMMAND] [OPTIONS] [ARGS]
+
+  oxidize                      build every recipe of this project (like `doit`)
+  oxidize R | R:P              build one recipe, or one projection of it
+  oxidize list [--all]         list recipes (with --all: every task)
+  oxidize stale [--check] [--json] [--locked]
+                               what is stale, and why
+  oxidize query [-p R:P] [-k N] [--base | --compare] [--json] TEXT...
+                               search a projection's index with a text
+  oxidize cache-key [R...]     one sha256 of every build input (for CI caches)
+  oxidize info TASK            a task's inputs and targets
+  oxidize help COMMAND         a command's options; `oxidize help` lists doit's own commands
+
+Recipes: recipes/<name>/oxidize.yaml, recipes/<name>.yaml, .patina/oxidize.yaml.
+Outputs: build/<recipe>/<projection>/ (weights, projection.onnx, index.usearch, metrics).
+Everything else doit does works too: `-n 2` runs tasks in parallel.
+"""
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run doit with :class:`oxidize.engine.loader.OxidizeLoader`; return its exit code."""
+    from oxidize import __version__
+
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--help"], ["-h"]):
+        sys.stdout.write(HELP.format(version=__version__))
+        return 0
+    if args == ["--version"]:
+        import doit
+
+        sys.stdout.write(f"oxidize {__version__} (doit {'.'.join(map(str, doit.__version__))})\n")
+        return 0
     from doit.doit_cmd import DoitMain
 
     from oxidize.engine.loader import OxidizeLoader
 
-    args = sys.argv[1:] if argv is None else argv
     return DoitMain(OxidizeLoader()).run(args)
 
 

@@ -59,6 +59,14 @@ class Stale(DoitCmdBase):
                        "stale, and with --locked when a build differs from its oxidize.lock.")
     cmd_options = (opt_json, opt_check, opt_quiet, opt_all, opt_locked)
 
+    def get_options(self):
+        from doit.cmdparse import CmdOption
+
+        from oxidize.engine.loader import with_oxidize_defaults
+
+        return [CmdOption(opt) for opt in with_oxidize_defaults(
+            (*self.base_options, *self.loader.cmd_options, *self.cmd_options))]
+
     def _execute(self, pos_args=None, json=False, check=False, quiet=False, show_all=False, locked=False):
         from oxidize.engine import staleness
 

@@ -56,6 +56,10 @@ class Layout:
     training_json = property(lambda self: self.dir / "training.json")
     metrics = property(lambda self: self.dir / "metrics.json")
     training_png = property(lambda self: self.dir / "training.png")
+    onnx = property(lambda self: self.dir / "projection.onnx")
+    index = property(lambda self: self.dir / "index.usearch")
+    base_index = property(lambda self: self.dir / "base.usearch")
+    index_table = property(lambda self: self.dir / "index.sqlite")
 
 
 def eventlog_path(recipe: Recipe, root: Path) -> Path:

@@ -65,3 +65,10 @@ class OxidizeLoader(TaskLoader2):
 
     def load_tasks(self, cmd, pos_args):
         return generate_tasks("oxidize", task_oxidize(), task_oxidize.__doc__)
+
+
+def with_oxidize_defaults(options) -> list[dict]:
+    """doit option dicts with oxidize's settings (:data:`DOIT_CONFIG`) as their defaults, so
+    that ``doit help stale`` shows what oxidize really uses (``build/.doit.db``…)."""
+    return [dict(opt, default=DOIT_CONFIG[opt["name"]]) if opt.get("name") in DOIT_CONFIG else opt
+            for opt in options]

@@ -117,17 +117,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
     record = json.loads(Path(model_json).read_text(encoding="utf-8"))
     resolved = recipe.resolve_model()
 
-    encoders = []
-
-    def encoder_factory():
-        # Created at most once, and only when some text is not in the cache.
-        if not encoders:
-            from oxidize.embed.encoder import Encoder
-
-            # The optimised graph is kept beside the embedding cache (build/.cache/onnx/).
-            encoders.append(Encoder(resolved, graph_cache_dir=Path(cache_file).parent / "onnx",
-                                    model_fp=record["fingerprint"]))
-        return encoders[0]
+    encoder_factory = _encoder_factory(resolved, cache_file, record["fingerprint"])
 
     start = time.perf_counter()
     # A custom model's dimension is known only once its ONNX graph is loaded.
@@ -151,12 +141,70 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
                 f"({stats.total:,} in the table, {seconds:.2f}s)")
 
 
+def _encoder_factory(resolved, cache_file: str, model_fp: str):
+    """A function that makes the model's Encoder at most once, and only when called (when
+    some text is not in the cache)."""
+    encoders = []
+
+    def factory():
+        if not encoders:
+            from oxidize.embed.encoder import Encoder
+
+            # The optimised graph is kept beside the embedding cache (build/.cache/onnx/).
+            encoders.append(Encoder(resolved, graph_cache_dir=Path(cache_file).parent / "onnx",
+                                    model_fp=model_fp))
+        return encoders[0]
+
+    return factory
+
+
+@_user_errors
+def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: str,
+                out_dir: str, model_json: str, cache_file: str) -> None:
+    """Embed the projection's search population (through the cache), project it, and write
+    the search index (oxidize/index.py)."""
+    from oxidize.embed.cache import EmbeddingCache, embed_with_cache
+    from oxidize.eventlog import open_eventlog
+    from oxidize.engine.fingerprint import file_sha256
+    from oxidize.index import write_index
+    from oxidize.population import search_population
+    from oxidize.projection import load_weights, project
+
+    recipe = _recipe(recipe_file, recipe_name)
+    proj = recipe.projection(projection)
+    label = f"{recipe_name}:{projection}"
+    out = Path(out_dir)
+    start = time.perf_counter()
+    with open_eventlog(Path(eventlog)) as log:
+        items = search_population(log, proj)
+    if not items:
+        raise OxidizeError(f"{eventlog}: nothing to index for {label} ({proj.training.pair_type}): "
+                           f"no event of the kinds it searches (see README, 'Searching')")
+    record = json.loads(Path(model_json).read_text(encoding="utf-8"))
+    weights = load_weights(out / "weights.safetensors")
+    dim = int(weights["w1"].shape[1])
+    factory = _encoder_factory(recipe.resolve_model(), cache_file, record["fingerprint"])
+    with EmbeddingCache(Path(cache_file), record["fingerprint"], dim) as cache:
+        base, stats = embed_with_cache([item.text for item in items], cache, factory,
+                                       progress_label=f"{label} index")
+    projected = project(weights, base)
+    write_index(out, items, base, projected, {
+        "recipe": recipe_name, "projection": projection, "model": recipe.embedding_model,
+        "model_fingerprint": record["fingerprint"],
+        "weights_sha256": file_sha256(out / "weights.safetensors"),
+        "pair_type": proj.training.pair_type})
+    _say(label, f"indexed {len(items):,} items ({stats.unique:,} distinct texts: {stats.embedded:,} "
+                f"embedded, {stats.cached:,} from the cache) in {time.perf_counter() - start:.2f}s: "
+                f"{out / 'index.usearch'}")
+
+
 @_user_errors
 def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: str) -> None:
     """Train the projection's MLP on the cached embeddings and write its weights."""
     import numpy as np
 
     from oxidize.pairs import read_heldout, read_triplets
+    from oxidize.projection import export_onnx
     from oxidize.train.trainer import save_weights, train_projection
 
     recipe = _recipe(recipe_file, recipe_name)
@@ -182,6 +230,7 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
         momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim,
         init=t.init, heldout=heldout, patience=t.patience)
     save_weights(out / "weights.safetensors", result)
+    export_onnx(out / "projection.onnx", result.weights)
     _say(label, f"trained {len(triplets):,} triplets × {len(result.losses)} epochs in {result.seconds:.1f}s, "
                 f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}; {training_verdict(result)}")
 

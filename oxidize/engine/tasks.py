@@ -148,7 +148,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
             label = f"{name}:{proj.name}"
             pairs_targets = [str(out.texts), str(out.triplets), str(out.heldout), str(out.pairs_json)]
             embed_targets = [str(out.embeddings), str(out.embed_json)]
-            train_targets = [str(out.weights), str(out.training_json)]
+            train_targets = [str(out.weights), str(out.training_json), str(out.onnx)]
             yield {
                 "basename": name,
                 "name": f"{proj.name}.pairs",
@@ -193,12 +193,26 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "uptodate": [StageInputs(recipe.projection(proj.name).eval_settings(), eval_targets)],
                 "verbosity": 2,
             }
+            index_targets = [str(out.index), str(out.base_index), str(out.index_table)]
+            yield {
+                "basename": name,
+                "name": f"{proj.name}.index",
+                "doc": f"search index of {label}: every {proj.training.pair_type} item of the log, "
+                       f"projected (`doit query -p {label}`)",
+                "actions": [(stages.build_index, (recipe_file, name, proj.name, _rel(log, root),
+                                                  str(out.dir), model_json, CACHE_FILE))],
+                "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights)],
+                "targets": index_targets,
+                "uptodate": [StageInputs(recipe.projection(proj.name).index_settings(), index_targets)
+                             if log_exists else False],
+                "verbosity": 2,
+            }
             yield {
                 "basename": name,
                 "name": proj.name,
-                "doc": f"build projection {label} (pairs, embeddings, weights, eval)",
+                "doc": f"build projection {label} (pairs, embeddings, weights, eval, index)",
                 "actions": None,
-                "task_dep": [f"{label}.train", f"{label}.eval"],
+                "task_dep": [f"{label}.train", f"{label}.eval", f"{label}.index"],
             }
         # R:lock: oxidize.lock beside the recipe, from every output (see oxidize/engine/lockfile.py).
         from oxidize.engine import lockfile

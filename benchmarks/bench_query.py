@@ -1,0 +1,196 @@
+"""Search: index build speed and recall, `oxidize query` cold start, warm query latency.
+
+Run: ``python -m benchmarks.bench_query [--quick] [--sizes 10000,100000,1000000]``.
+
+1. **Index build** from stand-in vectors (256-d, clustered like real embeddings: 1 centre per
+   50 items plus noise) at each size, for a few USearch settings (connectivity M,
+   expansion_add ef): vectors/s with the machine's threads, peak RSS of the building
+   process, and recall@10 of the HNSW search (``oxidize.index.EXPANSION_SEARCH``) against
+   exact search on 500 queries. Each setting runs in its own process.
+2. **Cold query** at 100k items: ``oxidize query`` in a prepared project (model load,
+   weights, index, one query) against a plain script that loads the same model with
+   onnxruntime and brute-forces numpy over the same projected vectors. Interleaved, medians.
+3. **Warm latency**: a :class:`oxidize.search.ProjectionSearch` held open, the median time of
+   one ``query`` (embed, project, search, read the table) at the largest size.
+
+Not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._common import header, interleaved, python, run
+
+DIM, BASE_DIM, HIDDEN = 256, 384, 1024
+SETTINGS = [(16, 128), (16, 64), (12, 48)]
+
+BUILD = r"""
+import json, resource, sys, time, numpy as np
+from usearch.index import Index
+n, dim, conn, ef_add, ef_search = map(int, sys.argv[1:6])
+rng = np.random.default_rng(0)
+centres = rng.normal(size=(max(1, n // 50), dim)).astype(np.float32)
+x = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+index = Index(ndim=dim, metric="cos", dtype="f32", connectivity=conn, expansion_add=ef_add,
+              expansion_search=ef_search)
+start = time.perf_counter()
+index.add(np.arange(n, dtype=np.uint64), x, threads=0)
+seconds = time.perf_counter() - start
+q = x[rng.choice(n, 500, replace=False)] + 0.1 * rng.normal(size=(500, dim)).astype(np.float32)
+found = index.search(q, 10).keys
+t = time.perf_counter()
+found = index.search(q, 10).keys
+hnsw_ms = (time.perf_counter() - t) / 500 * 1e3
+t = time.perf_counter()
+exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
+exact_ms = (time.perf_counter() - t) / 500 * 1e3
+recall = float(np.mean([len(set(found[i].tolist()) & set(exact[i].tolist())) / 10 for i in range(500)]))
+print(json.dumps({"seconds": seconds, "rate": n / seconds, "recall": recall, "hnsw_ms": hnsw_ms,
+                  "exact_ms": exact_ms, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+BASELINE = r"""
+import sys, numpy as np, onnxruntime as ort
+from tokenizers import Tokenizer
+from safetensors.numpy import load_file
+model, tokenizer, weights, vectors, text = sys.argv[1:6]
+tok = Tokenizer.from_file(tokenizer)
+enc = tok.encode(text)
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+feed = {"input_ids": np.array([enc.ids], np.int64), "attention_mask": np.array([enc.attention_mask], np.int64)}
+names = [i.name for i in session.get_inputs()]
+if "token_type_ids" in names:
+    feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+hidden = session.run(None, {k: v for k, v in feed.items() if k in names})[0]
+x = hidden[0].mean(axis=0)
+x /= np.linalg.norm(x)
+w = load_file(weights)
+z = w["w0"] @ x + w["w2"] @ np.maximum(w["w1"] @ x + w["b1"], 0) + w["b2"]
+z /= np.linalg.norm(z)
+v = np.load(vectors)
+top = np.argpartition(-(v @ z), 10)[:10]
+print(sorted(top.tolist()))
+"""
+
+
+def build_figures(sizes: list[int]) -> None:
+    header("Index build from stand-in vectors (256-d, clustered)")
+    print(f"{'items':>9} {'M':>3} {'ef':>4} {'vectors/s':>10} {'build s':>8} {'peak MB':>8} "
+          f"{'recall@10':>9} {'hnsw ms/q':>9} {'exact ms/q':>10}")
+    from oxidize.index import EXPANSION_SEARCH
+
+    for n in sizes:
+        for conn, ef in (SETTINGS if n <= 100_000 else SETTINGS[1:2]):
+            proc = run([python(), "-c", BUILD, str(n), str(DIM), str(conn), str(ef), str(EXPANSION_SEARCH)])
+            r = json.loads(proc.stdout)
+            print(f"{n:>9,} {conn:>3} {ef:>4} {r['rate']:>10,.0f} {r['seconds']:>8.1f} {r['rss_mb']:>8.0f} "
+                  f"{r['recall']:>9.3f} {r['hnsw_ms']:>9.2f} {r['exact_ms']:>10.2f}", flush=True)
+
+
+def make_project(root: Path, n: int) -> tuple[Path, Path]:
+    """A project with recipe x:semantic on the default model, a random 384→1024→256
+    projection and an index of ``n`` stand-in items; returns (weights, projected .npy)."""
+    import numpy as np
+
+    from oxidize.embed.models import fingerprint_record, resolve_model
+    from oxidize.index import write_index
+    from oxidize.population import Item
+    from oxidize.projection import project, write_weights
+
+    (root / "recipes/x").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[tool.doit]\nloader = "oxidize"\n')
+    (root / "recipes/x/oxidize.yaml").write_text(
+        "version: 1\neventlog: events.jsonl\nprojections:\n  semantic:\n    layers: [384, 1024, 256]\n")
+    (root / "recipes/x/events.jsonl").write_text("")
+    out = root / "build/x/semantic"
+    out.mkdir(parents=True)
+    (root / "build/x/model.json").write_text(json.dumps(fingerprint_record(resolve_model("all-minilm-l6-v2", None))))
+    rng = np.random.default_rng(0)
+    w = {"w1": rng.normal(scale=0.05, size=(HIDDEN, BASE_DIM)).astype(np.float32),
+         "b1": np.zeros(HIDDEN, np.float32),
+         "w2": rng.normal(scale=0.05, size=(DIM, HIDDEN)).astype(np.float32),
+         "b2": np.zeros(DIM, np.float32),
+         "w0": rng.normal(scale=0.05, size=(DIM, BASE_DIM)).astype(np.float32)}
+    write_weights(out / "weights.safetensors", w)
+    base = rng.normal(size=(n, BASE_DIM)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    projected = project(w, base).astype(np.float32)
+    items = [Item(i + 1, i + 1, "session.decision", f"s{i // 20}", "2025-01-01", f"stand-in text {i}")
+             for i in range(n)]
+    write_index(out, items, base, projected, {"count_note": "stand-in"})
+    np.save(root / "projected.npy", projected)
+    return out / "weights.safetensors", root / "projected.npy"
+
+
+def cold_figures(n: int, repeats: int) -> None:
+    from oxidize.embed.models import resolve_model
+
+    header(f"Cold query at {n:,} items: `oxidize query` vs a plain onnxruntime + numpy script")
+    resolved = resolve_model("all-minilm-l6-v2", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        weights, vectors = make_project(root, n)
+        text = "why did the cache grow past the limit"
+        run([python(), "-m", "oxidize.engine.cli", "query", "-k", "10", text], cwd=root)  # fills the graph cache
+        times = interleaved({
+            "oxidize query": lambda: run([python(), "-m", "oxidize.engine.cli", "query", "-k", "10", text], cwd=root),
+            "plain script": lambda: run([python(), "-c", BASELINE, str(resolved.model_file),
+                                         str(resolved.tokenizer_file), str(weights), str(vectors), text]),
+        }, repeats=repeats)
+        for name, seconds in times.items():
+            print(f"  {name:<14} {seconds:6.3f} s")
+        print(f"  ratio {times['oxidize query'] / times['plain script']:.2f}× (goal ≤ 1×)")
+
+
+def warm_figures(n: int, repeats: int) -> None:
+    import numpy as np
+
+    from oxidize.search import open_search
+
+    header(f"Warm query latency at {n:,} items (a ProjectionSearch held open)")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_project(root, n)
+        search = open_search("x:semantic", root)
+        texts = [f"query number {i} about the cache and the build" for i in range(repeats)]
+        search.query(texts[0], 10)
+        full, index_only = [], []
+        for text in texts:
+            t = time.perf_counter()
+            search.query(text, 10)
+            full.append(time.perf_counter() - t)
+        searcher = search.searcher()
+        rng = np.random.default_rng(1)
+        for _ in range(repeats):
+            v = rng.normal(size=DIM).astype(np.float32)
+            t = time.perf_counter()
+            searcher.search(v, 10)
+            index_only.append(time.perf_counter() - t)
+        print(f"  query (embed + project + search + table): median {statistics.median(full) * 1e3:.1f} ms")
+        print(f"  index search + table only:                median {statistics.median(index_only) * 1e3:.2f} ms"
+              f" ({'exact' if n <= __import__('oxidize.index').index.EXACT_MAX else 'HNSW'})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", default="")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s] or ([10_000, 100_000] if args.quick
+                                                             else [10_000, 100_000, 1_000_000])
+    os.environ.setdefault("OXIDIZE_QUIET", "1")
+    build_figures(sizes)
+    cold_figures(100_000 if not args.quick else 10_000, repeats=3 if args.quick else 5)
+    warm_figures(max(sizes), repeats=20 if args.quick else 100)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""A projection's search index: the population's vectors in USearch, and a table to read hits.
+
+Files in ``build/R/P/`` (each written to a temporary name and renamed into place):
+
+* ``index.usearch`` — the projected vectors (USearch, cosine, f32, u64 keys: the stable keys
+  of :mod:`oxidize.population`);
+* ``base.usearch`` — the plain embeddings of the same items, for ``--base``/``--compare``;
+* ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)`` and a
+  ``meta`` table (item count, dimensions, model fingerprint, the weights' sha256).
+
+The table is renamed into place last, and a :class:`Searcher` checks that each index holds
+as many vectors as the table says: a search during a rebuild reads the old or the new files,
+and a mismatch (the moment between two renames) is retried, then reported, never mixed.
+
+Search: exact (brute force over the stored vectors) up to :data:`EXACT_MAX` items, where it
+is both exact and as fast as the graph; above it, USearch's HNSW graph with
+:data:`EXPANSION_SEARCH` (docs/benchmarks.md, "Index", has the recall and speed figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oxidize.errors import SearchError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from oxidize.population import Item
+
+INDEX_FILE = "index.usearch"
+BASE_FILE = "base.usearch"
+TABLE_FILE = "index.sqlite"
+#: HNSW graph settings (chosen in benchmarks/bench_query.py: recall@10 against exact search).
+CONNECTIVITY = 16
+EXPANSION_ADD = 64
+EXPANSION_SEARCH = 128
+#: Up to this many items a search is exact (brute force over the stored vectors).
+EXACT_MAX = 50_000
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result (``--json`` prints exactly these fields)."""
+
+    rank: int
+    score: float
+    event_type: str
+    date: str
+    source_id: str
+    seq: int | None
+    key: int
+    snippet: str
+
+
+def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
+                meta: dict[str, Any]) -> None:
+    """Write the two USearch files and the table for ``items`` (row ``i`` of ``base`` and
+    ``projected`` is ``items[i]``), each atomically, the table last."""
+    import numpy as np
+
+    from oxidize.atomic import atomic_path
+
+    keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
+    for name, vectors in ((INDEX_FILE, projected), (BASE_FILE, base)):
+        index = _new_index(vectors.shape[1])
+        if len(items):
+            index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=os.cpu_count() or 1)
+        with atomic_path(out_dir / name) as tmp:
+            index.save(str(tmp))
+    with atomic_path(out_dir / TABLE_FILE) as tmp:
+        db = sqlite3.connect(tmp)
+        try:
+            db.execute("CREATE TABLE items (key INTEGER PRIMARY KEY, seq INTEGER, event_type TEXT, "
+                       "source_id TEXT, timestamp TEXT, text TEXT)")
+            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                           ((i.key, i.seq, i.event_type, i.source_id, i.timestamp, i.text)
+                            for i in items))
+            db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT)")
+            meta = {**meta, "count": len(items), "dim": int(projected.shape[1]),
+                    "base_dim": int(base.shape[1])}
+            db.executemany("INSERT INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in meta.items()))
+            db.commit()
+        finally:
+            db.close()
+
+
+def _new_index(ndim: int):
+    from usearch.index import Index
+
+    return Index(ndim=ndim, metric="cos", dtype="f32", connectivity=CONNECTIVITY,
+                 expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+
+
+class Searcher:
+    """An open index, held by a Python user or the query command: ``search(vector, k)``.
+
+    Args:
+        directory: the projection's build folder (``build/R/P``).
+        base: search the plain embeddings (``base.usearch``) instead of the projection.
+    """
+
+    def __init__(self, directory: Path | str, base: bool = False, retries: int = 20):
+        self.directory = Path(directory)
+        self.base = base
+        for attempt in range(retries + 1):
+            try:
+                self._open()
+                return
+            except _Mismatch as mismatch:
+                if attempt == retries:
+                    raise SearchError(f"{self.directory}: {mismatch}; is a build rewriting it? "
+                                      f"Run `doit` and search again") from None
+                time.sleep(0.1)
+
+    def _open(self) -> None:
+        table = self.directory / TABLE_FILE
+        name = BASE_FILE if self.base else INDEX_FILE
+        path = self.directory / name
+        if not table.is_file() or not path.is_file():
+            raise SearchError(f"{self.directory}: no search index ({TABLE_FILE}, {name})")
+        try:
+            self.db = sqlite3.connect(f"file:{table}?mode=ro", uri=True, check_same_thread=False)
+            self.meta = {k: json.loads(v) for k, v in self.db.execute("SELECT name, value FROM meta")}
+        except (sqlite3.Error, ValueError) as exc:
+            raise SearchError(f"{table}: not a readable index table ({exc}); delete it and run "
+                              f"`doit`") from None
+        from usearch.index import Index
+
+        try:
+            self.index = Index.restore(str(path), view=True)
+        except Exception as exc:  # usearch raises RuntimeError/ValueError for damaged files
+            raise SearchError(f"{path}: not a readable USearch index ({str(exc).strip() or type(exc).__name__}); "
+                              f"delete it and run `doit`") from None
+        if self.index is None:
+            raise SearchError(f"{path}: not a readable USearch index; delete it and run `doit`")
+        dim = self.meta.get("base_dim" if self.base else "dim")
+        if self.index.ndim != dim:
+            raise SearchError(f"{path}: holds {self.index.ndim}-dimensional vectors but the table "
+                              f"says {dim}; delete it and run `doit`")
+        if len(self.index) != self.meta.get("count"):
+            raise _Mismatch(f"{name} holds {len(self.index):,} vectors, {TABLE_FILE} "
+                            f"{self.meta.get('count'):,} items")
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.ndim)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def search(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
+        """The ``k`` nearest items to one query ``vector`` (already projected, or a base
+        vector with ``base=True``), best first."""
+        import numpy as np
+
+        if len(self.index) == 0 or k <= 0:
+            return []
+        vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
+        if vector.shape[0] != self.dim:
+            raise SearchError(f"{self.directory}: the query vector has {vector.shape[0]} dimensions, "
+                              f"the index {self.dim}; rebuild with `doit`")
+        k = min(k, len(self.index))
+        matches = self.index.search(vector, k, exact=len(self.index) <= EXACT_MAX)
+        keys = [int(key) for key in matches.keys]
+        rows = {row[0]: row for row in self.db.execute(
+            f"SELECT key, seq, event_type, source_id, timestamp, text FROM items WHERE key IN "
+            f"({','.join('?' * len(keys))})", keys)}
+        hits = []
+        for rank, (key, distance) in enumerate(zip(keys, matches.distances), 1):
+            _, seq, event_type, source_id, timestamp, text = rows.get(key, (key, None, "?", "?", "", ""))
+            hits.append(Hit(rank=rank, score=round(1.0 - float(distance), 4), event_type=event_type,
+                            date=(timestamp or "")[:10], source_id=source_id, seq=seq, key=key,
+                            snippet=_snippet(text)))
+        return hits
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _snippet(text: str, width: int = 100) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def hit_dict(hit: Hit) -> dict[str, Any]:
+    return asdict(hit)

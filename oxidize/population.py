@@ -1,0 +1,120 @@
+"""The search population of a projection: every event a user would want back from a search.
+
+Training reads only the texts that land in pairs; a search must find everything of the
+projection's kind. One row per item, with a **stable key** (the same item keeps its key when
+events are appended, so an index can be compared and diffed across builds):
+
+| pair type       | items                                                         | key                          |
+|-----------------|---------------------------------------------------------------|------------------------------|
+| `same_session`  | session notes of ``index.event_types`` longer than `min_chars` | the event's `seq`            |
+| `co_changed`    | every file of the log's commits (and of its `co_changes` table) | :func:`stable_key` of the path |
+| `same_commit`   | every `git.commit` with a message longer than `min_chars`      | the event's `seq`            |
+| `caller_callee` | every function of `code.function` / `code.call` events        | :func:`stable_key` of the name |
+
+Texts are the ones the pairs step embeds for the same item, so a text already embedded for
+training costs nothing here (the embedding cache is content-addressed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Item:
+    """One searchable item. ``seq``/``timestamp`` are its (first) event's; ``source_id`` is the
+    session id, the commit sha, the file path or the function name."""
+
+    key: int
+    seq: int | None
+    event_type: str
+    source_id: str
+    timestamp: str
+    text: str
+
+
+def stable_key(name: str) -> int:
+    """A 63-bit key from ``name`` (the first 8 bytes of its sha256, top bit cleared): the same
+    file or function gets the same key in every build, whatever else the log holds."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()[:8], "big") >> 1
+
+
+def search_population(log: Any, projection: Any) -> list[Item]:
+    """The items of ``projection``'s pair type in ``log`` (an open EventLog), in key order
+    of first appearance. Raises EventLogError where the log cannot be read."""
+    pair_type = projection.training.pair_type
+    min_chars = int(projection.training.min_chars)
+    if pair_type == "same_session":
+        return _session_notes(log, projection.index.event_types, min_chars)
+    if pair_type == "co_changed":
+        return _files(log)
+    if pair_type == "same_commit":
+        return _commits(log, min_chars)
+    if pair_type == "caller_callee":
+        return _functions(log)
+    raise ValueError(f"no search population for pair type {pair_type!r}")
+
+
+def _session_notes(log: Any, event_types: tuple[str, ...], min_chars: int) -> list[Item]:
+    items = []
+    for event in log.events(event_types):
+        content = event.data.get("content")
+        if isinstance(content, str) and len(content.strip()) > min_chars:
+            items.append(Item(event.seq, event.seq, event.event_type, event.source_id,
+                              event.timestamp, content.strip()))
+    return items
+
+
+def _files(log: Any) -> list[Item]:
+    from oxidize.pairs.co_changed import describe_file, read_commits
+
+    first: dict[str, tuple[int | None, str]] = {}
+    for files, timestamp, seq in read_commits(log):
+        for path in files:
+            first.setdefault(path, (seq, timestamp))
+    for a, b, _count in (log.co_changes() or []) if hasattr(log, "co_changes") else []:
+        for path in (a, b):
+            first.setdefault(path, (None, ""))
+    return [Item(stable_key(path), seq, "file", path, timestamp, describe_file(path))
+            for path, (seq, timestamp) in first.items()]
+
+
+def _commits(log: Any, min_chars: int) -> list[Item]:
+    items = []
+    for event in log.events(("git.commit",)):
+        message = event.data.get("message")
+        if isinstance(message, str) and len(message.strip()) > min_chars:
+            items.append(Item(event.seq, event.seq, event.event_type, event.source_id,
+                              event.timestamp, message.strip()))
+    return items
+
+
+def _functions(log: Any) -> list[Item]:
+    from oxidize.pairs.caller_callee import CALL_EVENT, FUNCTION_EVENT, _str, describe_function
+
+    first: dict[str, tuple[int, str, str]] = {}
+    info: dict[str, tuple[str | None, str | None, str | None]] = {}
+    call_text: dict[str, str] = {}
+    for event in log.events((CALL_EVENT, FUNCTION_EVENT)):
+        data = event.data
+        if event.event_type == FUNCTION_EVENT:
+            name = _str(data, "name")
+            if name is not None:
+                first.setdefault(name, (event.seq, event.timestamp, event.event_type))
+                info.setdefault(name, (_str(data, "signature"), _str(data, "doc"), _str(data, "file")))
+            continue
+        for role in ("caller", "callee"):
+            name = _str(data, role)
+            if name is not None:
+                first.setdefault(name, (event.seq, event.timestamp, event.event_type))
+                text = _str(data, f"{role}_text")
+                if text is not None:
+                    call_text.setdefault(name, text)
+    items = []
+    for name, (seq, timestamp, event_type) in first.items():
+        text = (describe_function(name, *info[name]) if name in info
+                else call_text.get(name) or describe_function(name))
+        items.append(Item(stable_key(name), seq, "function", name, timestamp, text))
+    return items
