@@ -42,7 +42,7 @@ CONNECTIVITY = 16
 EXPANSION_ADD = 64
 EXPANSION_SEARCH = 128
 #: Up to this many items a search is exact (brute force over the stored vectors).
-EXACT_MAX = 50_000
+EXACT_MAX = 100_000
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from oxidize.errors import RecipeError
+# Parsed YAML is cached by text: a no-op doit neither imports nor runs PyYAML (see there).
+from oxidize.recipe_yaml import PARSED, _parse_yaml  # noqa: F401 - PARSED: tasks.py's cache
 from oxidize.recipe_checks import (Key, _bool, _choice, _float, _found, _int, _is_int, _optional,
                                    _path, _read_block, _short, _string, _suggest, _Where)
-
-# PyYAML (~10 ms to import, ~3 ms per small file to parse in pure Python) and difflib are
-# imported only when needed: a no-op ``doit`` takes parsed recipes from :data:`PARSED`.
 
 DEFAULT_MODEL = "all-minilm-l6-v2"
 DEFAULT_EVENT_TYPES: tuple[str, ...] = ("session.decision", "session.observation", "session.pattern")
@@ -45,8 +44,13 @@ PAIR_TYPES = ("same_session", "co_changed", "same_commit", "caller_callee")
 PAIR_TYPE_BY_PROJECTION = {"semantic": "same_session", "temporal": "co_changed",
                            "dependency": "caller_callee"}
 OPTIMIZERS = ("adam", "sgd")
-# How the projection's linear path starts (oxidize.train.trainer.linear_init); the first is the default.
-INITS = ("within", "pca", "identity", "none")
+# How the projection's linear path starts (oxidize.train.start.linear_init); the first is the
+# default: "auto" keeps the candidate start that scores best on the validation part.
+INITS = ("auto", "within", "pca", "identity", "none")
+# The training loss (oxidize/losses/); the first is the default.
+LOSSES = ("triplet", "in_batch")
+# Where a triplet's negative comes from (oxidize/train/negatives.py); the first is the default.
+NEGATIVES = ("random", "hard")
 # What a projection's held-out MRR@10 must reach for the build to pass (null: no gate).
 GATES = ("base", "random")
 MAX_DIMENSION = 65536
@@ -79,8 +83,12 @@ class TrainingConfig:
     # Defaults here too, so code that builds a config by position keeps working.
     holdout: float = 0.2
     min_count: int = 2
-    init: str = "within"
+    init: str = "auto"
     patience: int | None = 3
+    start_penalty: float = 0.0
+    loss: str = "triplet"
+    temperature: float = 0.05
+    negatives: str = "random"
 
 
 @dataclass(frozen=True)
@@ -211,60 +219,6 @@ def load_recipe(path: Path, name: str) -> Recipe:
     except OSError as exc:
         raise RecipeError(path, None, f"cannot read the recipe file: {exc.strerror or exc}") from None
     return parse_recipe(_parse_yaml(text, path), path, name)
-
-
-#: Parsed recipe texts: sha256 of the exact text → its ``yaml.safe_load`` result, for the
-#: documents whose JSON round trip is exact. Keyed by content, so an entry can never be
-#: stale; :func:`oxidize.engine.tasks.load_recipes` keeps it in ``build/.cache/recipes.json`` so
-#: that a no-op ``doit`` neither imports nor runs PyYAML.
-PARSED: dict[str, Any] = {}
-
-
-def _parse_yaml(text: str, path: Path) -> Any:
-    import hashlib
-    import json
-
-    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if key in PARSED:
-        try:
-            return json.loads(PARSED[key])
-        except (TypeError, ValueError, RecursionError):  # a damaged cache entry: parse again
-            del PARSED[key]
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors also leak ValueError etc.
-        raise RecipeError(path, None, _yaml_message(exc, text)) from None
-    try:
-        dumped = json.dumps(data, allow_nan=False)
-        if json.loads(dumped) == data:  # no dates, int keys… that JSON would change
-            PARSED[key] = dumped
-    except (TypeError, ValueError, RecursionError):
-        pass
-    return data
-
-
-def _yaml_message(exc: Exception, text: str) -> str:
-    """One line from PyYAML's multi-line error: where (1-based) and what went wrong.
-
-    Parser errors carry a mark; reader errors (control characters) only an offset; and
-    constructor bugs such as ``a: 2020-13-01`` raise a bare ``ValueError`` with neither.
-    """
-    import yaml
-
-    if isinstance(exc, yaml.reader.ReaderError):
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - text.rfind("\n", 0, exc.position)
-        return f"invalid YAML at line {line}, column {column}: character {exc.character!r} is not allowed"
-    if isinstance(exc, RecursionError):
-        return "invalid YAML: nested too deeply"
-    if not isinstance(exc, yaml.MarkedYAMLError):
-        return f"invalid YAML value: {exc}"
-    mark = exc.problem_mark or exc.context_mark
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    context = f" ({exc.context})" if exc.context else ""
-    return f"invalid YAML{where}: {exc.problem or 'malformed document'}{context}"
 
 
 def parse_recipe(data: object, path: Path, name: str) -> Recipe:
@@ -433,6 +387,10 @@ TRAINING_KEYS: dict[str, Key] = {
     # The linear path's start and early stopping on held-out MRR@10 (oxidize/train/trainer.py).
     "init": Key(_choice(*INITS), INITS[0], stages=("train",)),
     "patience": Key(_optional(_int(minimum=1)), 3, stages=("train",)),
+    "start_penalty": Key(_float(0), 0.0, stages=("train",)),
+    "loss": Key(_choice(*LOSSES), LOSSES[0], stages=("train",)),
+    "temperature": Key(_float(0, above=True), 0.05, stages=("train",)),
+    "negatives": Key(_choice(*NEGATIVES), NEGATIVES[0], stages=("train",)),
 }
 INDEX_KEYS: dict[str, Key] = {
     "event_types": Key(_event_types, DEFAULT_INDEX_EVENT_TYPES, stages=("index",)),

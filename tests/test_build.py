@@ -68,7 +68,7 @@ def test_first_build_writes_weights_then_nothing_reruns(project: Path):
     assert set(metrics) == {"random", "base", "projection", "primary_metric", "heldout_queries",
                             "heldout_queries_total"}
     assert (project / "build/a/semantic/training.png").read_bytes()[:4] == b"\x89PNG"
-    assert "eval: mrr@10 projection" in first.stdout or "no held-out queries" in first.stdout
+    assert "eval on the test part: mrr@10 projection" in first.stdout or "no held-out queries" in first.stdout
     other = load_file(str(project / "build/a/other/weights.safetensors"))
     assert other["w2"].shape == (4, 12)
     training = json.loads((project / "build/a/semantic/training.json").read_text())

@@ -57,7 +57,8 @@ def _check_shape(pairset):
 def _no_leak(pairset):
     trained = set(pairset.triplets.ravel().tolist())
     held = set(pairset.heldout.ravel().tolist())
-    assert not trained & held
+    validating = set(pairset.validation.ravel().tolist())
+    assert not trained & held and not trained & validating and not held & validating
 
 
 # --- co_changed ------------------------------------------------------------------------
@@ -121,8 +122,8 @@ def test_co_changed_invariants(capsys):
     out = capsys.readouterr().out
     assert len(strong) == 4
     assert out == ("r:temporal: co_changed: 8 files (git.commit files, min_count 2): 8 with a related one, "
-                   "4 related pairs → 400 training triplets; held out the latest 0 files for "
-                   "evaluation (0 queries)\n")
+                   "4 related pairs → 400 training triplets; held out the latest 0 files "
+                   "(0 queries validate, 0 test)\n")
 
 
 def test_co_changed_table_and_fallback_agree(tmp_path):
@@ -198,10 +199,14 @@ def test_same_commit_holdout_and_errors():
     assert len(pairset.heldout) == 0  # 9, 10, 11 touch three different modules: no relation inside
     assert pairset.stats["heldout_groups"] == 3 and pairset.stats["heldout_queries"] == 0
     _no_leak(pairset)
-    half = generate_pairs(MemLog(commit_rows(commits)), Training(pair_type="same_commit", holdout=0.5))
-    pairs = {(half.texts[q].split()[1], half.texts[r].split()[1]) for q, r in half.heldout.tolist()}
-    assert pairs == {("6", "9"), ("9", "6"), ("7", "10"), ("10", "7"), ("8", "11"), ("11", "8")}
-    _no_leak(half)
+    more = [(f"change {k} to module {k % 3}", [f"m{k % 3}/a.rs", f"m{k % 3}/b.rs"]) for k in range(18)]
+    most = generate_pairs(MemLog(commit_rows(more)), Training(pair_type="same_commit", holdout=0.5))
+    # 9..17 held out: 14..17 test (the latest, about half), 9..13 validate; a relation across
+    # the two parts (11-14, 12-15, 13-16) belongs to neither side
+    name = lambda pairs: {(most.texts[q].split()[1], most.texts[r].split()[1]) for q, r in pairs.tolist()}  # noqa: E731
+    assert name(most.heldout) == {("14", "17"), ("17", "14")}
+    assert name(most.validation) == {("9", "12"), ("12", "9"), ("10", "13"), ("13", "10")}
+    _no_leak(most)
     with pytest.raises(EventLogError, match="no usable commits for same_commit"):
         generate_pairs(MemLog([]), Training(pair_type="same_commit"))
     with pytest.raises(EventLogError, match="share 3 or more files.*most shared is 2"):
@@ -257,9 +262,12 @@ def test_caller_callee_without_code_events_is_a_clear_error():
 def test_caller_callee_holdout():
     edges = [(f"m{k}::f", f"m{k}::g") for k in range(6)]  # six separate components, in time order
     pairset = generate_pairs(_calls(edges), Training(pair_type="caller_callee", holdout=0.34))  # 4 of 12
-    held = sorted(pairset.texts[i].split()[1] for i in set(pairset.heldout.ravel().tolist()))
-    assert held == ["m4::f", "m4::g", "m5::f", "m5::g"]
-    assert len(pairset.heldout) == 4
+    def held(pairs):
+        return sorted(pairset.texts[i].split()[1] for i in set(pairs.ravel().tolist()))
+
+    # m_k::f and m_k::g are born in one call event: one moment, one side of the cut
+    assert held(pairset.heldout) == ["m5::f", "m5::g"] and len(pairset.heldout) == 2
+    assert held(pairset.validation) == ["m4::f", "m4::g"] and len(pairset.validation) == 2
     _no_leak(pairset)
 
 
@@ -323,4 +331,4 @@ def test_dev_db(pair_type):
         pairset = generate_pairs(log, Training(pair_type=pair_type, holdout=0.2, pairs=None))
     _check_shape(pairset)
     _no_leak(pairset)
-    assert pairset.stats["anchors"] > 200 and len(pairset.heldout) > 100
+    assert pairset.stats["anchors"] > 200 and len(pairset.heldout) + len(pairset.validation) > 100

@@ -57,7 +57,7 @@ def test_eval_writes_metrics_picture_and_summary(tmp_path, capsys):
     assert metrics["base"]["mrr@10"] > metrics["random"]["mrr@10"]
     assert (Path(folder) / "training.png").read_bytes()[:4] == b"\x89PNG"
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("r:semantic: eval: mrr@10 projection ")
+    assert line.startswith("r:semantic: eval on the test part: mrr@10 projection ")
     assert f"({metrics['heldout_queries']} held-out queries)" in line
 
 

@@ -162,8 +162,12 @@ def test_settings_dicts_are_flat_dotted_and_json_ready():
         "projections.semantic.training.optimizer": "adam",
         "projections.semantic.training.momentum": 0.9,
         "projections.semantic.training.weight_decay": 0.0,
-        "projections.semantic.training.init": "within",
+        "projections.semantic.training.init": "auto",
         "projections.semantic.training.patience": 3,
+        "projections.semantic.training.start_penalty": 0.0,
+        "projections.semantic.training.loss": "triplet",
+        "projections.semantic.training.temperature": 0.05,
+        "projections.semantic.training.negatives": "random",
     }
     assert recipe.projection("semantic").eval_settings() == {"projections.semantic.gate": None}
     assert recipe.model_settings() == {"embedding_model": DEFAULT_MODEL, "embedding_int8": True}
@@ -272,7 +276,7 @@ def test_not_a_mapping(data, key, fragments):
     (minimal(epoch=3), "projections.semantic.epoch", "unknown key 'epoch'; did you mean 'epochs'?"),
     (minimal(training={"optimiser": "sgd"}), "projections.semantic.training.optimiser",
      "did you mean 'optimizer'?"),
-    (minimal(zzz=1), "projections.semantic.zzz", "valid keys are: batch_size, epochs, gate, layers, training"),
+    (minimal(zzz=1), "projections.semantic.zzz", "valid keys are: batch_size, epochs, gate, index, layers, training"),
     (minimal(learning_rate=0.1), "projections.semantic.learning_rate", "go under 'training:'"),
     (minimal(training={"epochs": 3}), "projections.semantic.training.epochs", "belongs to the projection"),
     ({"version": 1, 3: "x", "projections": {"semantic": {}}}, None, "keys must be strings"),

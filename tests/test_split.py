@@ -146,13 +146,18 @@ def test_same_session_holds_out_the_latest_sessions():
     pairset = generate_pairs(session_log(sessions, minutes), Training(holdout=0.2))
     held = {f"session {k} note {i}" for k in (0, 5) for i in range(3)}
     texts = np.array(pairset.texts, dtype=object)
-    assert set(texts[pairset.heldout.ravel()]) == held
+    both = np.concatenate([pairset.heldout, pairset.validation])
+    assert set(texts[both.ravel()]) == held
     assert not held & set(texts[pairset.triplets.ravel()])
-    assert len(pairset.heldout) == 2 * 3 * 2  # two sessions, 3 × 2 ordered pairs each
+    # the latest held-out session tests, the older one validates: 3 × 2 ordered pairs each
+    assert set(texts[pairset.heldout.ravel()]) == {f"session 0 note {i}" for i in range(3)}
+    assert set(texts[pairset.validation.ravel()]) == {f"session 5 note {i}" for i in range(3)}
+    assert len(pairset.heldout) == len(pairset.validation) == 3 * 2
     owner = _text_session(sessions)
-    assert all(owner[texts[q]] == owner[texts[r]] and q != r for q, r in pairset.heldout.tolist())
+    assert all(owner[texts[q]] == owner[texts[r]] and q != r for q, r in both.tolist())
     assert pairset.stats["train_groups"] == 8 and pairset.stats["heldout_groups"] == 2
-    assert pairset.stats["heldout_queries"] == 6 and pairset.stats["anchors"] == 24
+    assert pairset.stats["heldout_queries"] == 3 and pairset.stats["validation_queries"] == 3
+    assert pairset.stats["anchors"] == 24
     assert pairset.stats["texts"] == 30 and len(pairset.texts) == 30  # held-out texts stay in the table
 
 

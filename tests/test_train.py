@@ -16,6 +16,7 @@ from oxidize.errors import TrainingError
 from oxidize.losses import TripletLoss
 from oxidize.projection import load_weights, project
 from oxidize.train.start import INITS, linear_init
+from oxidize.train.start import AUTO_MARGIN
 from oxidize.train.trainer import TrainResult, loss_and_gradients, save_weights, train_projection
 
 KEYS = ("w1", "b1", "w2", "b2", "w0")
@@ -390,7 +391,7 @@ def test_kernel_stops_at_first_non_finite_loss():
     params.flat[:] = rng.normal(size=params.flat.size)
     p, g = params.views, grads.views
     losses = np.zeros(4)
-    done, step = kernels.train_epoch(emb, trip, order, bs, 0.2, params.flat, p["w0"], p["w1"],
+    done, step = kernels.train_epoch(emb, trip, order, bs, kernels.TRIPLET, 0.2, params.flat, np.zeros_like(params.flat), p["w0"], p["w1"],
                                      p["b1"], p["w2"], p["b2"], grads.flat, g["w0"], g["w1"],
                                      g["b1"], g["w2"], g["b2"], np.zeros_like(params.flat),
                                      np.zeros_like(params.flat), *_buffers(3 * bs, 4, hidden, out,
@@ -437,7 +438,7 @@ def test_residual_starts_at_zero_so_epoch_zero_is_the_linear_map():
     np.testing.assert_allclose(project(result.weights, emb), linear, atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", INITS)
+@pytest.mark.parametrize("kind", [k for k in INITS if k != "auto"])  # auto: a choice among these
 def test_linear_inits(kind):
     emb, trip, _ = grouped_problem()
     out = emb.shape[1] if kind == "identity" else 6
@@ -457,6 +458,42 @@ def test_linear_inits(kind):
     other = emb.copy()
     other[-1] = -other[-1]
     np.testing.assert_array_equal(linear_init(other, trip, out, kind)[0], w0)
+
+
+def test_auto_start_leaves_within_only_for_a_clearly_better_candidate(monkeypatch):
+    emb, trip, held = grouped_problem()
+    result = train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"}, heldout=held)
+    scores = result.config["start_scores"]
+    assert set(scores) == {"within", "pca"}  # identity only when out == in
+    chosen = result.config["init"]["w0"]
+    best = max(scores, key=scores.get)
+    expected = best if scores[best] > scores["within"] * (1 + AUTO_MARGIN) else "within"
+    assert chosen == expected and result.heldout_mrr[0] == scores[chosen]
+    for kind, score in scores.items():  # each score is that start's own validation MRR
+        alone = train_projection(emb, trip, **{**KW, "epochs": 1, "init": kind}, heldout=held)
+        assert alone.heldout_mrr[0] == pytest.approx(score, rel=1e-12)
+    square = train_projection(emb, trip, **{**KW, "out": emb.shape[1], "epochs": 1, "init": "auto"},
+                              heldout=held)
+    assert set(square.config["start_scores"]) == {"within", "pca", "identity"}
+    from oxidize.train import start
+
+    monkeypatch.setattr(start, "AUTO_MARGIN", -1.0)  # any candidate wins: the best is kept
+    eager = train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"}, heldout=held)
+    assert eager.config["init"]["w0"] == max(scores, key=scores.get)
+    monkeypatch.setattr(start, "AUTO_MARGIN", 10.0)  # nothing wins: within stays
+    assert train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"},
+                            heldout=held).config["init"]["w0"] == "within"
+
+
+def test_start_penalty_keeps_the_weights_near_the_start():
+    emb, trip, held = grouped_problem()
+    kw = {**KW, "epochs": 3, "learning_rate": 1e-2, "patience": None}
+    free = train_projection(emb, trip, **kw)
+    held_back = train_projection(emb, trip, **kw, start_penalty=10.0)
+    start = train_projection(emb, trip, **{**kw, "epochs": 1, "learning_rate": 1e-12})
+    dist = lambda r: sum(float(np.abs(r.weights[k] - start.weights[k]).sum()) for k in ("w0", "w2"))  # noqa: E731
+    assert dist(held_back) < 0.5 * dist(free)
+    assert held_back.config["start_penalty"] == 10.0
 
 
 def test_identity_init_needs_equal_sizes():
@@ -494,7 +531,7 @@ def test_early_stopping_keeps_the_best_epoch_by_held_out_mrr():
     assert score_projection(result.weights, emb, held)["mrr@10"] == pytest.approx(max(mrr))
     if result.stopped_early:
         assert len(result.losses) - result.chosen_epoch == 2
-    assert result.config["selection"] == "best held-out mrr@10"
+    assert result.config["selection"] == "best validation mrr@10"
 
 
 def test_training_that_cannot_beat_the_start_keeps_the_initial_weights():

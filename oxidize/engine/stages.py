@@ -213,7 +213,14 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
     out = Path(out_dir)
     embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     triplets = read_triplets(out / "triplets.npy")
-    heldout = read_heldout(out / "heldout.npy") if (out / "heldout.npy").is_file() else None
+    # Epochs and the start map are chosen on the validation part; the test part
+    # (heldout.npy) is looked at only by the eval step.
+    validation = read_heldout(out / "validation.npy")
+    test = read_heldout(out / "heldout.npy")
+    if len(validation) == 0 and len(test):
+        validation = test
+        _say(label, "no validation queries (the held-out groups all share one moment): the "
+                    "start map and the epoch are chosen on the test part, which eval then reports")
     in_dim, hidden, out_dim = proj.layers
     if in_dim is not None and in_dim != embeddings.shape[1]:
         raise TrainingError(
@@ -221,6 +228,14 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
             f"embeddings of model '{recipe.embedding_model}' have {embeddings.shape[1]} dimensions; "
             f"set layers[0] to {embeddings.shape[1]} or null")
     t = proj.training
+    if t.negatives == "hard":
+        from oxidize.pairs import read_groups
+        from oxidize.train.negatives import POOL, mine_hard_negatives
+
+        triplets, kept = mine_hard_negatives(embeddings, triplets, read_groups(out / "groups.npy"),
+                                             read_heldout(out / "related.npy"), t.seed)
+        _say(label, f"hard negatives: each triplet's negative drawn from its anchor's {POOL} nearest "
+                    f"unrelated texts ({kept:,} of {len(triplets):,} kept a random one)")
     # The memory map itself, not a copy: training reads only the rows it uses
     # (train._validate copies only if the file were not C-ordered float32).
     result = train_projection(
@@ -228,7 +243,8 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
         hidden=hidden, out=out_dim, epochs=proj.epochs, batch_size=proj.batch_size,
         learning_rate=t.learning_rate, margin=t.margin, seed=t.seed, optimizer=t.optimizer,
         momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim,
-        init=t.init, heldout=heldout, patience=t.patience)
+        init=t.init, heldout=validation, patience=t.patience, start_penalty=t.start_penalty,
+        loss=t.loss, temperature=t.temperature, report=test)
     save_weights(out / "weights.safetensors", result)
     export_onnx(out / "projection.onnx", result.weights)
     _say(label, f"trained {len(triplets):,} triplets × {len(result.losses)} epochs in {result.seconds:.1f}s, "
@@ -241,10 +257,10 @@ def training_verdict(result) -> str:
     if result.chosen_epoch is None or not mrr:
         return "kept the last epoch (no held-out data to choose with)"
     if result.chosen_epoch == 0:
-        return (f"training did not improve on the start map (held-out mrr@10 {mrr[0]:.4f}); "
+        return (f"training did not improve on the start map (validation mrr@10 {mrr[0]:.4f}); "
                 f"kept epoch 0")
     best = mrr[result.chosen_epoch]
-    return (f"training improved held-out mrr@10 from {mrr[0]:.4f} (start map) to {best:.4f} "
+    return (f"training improved validation mrr@10 from {mrr[0]:.4f} (start map) to {best:.4f} "
             f"({best - mrr[0]:+.4f}); kept epoch {result.chosen_epoch}")
 
 
@@ -278,9 +294,10 @@ def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str
     m = metrics["heldout_queries"]
     levels = {k: (metrics[k] or {}).get(metric) for k in ("random", "base", "projection")}
     plot_training(out / "training.png", title=label, losses=training.get("losses", []),
-                  heldout_mrr=training.get("heldout_mrr", []),
+                  heldout_mrr=training.get("heldout_mrr", []), test_mrr=training.get("test_mrr", []),
                   chosen_epoch=training.get("chosen_epoch"), base_mrr=levels["base"],
-                  random_mrr=levels["random"], projection_mrr=levels["projection"])
+                  random_mrr=levels["random"], projection_mrr=levels["projection"],
+                  loss_name=training.get("config", {}).get("loss", {}).get("loss", "triplet"))
     if m == 0:
         _say(label, f"eval: no held-out queries (training.holdout is "
                     f"{proj.training.holdout:g} or the held-out part has no related texts); "
@@ -289,8 +306,13 @@ def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str
     total = metrics.get("heldout_queries_total", m)
     queries = f"{m} held-out queries" if m == total else \
         f"{m:,} of {total:,} held-out queries, evenly spaced"
-    _say(label, f"eval: {metric} projection {levels['projection']:.3f} | base {levels['base']:.3f} "
-                f"| random {levels['random']:.3f} ({queries})")
+    start = (training.get("test_mrr") or [None])[0]
+    gain = ""
+    if start is not None and metric == "mrr@10":
+        gain = (f"; training added {levels['projection'] - start:+.3f} to the start map's {start:.3f}"
+                if training.get("chosen_epoch") else "; the start map, training did not improve it")
+    _say(label, f"eval on the test part: {metric} projection {levels['projection']:.3f} | base "
+                f"{levels['base']:.3f} | random {levels['random']:.3f} ({queries}){gain}")
     if proj.gate is not None and levels["projection"] < levels[proj.gate]:
         raise OxidizeError(
             f"{recipe.path}: projections.{projection}.gate: {label} fails its gate '{proj.gate}': "

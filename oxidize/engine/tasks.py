@@ -146,7 +146,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
         for proj in recipe.projections.values():
             out = Layout(name, proj.name)
             label = f"{name}:{proj.name}"
-            pairs_targets = [str(out.texts), str(out.triplets), str(out.heldout), str(out.pairs_json)]
+            pairs_targets = [str(out.texts), str(out.triplets), str(out.heldout), str(out.validation),
+                             str(out.groups), str(out.related), str(out.pairs_json)]
             embed_targets = [str(out.embeddings), str(out.embed_json)]
             train_targets = [str(out.weights), str(out.training_json), str(out.onnx)]
             yield {
@@ -175,7 +176,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "name": f"{proj.name}.train",
                 "doc": f"train {label}: layers {list(proj.layers)}, {proj.epochs} epochs",
                 "actions": [(stages.build_weights, (recipe_file, name, proj.name, str(out.dir)))],
-                "file_dep": [str(out.embeddings), str(out.triplets), str(out.heldout)],
+                "file_dep": [str(out.embeddings), str(out.triplets), str(out.validation),
+                             str(out.heldout), str(out.groups), str(out.related)],
                 "targets": train_targets,
                 "uptodate": [StageInputs(recipe.train_settings(proj.name), train_targets)],
                 "verbosity": 2,

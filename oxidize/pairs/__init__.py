@@ -38,6 +38,9 @@ TEXTS_FILE = "texts.jsonl"
 TRIPLETS_FILE = "triplets.npy"
 STATS_FILE = "pairs.json"
 HELDOUT_FILE = "heldout.npy"
+VALIDATION_FILE = "validation.npy"
+GROUPS_FILE = "groups.npy"
+RELATED_FILE = "related.npy"
 
 
 @dataclass
@@ -50,13 +53,22 @@ class PairSet:
         stats: a flat JSON-able dict (``pair_type``, counts, the log's ``max_seq`` …) that
             is written to ``pairs.json`` and explains what was built.
         heldout: ``int32[m, 2]`` rows of (query, relevant) indices into ``texts``, between
-            held-out texts only (see :mod:`oxidize.pairs.split`); ``None`` = none.
+            held-out texts only (see :mod:`oxidize.pairs.split`); ``None`` = none. The
+            **test** part: the latest held-out groups, reported by the eval step only.
+        validation: the same for the older held-out groups, on which training chooses its
+            start map and epoch.
+        groups: ``int32[len(texts)]``, each text's group (its session) or -1; and
+        related: ``int32[k, 2]`` undirected edges — together, the texts that must never be
+            each other's negative (``training.negatives: hard`` mines among the rest).
     """
 
     texts: list[str]
     triplets: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)
     heldout: np.ndarray | None = None
+    validation: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    related: np.ndarray | None = None
 
 
 Generator = Callable[..., PairSet]
@@ -144,7 +156,8 @@ def _texts_jsonl(texts: list[str]) -> bytes:
 
 
 def write_pairs(pairset: PairSet, out_dir: Path | str) -> None:
-    """Write ``texts.jsonl``, ``triplets.npy``, ``heldout.npy`` and ``pairs.json`` into
+    """Write ``texts.jsonl``, ``triplets.npy``, ``heldout.npy``, ``validation.npy``,
+    ``groups.npy``, ``related.npy`` and ``pairs.json`` into
     ``out_dir``, atomically.
 
     Each file is renamed into place only when complete; ``pairs.json`` goes last so that
@@ -157,16 +170,23 @@ def write_pairs(pairset: PairSet, out_dir: Path | str) -> None:
     triplets = np.ascontiguousarray(pairset.triplets, dtype="<i4")
     if triplets.ndim != 2 or triplets.shape[1] != 3:
         raise OxidizeError(f"triplets for {out} have shape {triplets.shape}, expected (n, 3)")
-    heldout = np.ascontiguousarray(() if pairset.heldout is None else pairset.heldout, dtype="<i4")
-    if heldout.size == 0:
-        heldout = heldout.reshape(0, 2)
-    if heldout.ndim != 2 or heldout.shape[1] != 2:
-        raise OxidizeError(f"held-out pairs for {out} have shape {heldout.shape}, expected (m, 2)")
+    parts = {}
+    for name, pairs in ((HELDOUT_FILE, pairset.heldout), (VALIDATION_FILE, pairset.validation),
+                        (RELATED_FILE, pairset.related)):
+        array = np.ascontiguousarray(() if pairs is None else pairs, dtype="<i4")
+        if array.size == 0:
+            array = array.reshape(0, 2)
+        if array.ndim != 2 or array.shape[1] != 2:
+            raise OxidizeError(f"held-out pairs for {out} have shape {array.shape}, expected (m, 2)")
+        parts[name] = array
     write_bytes(out / TEXTS_FILE, _texts_jsonl(pairset.texts))
     with atomic_path(out / TRIPLETS_FILE, suffix=".npy") as tmp:
         np.save(tmp, triplets, allow_pickle=False)
-    with atomic_path(out / HELDOUT_FILE, suffix=".npy") as tmp:
-        np.save(tmp, heldout, allow_pickle=False)
+    groups = (np.full(len(pairset.texts), -1) if pairset.groups is None else pairset.groups)
+    parts[GROUPS_FILE] = np.ascontiguousarray(groups, dtype="<i4")
+    for name, array in parts.items():
+        with atomic_path(out / name, suffix=".npy") as tmp:
+            np.save(tmp, array, allow_pickle=False)
     write_json(out / STATS_FILE, pairset.stats)
 
 
@@ -232,3 +252,17 @@ def _read_index_rows(path: Path | str, width: int, what: str, rows: str) -> np.n
         raise OxidizeError(f"{path}: {what} have shape {array.shape} and dtype {array.dtype}, "
                            f"expected int32 ({rows}, {width})")
     return array.astype(np.int32, copy=False)
+
+
+def read_groups(path: Path | str) -> np.ndarray:
+    """Read a ``groups.npy`` written by :func:`write_pairs`: ``int32[n_texts]`` (no pickle)."""
+    import numpy as np
+
+    try:
+        groups = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OxidizeError(f"{path}: not a readable groups file ({exc}); rebuild the pairs") from None
+    if groups.ndim != 1 or groups.dtype.kind not in "iu":
+        raise OxidizeError(f"{path}: expected an integer array [n_texts], found {groups.dtype} "
+                           f"{groups.shape}; rebuild the pairs")
+    return groups

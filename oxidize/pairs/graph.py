@@ -139,7 +139,8 @@ def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts
 
     from oxidize.errors import EventLogError, OxidizeError
     from oxidize.pairs import PairSet, default_pair_count
-    from oxidize.pairs.split import heldout_groups, heldout_summary, holdout_fraction, pairs_along_edges
+    from oxidize.pairs.split import (heldout_groups, heldout_summary, holdout_fraction, pairs_along_edges,
+                                      test_groups)
 
     holdout = holdout_fraction(training)
     n = len(texts)
@@ -157,14 +158,19 @@ def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts
         raise EventLogError(f"{log.path}: nothing to train {pair_type} on: none of {n_train:,} training {noun} has both "
                             f"a related {noun[:-1] if noun.endswith('s') else noun} and an unrelated one{why}")
     train_pairs = int((train[positive[:, 0]] & train[positive[:, 1]]).sum())
-    pairs = pairs_along_edges(positive, heldout)
+    test = test_groups(first_events, heldout, log.path)
+    pairs = pairs_along_edges(positive, test)
+    validation = pairs_along_edges(positive, heldout & ~test)
     stats = log.stats()
     out = {"pair_type": pair_type, **summary, "texts": n, "anchors": n_anchors, "pairs": train_pairs,
            "triplets": int(n_triplets),
-           **heldout_summary(pairs, n_train, int(heldout.sum())),
+           **heldout_summary(pairs, n_train, int(heldout.sum()), validation),
            "event_count": stats.count, "max_seq": stats.max_seq}
     prefix = f"{label}: " if label else ""
     print(f"{prefix}{pair_type}: {n:,} {noun}{detail}: {n_anchors:,} with a related one, "
           f"{train_pairs:,} related pairs → {n_triplets:,} training triplets; held out the latest "
-          f"{int(heldout.sum()):,} {noun} for evaluation ({out['heldout_queries']:,} queries)", flush=True)
-    return PairSet(texts=texts, triplets=triplets, stats=out, heldout=pairs)
+          f"{int(heldout.sum()):,} {noun} ({out['validation_queries']:,} queries validate, "
+          f"{out['heldout_queries']:,} test)", flush=True)
+    never = undirected(np.concatenate([np.asarray(related, np.int64).reshape(-1, 2), positive]))
+    return PairSet(texts=texts, triplets=triplets, stats=out, heldout=pairs, validation=validation,
+                   related=never.astype(np.int32))

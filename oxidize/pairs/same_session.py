@@ -46,7 +46,8 @@ from typing import Any
 
 from oxidize.errors import EventLogError, OxidizeError
 from oxidize.pairs import PairSet, default_pair_count
-from oxidize.pairs.split import heldout_groups, heldout_summary, holdout_fraction, pairs_within_groups
+from oxidize.pairs.split import (heldout_groups, heldout_summary, holdout_fraction, pairs_within_groups,
+                                      test_groups)
 
 PAIR_TYPE = "same_session"
 
@@ -131,13 +132,17 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     held_session = heldout_groups([fe for fe, u in zip(first_events, usable.tolist()) if u], holdout, log.path,
                                   weights=np.bincount(owner, minlength=n_usable).tolist())
     held_text = held_session[owner]
-    heldout = pairs_within_groups(owner, held_text)
+    test_session = test_groups([fe for fe, u in zip(first_events, usable.tolist()) if u], held_session,
+                               log.path, weights=np.bincount(owner, minlength=n_usable).tolist())
+    heldout = pairs_within_groups(owner, test_session[owner])
+    validation = pairs_within_groups(owner, (held_session & ~test_session)[owner])
     n_train = n_usable - int(held_session.sum())
     if n_train < 2:
         raise EventLogError(
             f"{log.path}: only {n_train} of {n_usable} usable session(s) left for same_session training "
             f"after holding out the latest {int(held_session.sum())} (training.holdout: {holdout:g}); "
             f"at least 2 are needed: lower training.holdout")
+    session_of = owner.astype(np.int32)  # every text's session: never a hard negative of its own
     train_ids = np.flatnonzero(~held_text)
     owner = (np.cumsum(~held_session) - 1)[owner[train_ids]]
     n_texts = len(train_ids)
@@ -176,14 +181,16 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
         "anchors": n_texts,
         "pairs": int((size * (size - 1) // 2).sum()),
         "triplets": int(n_triplets),
-        **heldout_summary(heldout, n_train, n_usable - n_train),
+        **heldout_summary(heldout, n_train, n_usable - n_train, validation),
         "event_count": stats.count,
         "max_seq": stats.max_seq,
     }
     prefix = f"{label}: " if label else ""
-    held = (f"; held out the latest {n_usable - n_train:,} sessions for evaluation "
-            f"({summary['heldout_queries']:,} queries)" if n_train < n_usable else "")
+    held = (f"; held out the latest {n_usable - n_train:,} sessions "
+            f"({summary['validation_queries']:,} queries validate, {summary['heldout_queries']:,} test)"
+            if n_train < n_usable else "")
     print(f"{prefix}{PAIR_TYPE}: {n_all:,} texts in {n_usable:,} sessions: {n_texts:,} with a "
           f"same-session partner, {summary['pairs']:,} related pairs → {n_triplets:,} training "
           f"triplets{held}", flush=True)
-    return PairSet(texts=texts, triplets=triplets, stats=summary, heldout=heldout)
+    return PairSet(texts=texts, triplets=triplets, stats=summary, heldout=heldout, validation=validation,
+                   groups=session_of)

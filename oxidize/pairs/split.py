@@ -123,6 +123,37 @@ def heldout_groups(first_events: Sequence[FirstEvent], holdout: float, path: Pat
     return mask
 
 
+def test_groups(first_events: Sequence[FirstEvent], heldout: np.ndarray, path: Path | str,
+                weights: Sequence[int] | None = None) -> np.ndarray:
+    """The **test** part of the held-out groups: the latest of them, holding about half of
+    their texts (the rule of :func:`heldout_count`, within the held-out groups); the older
+    held-out groups **validate** (epochs and the start map are chosen on them), so the test
+    part is never looked at before the eval step reports it. ``bool[n_groups]``.
+
+    Groups born at the same moment (the same first event: two files first seen in one
+    commit) stay on one side, so a relation between them is not cut. When all held-out
+    groups share one moment, they all test and nothing validates.
+    """
+    import numpy as np
+
+    held = np.flatnonzero(heldout)
+    test = np.zeros(len(heldout), dtype=bool)
+    if len(held) == 0:
+        return test
+    keys = {g: (-math.inf, -1) if first_events[g] is None else
+            (parse_timestamp(first_events[g][0], first_events[g][1], path), first_events[g][1])
+            for g in held.tolist()}
+    moments = sorted(set(keys.values()), reverse=True)  # latest first
+    members: dict = {m: [] for m in moments}
+    for g in held.tolist():
+        members[keys[g]].append(g)
+    sizes = [sum(1 if weights is None else int(weights[g]) for g in members[m]) for m in moments]
+    k = max(1, heldout_count(sizes, 0.5))
+    for m in moments[:k]:
+        test[members[m]] = True
+    return test
+
+
 def pairs_within_groups(group: np.ndarray, heldout_text: np.ndarray) -> np.ndarray:
     """``(query, relevant)`` pairs of distinct held-out texts of one group, sorted.
 
@@ -174,13 +205,20 @@ def _sorted_pairs(pairs: np.ndarray) -> np.ndarray:
     return pairs.astype(np.int32)
 
 
-def heldout_summary(heldout: np.ndarray, train_groups: int, heldout_groups_: int) -> dict[str, int]:
-    """The ``pairs.json`` fields every pair type adds about the split."""
+def heldout_summary(heldout: np.ndarray, train_groups: int, heldout_groups_: int,
+                    validation: np.ndarray | None = None) -> dict[str, int]:
+    """The ``pairs.json`` fields every pair type adds about the split (``heldout_*``: the
+    test part; ``validation_*``: the part epochs and the start map are chosen on)."""
     import numpy as np
+
+    def queries(pairs) -> int:
+        return int(len(np.unique(pairs[:, 0]))) if pairs is not None and len(pairs) else 0
 
     return {
         "train_groups": int(train_groups),
         "heldout_groups": int(heldout_groups_),
-        "heldout_queries": int(len(np.unique(heldout[:, 0]))) if len(heldout) else 0,
+        "heldout_queries": queries(heldout),
         "heldout_pairs": int(len(heldout)),
+        "validation_queries": queries(validation),
+        "validation_pairs": 0 if validation is None else int(len(validation)),
     }

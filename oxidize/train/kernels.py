@@ -41,6 +41,9 @@ NORM_EPS = 1e-12
 #: Optimiser codes understood by :func:`train_epoch`.
 ADAM = 0
 SGD = 1
+#: Loss codes: the loss parameter is the margin (triplet) or 1 / temperature (in-batch).
+TRIPLET = 0
+IN_BATCH = 1
 
 
 @njit(cache=True, error_model="numpy")
@@ -127,6 +130,43 @@ def triplet_loss_grad(y, b, margin, dy):
 
 
 @njit(cache=True, error_model="numpy")
+def in_batch_loss_grad(y, b, inv_temperature, dy):
+    """Batch-mean in-batch contrastive loss and its gradient (see ``InBatchLoss``).
+
+    y: (3b, out) = [anchors; positives; negatives]; the candidates of every anchor are the
+    2b positives and negatives, its own positive the right one. dy: (3b, out), overwritten.
+    ``s = a c^T / τ``; ``L = mean_i (logsumexp_j s_ij - s_ii)``; ``G = (softmax(s) - I) / b``;
+    ``dL/da = G c / τ``, ``dL/dc = G^T a / τ``. Rows are reduced in a fixed order.
+    """
+    ya = y[:b]
+    yc = y[b:3 * b]
+    s = np.empty((b, 2 * b), dtype=y.dtype)
+    np.dot(ya, yc.T, s)
+    total = 0.0
+    inv_b = 1.0 / b
+    for i in range(b):
+        m = -np.inf
+        for j in range(2 * b):
+            s[i, j] *= inv_temperature
+            if s[i, j] > m:
+                m = s[i, j]
+        sii = s[i, i]
+        acc = 0.0
+        for j in range(2 * b):
+            e = math.exp(s[i, j] - m)
+            s[i, j] = e
+            acc += e
+        scale = inv_b * inv_temperature / acc
+        for j in range(2 * b):
+            s[i, j] = s[i, j] * scale
+        s[i, i] -= inv_b * inv_temperature
+        total += math.log(acc) + m - sii
+    np.dot(s, yc, dy[:b])
+    np.dot(s.T, ya, dy[b:3 * b])
+    return total * inv_b
+
+
+@njit(cache=True, error_model="numpy")
 def normalise_backward(dy, y, norms):
     """In place: ``dy_r = (dy_r - y_r (y_r·dy_r)) / norms[r]`` — the gradient w.r.t. ``z``."""
     rows, cols = dy.shape
@@ -161,9 +201,11 @@ def column_sums(d, out):
 
 
 @njit(cache=True, error_model="numpy")
-def loss_and_grads(x, b, margin, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
+def loss_and_grads(x, b, loss_kind, loss_param, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
                    h, z, z_lin, y, norms, dy, dh):
-    """Forward, triplet loss and backward for one stacked batch; returns the loss.
+    """Forward, loss (``loss_kind``: :data:`TRIPLET` with ``loss_param`` the margin, or
+    :data:`IN_BATCH` with ``loss_param`` = 1 / temperature) and backward for one stacked
+    batch; returns the loss.
 
     x: (3b, in) = [anchors; positives; negatives]. Weights: w0 (out, in), w1 (hidden, in),
     b1 (hidden,), w2 (out, hidden), b2 (out,); gradients g* have the same shapes and are
@@ -176,7 +218,10 @@ def loss_and_grads(x, b, margin, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
     np.dot(h, w2.T, z)  # (3b, out): the residual
     np.dot(x, w0.T, z_lin)  # (3b, out): the linear path
     add_bias_normalise(z, z_lin, b2, y, norms)
-    loss = triplet_loss_grad(y, b, margin, dy)  # dy: (3b, out)
+    if loss_kind == IN_BATCH:
+        loss = in_batch_loss_grad(y, b, loss_param, dy)  # dy: (3b, out)
+    else:
+        loss = triplet_loss_grad(y, b, loss_param, dy)
     # backward
     normalise_backward(dy, y, norms)  # dy now holds dL/dz
     np.dot(dy.T, x, gw0)  # (out, in)
@@ -190,13 +235,13 @@ def loss_and_grads(x, b, margin, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
 
 
 @njit(cache=True, error_model="numpy")
-def _adam_loop(params, grads, m, v, n_decay, decay, zero, beta1, one_minus_beta1, beta2,
+def _adam_loop(params, anchor, grads, m, v, n_decay, decay, zero, beta1, one_minus_beta1, beta2,
                one_minus_beta2, step_size, inv_sqrt_bc2, eps):
     # One loop from 0 over every entry (the decay chosen per entry): numba then knows no
     # index is negative, and LLVM vectorises it (a loop over lo..hi stayed scalar, 8× slower).
     for i in range(params.shape[0]):
         d = decay if i < n_decay else zero
-        g = grads[i] + d * params[i]
+        g = grads[i] + d * (params[i] - anchor[i])
         mi = beta1 * m[i] + one_minus_beta1 * g
         vi = beta2 * v[i] + one_minus_beta2 * g * g
         m[i] = mi
@@ -205,10 +250,12 @@ def _adam_loop(params, grads, m, v, n_decay, decay, zero, beta1, one_minus_beta1
 
 
 @njit(cache=True, error_model="numpy")
-def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, n_decay, step):
+def adam_update(params, anchor, grads, m, v, lr, beta1, beta2, eps, weight_decay, n_decay, step):
     """One Adam step with bias correction, on flat vectors; ``step`` counts from 1.
 
-    ``g += weight_decay * p`` for the first ``n_decay`` entries (the weight matrices);
+    ``g += weight_decay * (p - anchor)`` for the first ``n_decay`` entries (the weight
+    matrices; ``anchor`` is zero for plain weight decay, the scaled start for a penalty on
+    the distance from the start map — see :func:`oxidize.train.trainer.train_projection`);
     ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
     ``p -= (lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + eps)`` (as PyTorch arranges it).
     The arithmetic runs in the parameters' dtype (the constants are cast once), which keeps
@@ -218,32 +265,32 @@ def adam_update(params, grads, m, v, lr, beta1, beta2, eps, weight_decay, n_deca
     t = params.dtype.type
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
-    _adam_loop(params, grads, m, v, n_decay, t(weight_decay), t(0.0), t(beta1), t(1.0 - beta1),
+    _adam_loop(params, anchor, grads, m, v, n_decay, t(weight_decay), t(0.0), t(beta1), t(1.0 - beta1),
                t(beta2), t(1.0 - beta2), t(lr / bc1), t(1.0 / math.sqrt(bc2)), t(eps))
 
 
 @njit(cache=True, error_model="numpy")
-def _sgd_loop(params, grads, velocity, n_decay, decay, zero, lr, momentum):
+def _sgd_loop(params, anchor, grads, velocity, n_decay, decay, zero, lr, momentum):
     for i in range(params.shape[0]):
         d = decay if i < n_decay else zero
-        vi = momentum * velocity[i] + (grads[i] + d * params[i])
+        vi = momentum * velocity[i] + (grads[i] + d * (params[i] - anchor[i]))
         velocity[i] = vi
         params[i] = params[i] - lr * vi
 
 
 @njit(cache=True, error_model="numpy")
-def sgd_update(params, grads, velocity, lr, momentum, weight_decay, n_decay):
+def sgd_update(params, anchor, grads, velocity, lr, momentum, weight_decay, n_decay):
     """One SGD step with (heavy-ball) momentum: ``v = momentum v + g``, ``p -= lr v``.
 
-    ``g += weight_decay * p`` for the first ``n_decay`` entries (the weight matrices).
+    ``g += weight_decay * (p - anchor)`` for the first ``n_decay`` entries (the weight matrices).
     """
     t = params.dtype.type
-    _sgd_loop(params, grads, velocity, n_decay, t(weight_decay), t(0.0), t(lr), t(momentum))
+    _sgd_loop(params, anchor, grads, velocity, n_decay, t(weight_decay), t(0.0), t(lr), t(momentum))
 
 
 @njit(cache=True, error_model="numpy")
-def train_epoch(emb, triplets, order, batch_size, margin,
-                params, w0, w1, b1, w2, b2, grads, gw0, gw1, gb1, gw2, gb2, state1, state2,
+def train_epoch(emb, triplets, order, batch_size, loss_kind, loss_param,
+                params, anchor, w0, w1, b1, w2, b2, grads, gw0, gw1, gb1, gw2, gb2, state1, state2,
                 x, h, z, z_lin, y, norms, dy, dh,
                 optimizer, lr, beta1, beta2, eps, momentum, weight_decay, n_decay, step,
                 batch_losses):
@@ -266,15 +313,15 @@ def train_epoch(emb, triplets, order, batch_size, margin,
         b = stop - start
         r = 3 * b
         gather_rows(emb, triplets, order, start, stop, x)
-        loss = loss_and_grads(x[:r], b, margin, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
+        loss = loss_and_grads(x[:r], b, loss_kind, loss_param, w0, w1, b1, w2, b2, gw0, gw1, gb1, gw2, gb2,
                               h[:r], z[:r], z_lin[:r], y[:r], norms[:r], dy[:r], dh[:r])
         batch_losses[k] = loss
         if not math.isfinite(loss):
             return k, step
         step += 1
         if optimizer == ADAM:
-            adam_update(params, grads, state1, state2, lr, beta1, beta2, eps,
+            adam_update(params, anchor, grads, state1, state2, lr, beta1, beta2, eps,
                         weight_decay, n_decay, step)
         else:
-            sgd_update(params, grads, state1, lr, momentum, weight_decay, n_decay)
+            sgd_update(params, anchor, grads, state1, lr, momentum, weight_decay, n_decay)
     return n_batches, step

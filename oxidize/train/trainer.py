@@ -44,16 +44,19 @@ import numpy as np
 from oxidize import __version__
 from oxidize.atomic import write_json
 from oxidize.errors import TrainingError
-from oxidize.losses import TripletLoss
+from oxidize.losses import InBatchLoss, TripletLoss
 from oxidize.evaluate import HeldoutScorer
 from oxidize.projection import WEIGHT_KEYS, load_weights, project, write_weights
 from oxidize.train import blas
 from oxidize.train.inputs import _check_heldout, _check_positive_int, _fail, _validate
-from oxidize.train.start import DEFAULT_INIT, INITS, linear_init
+from oxidize.train.start import DEFAULT_INIT, INITS, choose_start, linear_init
 
 __all__ = ["TrainResult", "train_projection", "save_weights", "load_weights", "project",
            "loss_and_gradients", "linear_init", "INITS", "DEFAULT_INIT"]
 
+LOSSES = ("triplet", "in_batch")
+#: The in-batch loss's temperature (docs/benchmarks.md, "Quality", measured it).
+DEFAULT_TEMPERATURE = 0.05
 #: Epochs without a better held-out MRR@10 before training stops (``None``: never stop).
 DEFAULT_PATIENCE = 3
 #: The start maps in words, for the progress lines.
@@ -75,8 +78,9 @@ class TrainResult:
         losses: mean training loss of each epoch run (over its minibatches, before each update).
         seconds: wall-clock training time (not part of any fingerprint).
         config: everything that determined the weights (sizes, hyperparameters, loss, seed).
-        heldout_mrr: held-out MRR@10 after each epoch, index 0 = the initial weights (empty
-            when there was no held-out split).
+        heldout_mrr: validation MRR@10 after each epoch, index 0 = the start map (empty
+            when there was no validation split): what chose the epoch and the start.
+        test_mrr: test MRR@10 after each epoch (only with ``report``), for the record.
         chosen_epoch: the epoch whose weights were kept (0 = the initialisation).
         stopped_early: training stopped before ``epochs`` (patience ran out).
     """
@@ -88,6 +92,7 @@ class TrainResult:
     heldout_mrr: list[float] = field(default_factory=list)
     chosen_epoch: int | None = None
     stopped_early: bool = False
+    test_mrr: list[float] = field(default_factory=list)
 
 
 def init_weights(in_dim: int, hidden: int, out: int, rng: np.random.Generator,
@@ -138,7 +143,10 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
                      weight_decay: float = 0.0, label: str = "", progress: bool = True,
                      in_dim: int | None = None, init: str = DEFAULT_INIT,
                      heldout: np.ndarray | None = None,
-                     patience: int | None = DEFAULT_PATIENCE) -> TrainResult:
+                     patience: int | None = DEFAULT_PATIENCE,
+                     start_penalty: float = 0.0, loss: str = "triplet",
+                     temperature: float = DEFAULT_TEMPERATURE,
+                     report: np.ndarray | None = None) -> TrainResult:
     """Train the projection on ``triplets`` (rows of ``embeddings``) and return the result.
 
     Args:
@@ -147,18 +155,28 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
         hidden, out: layer sizes. epochs, batch_size: the schedule (the last minibatch of an
             epoch may be smaller).
         learning_rate, margin, seed: as in the recipe's ``training:`` block.
+        loss: ``"triplet"`` (:class:`~oxidize.losses.TripletLoss`, with ``margin``) or
+            ``"in_batch"`` (:class:`~oxidize.losses.InBatchLoss`, with ``temperature``).
         optimizer: ``"adam"`` (β1 0.9, β2 0.999, eps 1e-8, bias-corrected) or ``"sgd"``
             (with ``momentum``). weight_decay: L2 coefficient added to the gradient of the
             weight matrices (not the biases).
         label: the projection's name for messages (``"example:semantic"``).
         progress: print one loss line per epoch to stderr.
         in_dim: if given (the recipe's ``layers[0]``), the embeddings' dimension must match.
-        init: how the linear path starts, one of :data:`INITS` (see :func:`linear_init`).
+        init: how the linear path starts, one of :data:`INITS` (see :func:`linear_init`);
+            ``"auto"`` fits each candidate start (within, pca, and identity when
+            ``out == in``) and keeps the one that scores best on ``heldout`` (the
+            validation part), so no projection starts below what the data can show.
         heldout: optional int ``[m, 2]`` (query, relevant) pairs of held-out texts (rows of
             ``embeddings`` that no triplet uses). With it, the held-out MRR@10 is measured
             before training and after every epoch, and the best weights are returned.
         patience: with ``heldout``, stop after this many epochs without a better MRR@10
             (``None``: run every epoch, still return the best).
+        report: optional int ``[m, 2]`` pairs of the **test** part: scored after every
+            epoch for ``training.json`` and the picture only — never used for any choice.
+        start_penalty: an L2 penalty ``λ/2 ||W - W_start||²`` on the weight matrices'
+            distance from where training started (the start map, a zero ``w2``): training
+            then keeps what the start knows and adds only what the triplets insist on.
 
     Raises:
         TrainingError: bad inputs or hyperparameters, or a loss that became NaN/infinite.
@@ -178,12 +196,15 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
         ("margin", margin, lambda v: v >= 0, "a number >= 0"),
         ("momentum", momentum, lambda v: 0 <= v < 1, "a number in [0, 1)"),
         ("weight_decay", weight_decay, lambda v: v >= 0, "a number >= 0"),
+        ("start_penalty", start_penalty, lambda v: v >= 0, "a number >= 0"),
+        ("temperature", temperature, lambda v: v > 0, "a positive number"),
     ):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
                 or not math.isfinite(value) or not ok(value):
             raise _fail(label, f"{name} must be {want}, got {value!r}")
     emb, trips = _validate(embeddings, triplets, in_dim, label)
     held = _check_heldout(heldout, emb.shape[0], label)
+    test = _check_heldout(report, emb.shape[0], label)
 
     from oxidize.train import kernels  # numba: imported only when training
 
@@ -195,31 +216,34 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
         # BLAS's own, fixed count instead: same machine, same bytes.
         fixed = 0
     with blas.BlasThreads(fixed) as threads:
-        return _train(threads, emb, trips, held, kernels, hidden=hidden, out=out, epochs=epochs,
+        return _train(threads, emb, trips, held, test, kernels, hidden=hidden, out=out, epochs=epochs,
                       batch_size=batch_size, learning_rate=learning_rate, margin=margin,
                       seed=seed, optimizer=optimizer, momentum=momentum,
                       weight_decay=weight_decay, label=label, progress=progress, init=init,
-                      patience=patience)
+                      patience=patience, start_penalty=start_penalty, loss=loss,
+                      temperature=temperature)
 
 
-def _train(threads_ctl: blas.BlasThreads, emb, trips, held, kernels, *, hidden, out, epochs, batch_size, learning_rate,
+def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hidden, out, epochs, batch_size, learning_rate,
            margin, seed, optimizer, momentum, weight_decay, label, progress, init,
-           patience) -> TrainResult:
+           patience, start_penalty, loss, temperature) -> TrainResult:
     """The body of :func:`train_projection` on validated inputs."""
     in_features = emb.shape[1]
     n = trips.shape[0]
-    loss_fn = TripletLoss(margin)
+    loss_fn, loss_kind, loss_param = _loss(kernels, loss, margin, temperature)
     rng = np.random.default_rng(seed)
     params = _FlatParams({"w1": (hidden, in_features), "b1": (hidden,), "w2": (out, hidden),
                           "b2": (out,), "w0": (out, in_features)}, np.float32)
     for key, value in init_weights(in_features, hidden, out, rng).items():
         params.views[key][...] = value
-    try:
-        w0, b2 = linear_init(emb, trips, out, init)
-    except TrainingError as err:
-        raise _fail(label, str(err)) from None
-    params.views["w0"][...] = w0
-    params.views["b2"][...] = b2
+    scorer = HeldoutScorer(emb, held) if held is not None else None
+    if scorer is not None and not scorer.queries:
+        scorer = None
+    init, start_scores = choose_start(emb, trips, out, init, scorer, params.views, label)
+    # Decay toward the start: d1 p + d2 (p - s) = (d1 + d2) (p - d2 s / (d1 + d2)).
+    decay = float(weight_decay) + float(start_penalty)
+    anchor = (params.flat * np.float32(start_penalty / decay) if start_penalty > 0
+              else np.zeros_like(params.flat))
     grads = _FlatParams({k: v.shape for k, v in params.views.items()}, np.float32)
     state1 = np.zeros_like(params.flat)
     state2 = np.zeros_like(params.flat)
@@ -235,19 +259,18 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, kernels, *, hidden, 
     p, g = params.views, grads.views
     prefix = f"{label} " if label else ""
 
-    scorer = HeldoutScorer(emb, held) if held is not None else None
     heldout_mrr: list[float] = []
+    reporter = HeldoutScorer(emb, test) if test is not None and len(test) else None
+    test_mrr: list[float] = [reporter.mrr(p)] if reporter is not None else []
     best_flat, best_epoch, best_mrr = None, None, -math.inf
-    if scorer is not None and scorer.queries:
+    if scorer is not None:
         best_mrr = scorer.mrr(p)
         heldout_mrr.append(best_mrr)
         best_flat, best_epoch = params.flat.copy(), 0
         if progress:
             print(f"{prefix}train: epoch 0/{epochs} (the start map, {START_WORDS[init]}): "
-                  f"held-out mrr@10 {best_mrr:.4f}; the base embedding scores "
+                  f"validation mrr@10 {best_mrr:.4f}; the base embedding scores "
                   f"{scorer.base_mrr:.4f}", file=sys.stderr, flush=True)
-    else:
-        scorer = None
 
     losses: list[float] = []
     stopped_early = False
@@ -265,12 +288,12 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, kernels, *, hidden, 
             lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
             seg_start = time.perf_counter()
             seg_done, step = kernels.train_epoch(
-                emb, trips, order[lo:hi], batch_size, float(margin),
-                params.flat, p["w0"], p["w1"], p["b1"], p["w2"], p["b2"],
+                emb, trips, order[lo:hi], batch_size, loss_kind, loss_param,
+                params.flat, anchor, p["w0"], p["w1"], p["b1"], p["w2"], p["b2"],
                 grads.flat, g["w0"], g["w1"], g["b1"], g["w2"], g["b2"], state1, state2,
                 x, h, z, z_lin, y, norms, dy, dh,
                 opt_code, float(learning_rate), ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
-                float(momentum), float(weight_decay), params.n_decay, step,
+                float(momentum), decay, params.n_decay, step,
                 batch_losses[done:done + todo])
             threads_ctl.record(threads, hi - lo, time.perf_counter() - seg_start)
             done += seg_done
@@ -286,20 +309,22 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, kernels, *, hidden, 
                                f"weights are not finite; lower learning_rate (now {learning_rate})")
         losses.append(loss)
         line = f"{prefix}train: epoch {epoch}/{epochs} loss {loss:.4f}"
+        if reporter is not None:
+            test_mrr.append(reporter.mrr(p))
         if scorer is not None:
             mrr = scorer.mrr(p)
             heldout_mrr.append(mrr)
             if mrr > best_mrr:  # strictly better: ties keep the earlier (simpler) weights
                 best_mrr, best_epoch = mrr, epoch
                 best_flat[...] = params.flat
-            line += f" held-out mrr@10 {mrr:.4f}{' (best so far)' if best_epoch == epoch else ''}"
+            line += f" validation mrr@10 {mrr:.4f}{' (best so far)' if best_epoch == epoch else ''}"
         if progress:
             print(f"{line} ({time.perf_counter() - epoch_start:.1f}s)", file=sys.stderr, flush=True)
         if scorer is not None and patience is not None and epoch - best_epoch >= patience \
                 and epoch < epochs:
             stopped_early = True
             if progress:
-                print(f"{prefix}train: no better held-out mrr@10 for {patience} epochs; "
+                print(f"{prefix}train: no better validation mrr@10 for {patience} epochs; "
                       f"stopping, keeping epoch {best_epoch}", file=sys.stderr, flush=True)
             break
     seconds = time.perf_counter() - start
@@ -317,10 +342,12 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, kernels, *, hidden, 
         "seed": int(seed),
         "optimizer": optimizer,
         "weight_decay": float(weight_decay),
+        "start_penalty": float(start_penalty),
+        "start_scores": start_scores,
         "init": {"w0": init, "w1": "kaiming-uniform", "w2": "zeros", "biases": "zeros",
                  "b2": "-w0·mean" if init in ("pca", "within") else "zeros"},
         "patience": patience,
-        "selection": "best held-out mrr@10" if scorer is not None else "last epoch",
+        "selection": "best validation mrr@10" if scorer is not None else "last epoch",
         "loss": loss_fn.config_dict(),
         "n_triplets": int(n),
         "n_texts": int(emb.shape[0]),
@@ -331,12 +358,23 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, kernels, *, hidden, 
         config.update(momentum=float(momentum))
     weights = {k: np.ascontiguousarray(p[k]).copy() for k in WEIGHT_KEYS}
     return TrainResult(weights=weights, losses=losses, seconds=seconds, config=config,
-                       heldout_mrr=heldout_mrr, chosen_epoch=best_epoch if scorer else None,
+                       heldout_mrr=heldout_mrr, test_mrr=test_mrr,
+                       chosen_epoch=best_epoch if scorer else None,
                        stopped_early=stopped_early)
 
 
+def _loss(kernels, loss: str, margin: float, temperature: float):
+    """The loss object (for training.json) and its kernel code and parameter."""
+    if loss == "triplet":
+        return TripletLoss(margin), kernels.TRIPLET, float(margin)
+    if loss == "in_batch":
+        return InBatchLoss(temperature), kernels.IN_BATCH, 1.0 / float(temperature)
+    raise TrainingError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+
+
 def loss_and_gradients(weights: dict[str, np.ndarray], xa: np.ndarray, xp: np.ndarray,
-                       xn: np.ndarray, margin: float) -> tuple[float, dict[str, np.ndarray]]:
+                       xn: np.ndarray, margin: float, loss: str = "triplet",
+                       temperature: float = DEFAULT_TEMPERATURE) -> tuple[float, dict[str, np.ndarray]]:
     """The batch loss and its gradient w.r.t. ``w0, w1, b1, w2, b2``, via the training kernels.
 
     Runs in the weights' dtype (float64 for the finite-difference check in the tests).
@@ -351,10 +389,11 @@ def loss_and_gradients(weights: dict[str, np.ndarray], xa: np.ndarray, xp: np.nd
     hidden, out = w["w1"].shape[0], w["w2"].shape[0]
     _, h, z, z_lin, y, norms, dy, dh = _buffers(3 * b, x.shape[1], hidden, out, dtype)
     grads = {k: np.zeros_like(v) for k, v in w.items()}
-    loss = kernels.loss_and_grads(x, b, float(margin), w["w0"], w["w1"], w["b1"], w["w2"],
+    _, loss_kind, loss_param = _loss(kernels, loss, margin, temperature)
+    value = kernels.loss_and_grads(x, b, loss_kind, loss_param, w["w0"], w["w1"], w["b1"], w["w2"],
                                   w["b2"], grads["w0"], grads["w1"], grads["b1"], grads["w2"],
                                   grads["b2"], h, z, z_lin, y, norms, dy, dh)
-    return float(loss), grads
+    return float(value), grads
 
 
 def _with_w0(weights: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
@@ -379,6 +418,7 @@ def save_weights(path: Path | str, result: TrainResult) -> None:
     write_json(path.with_name("training.json"), {
         "losses": [float(v) for v in result.losses],
         "heldout_mrr": [float(v) for v in result.heldout_mrr],
+        "test_mrr": [float(v) for v in result.test_mrr],
         "chosen_epoch": result.chosen_epoch,
         "stopped_early": bool(result.stopped_early),
         "config": result.config,
