@@ -28,8 +28,11 @@ def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
     (``numpy.save`` adds ``.npy`` otherwise).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
+    except PermissionError:
+        raise unwritable(path.parent) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -39,10 +42,23 @@ def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
         # mkstemp creates the file 0600; give it the mode an ordinary open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except PermissionError as exc:  # a target made read-only (or immutable) since the folder was
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise unwritable(Path(exc.filename or path).parent if exc.filename else path.parent) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def unwritable(folder: Path):
+    """The error for an output folder this process may not write in (a BuildError)."""
+    from oxidize.errors import BuildError
+
+    return BuildError(f"cannot write in {folder}: permission denied; make it writable "
+                      f"(chmod u+w, or chattr -i where it was made immutable) or delete it, "
+                      f"then run `doit` again")
 
 
 def _umask() -> int:

@@ -274,12 +274,31 @@ def _event_types(value: Any, where: _Where) -> tuple[str, ...]:
 
 
 def physical_memory() -> int | None:
-    """Bytes of physical memory, or ``None`` where the OS does not say (no check then)."""
+    """Bytes this process may use: the machine's memory, lowered by an address-space or
+    data limit (``ulimit -v``/``-d``) and a cgroup's ``memory.max``; ``None`` where nothing
+    says (no check then)."""
+    limits = []
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
-        return None
-    return total if total > 0 else None
+        pass
+    try:
+        import resource
+
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+            soft = resource.getrlimit(which)[0]
+            if soft != resource.RLIM_INFINITY:
+                limits.append(soft)
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text.isdigit():
+            limits.append(int(text))
+    except OSError:
+        pass
+    limits = [n for n in limits if n > 0]
+    return min(limits) if limits else None
 
 
 def training_memory(in_dim: int, hidden: int, out_dim: int) -> int:
@@ -288,6 +307,32 @@ def training_memory(in_dim: int, hidden: int, out_dim: int) -> int:
     The copies are the weights, their gradients and Adam's two moment estimates.
     """
     return (in_dim * hidden + hidden + hidden * out_dim + out_dim) * 4 * 4
+
+
+def batch_memory(in_dim: int, hidden: int, out_dim: int, batch_size: int, in_batch: bool = False) -> int:
+    """Bytes of the trainer's work buffers for one minibatch (oxidize.train.trainer._buffers):
+    ``3 × batch`` stacked rows of the input, the hidden layer and its gradient, four
+    output-sized arrays and the norms, float32; with the in-batch loss also its
+    ``batch × 2·batch`` similarity matrix."""
+    rows = 3 * batch_size
+    return rows * (in_dim + 2 * hidden + 4 * out_dim + 1) * 4 + (2 * batch_size * batch_size * 4 if in_batch else 0)
+
+
+def _check_memory(projection: Projection, where: _Where) -> None:
+    """Refuse, before allocating anything, a projection whose training would not fit."""
+    in_dim, hidden, out_dim = projection.layers
+    in_dim = ESTIMATE_INPUT_DIM if in_dim is None else in_dim
+    have = physical_memory()
+    weights = training_memory(in_dim, hidden, out_dim)
+    buffers = batch_memory(in_dim, hidden, out_dim, projection.batch_size,
+                           in_batch=projection.training.loss == "in_batch")
+    if have is not None and weights + buffers > have:
+        raise RecipeError(where.path, f"{where.key}.batch_size",
+                          f"batch_size {projection.batch_size} with layers {list(projection.layers)} "
+                          f"would need about {(weights + buffers) / 2**30:.1f} GiB to train "
+                          f"({buffers / 2**30:.1f} GiB of minibatch buffers, {weights / 2**30:.1f} GiB "
+                          f"of weights, gradients and Adam moments), but this process may use "
+                          f"{have / 2**30:.1f} GiB; lower batch_size")
 
 
 def _layers(value: Any, where: _Where) -> tuple[int | None, int, int]:
@@ -332,6 +377,7 @@ def _projections(value: Any, where: _Where) -> dict[str, Projection]:
         values = _read_block({} if block is None else block, PROJECTION_KEYS, sub,
                              (TRAINING_KEYS, "training settings go under 'training:'"))
         projections[name] = Projection(name=name, **values)
+        _check_memory(projections[name], sub)
     return projections
 
 

@@ -33,7 +33,14 @@ def _parse_yaml(text: str, path: Path) -> Any:
     import yaml
 
     try:
+        size = _expanded_size(yaml.compose(text, Loader=yaml.SafeLoader))
+        if size > MAX_VALUES:
+            raise RecipeError(path, None, f"the recipe expands to {_count(size)} values through its "
+                                          f"YAML aliases (*name), more than the {MAX_VALUES:,} a recipe "
+                                          f"may hold; write the repeated parts out or use fewer aliases")
         data = yaml.safe_load(text)
+    except RecipeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - PyYAML's constructors also leak ValueError etc.
         raise RecipeError(path, None, _yaml_message(exc, text)) from None
     try:
@@ -43,6 +50,38 @@ def _parse_yaml(text: str, path: Path) -> Any:
     except (TypeError, ValueError, RecursionError):
         pass
     return data
+
+
+#: The most values (scalars, lists, mappings) a recipe may expand to. A real one has a few
+#: dozen; nine aliases nested nine wide ("billion laughs") expand to 9**9 and would take
+#: gigabytes when the parsed recipe is serialised for its cache.
+MAX_VALUES = 100_000
+
+
+def _expanded_size(node, memo: dict | None = None) -> int:
+    """How many values ``node`` stands for once every alias is expanded (each shared node
+    is counted once per use, but measured once: linear in the document's size)."""
+    import yaml
+
+    memo = {} if memo is None else memo
+    if node is None:
+        return 0
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_VALUES + 1  # a node that contains itself expands without end
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n < 10**12 else f"about 10^{len(str(n)) - 1}"
 
 
 def _yaml_message(exc: Exception, text: str) -> str:

@@ -40,7 +40,7 @@ def cache_key_inputs(root: Path, names: list[str] | None = None) -> dict:
     from oxidize.engine import lockfile
     from oxidize.embed import models
     from oxidize.engine.fingerprint import file_sha256
-    from oxidize.engine.tasks import eventlog_path, load_recipes
+    from oxidize.engine.tasks import _rel, eventlog_path, load_recipes
 
     recipes = load_recipes(root)
     known = {r.name for r in recipes}
@@ -54,10 +54,17 @@ def cache_key_inputs(root: Path, names: list[str] | None = None) -> dict:
         if names and recipe.name not in names:
             continue
         log = eventlog_path(recipe, root)
+        if not log.is_file():  # a key without the log's content would match any log
+            from oxidize.eventlog import check_eventlog_path
+
+            try:
+                check_eventlog_path(Path(_rel(log, root)))
+            except OxidizeError as err:
+                raise OxidizeError(f"recipe {recipe.name}: {err}") from None
         resolved = recipe.resolve_model()
         out["recipes"][recipe.name] = {
             "settings": lockfile.recipe_settings(recipe),
-            "eventlog_sha256": file_sha256(log) if log.is_file() else None,
+            "eventlog_sha256": file_sha256(log),
             "model_fingerprint": models.fingerprint(resolved),
         }
     return out

@@ -84,6 +84,31 @@ def target_unchanged(path: Path | str, stored: list | None) -> bool:
     return file_sha256(path) == sha
 
 
+def input_state(path: Path | str) -> list:
+    """``[device, inode, ctime_ns, size, mtime_ns, sha256]`` of an input file (the event log):
+    what a copy over it cannot keep (``cp -p`` and ``rsync -t`` keep size and mtime, but not
+    the inode's change time; a re-pointed symlink leads to another inode)."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns, file_sha256(path)]
+
+
+def input_unchanged(path: Path | str, stored: list | None) -> bool:
+    """True when ``path`` is the file recorded, or a file with the same content.
+
+    The same inode with the same change time is the common no-op case (no read); any other
+    file is compared by content, so a ``touch`` or an identical copy is no change.
+    """
+    if not stored or len(stored) != 6:
+        return True  # recorded by an older oxidize: doit's own file check decides
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if [st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size, st.st_mtime_ns] == stored[:5]:
+        return True
+    return st.st_size == stored[3] and file_sha256(path) == stored[5]
+
+
 class StageInputs:
     """doit ``uptodate`` checker for one stage: its recipe keys, oxidize's version, its outputs.
 
@@ -93,9 +118,11 @@ class StageInputs:
     a target modified by hand is rebuilt rather than trusted.
     """
 
-    def __init__(self, settings: dict[str, Any], targets: list[str] = ()):
+    def __init__(self, settings: dict[str, Any], targets: list[str] = (), inputs: list[str] = ()):
         self.settings = dict(settings)
         self.targets = list(targets)
+        #: input files also tracked by identity (:func:`input_state`): the event log
+        self.inputs = list(inputs)
         self.digest = digest(self.settings)
 
     def configure_task(self, task) -> None:
@@ -107,7 +134,9 @@ class StageInputs:
         from oxidize import __version__
 
         targets = {t: target_state(t) for t in self.targets if os.path.exists(t)}
-        return {VALUES_KEY: {"keys": self.settings, "version": __version__, "targets": targets}}
+        inputs = {i: input_state(i) for i in self.inputs if os.path.exists(i)}
+        return {VALUES_KEY: {"keys": self.settings, "version": __version__, "targets": targets,
+                             "inputs": inputs}}
 
     def __call__(self, task, values) -> bool:
         """True when keys, version and outputs are as last built (doit's uptodate protocol)."""
@@ -119,7 +148,10 @@ class StageInputs:
         if stored.get("version") != __version__:
             return False
         saved = stored.get("targets") or {}
-        return all(target_unchanged(t, saved.get(t)) for t in self.targets)
+        if not all(target_unchanged(t, saved.get(t)) for t in self.targets):
+            return False
+        inputs = stored.get("inputs") or {}
+        return all(input_unchanged(i, inputs.get(i)) for i in self.inputs)
 
     def __repr__(self) -> str:  # shown by `doit info`
         return f"StageInputs({self.settings!r})"

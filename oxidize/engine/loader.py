@@ -44,6 +44,9 @@ def task_oxidize():
         runs_tasks = buildlock.needs_lock(buildlock.current_command())
         if runs_tasks:
             buildlock.acquire(root)
+            from oxidize.engine import interrupt
+
+            interrupt.install()
         # A recipe whose event log is missing is reported before anything runs, but only
         # when the build would run its tasks: `doit a` still builds `a` beside a broken `b`.
         check = None

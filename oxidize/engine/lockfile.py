@@ -39,10 +39,8 @@ inside the functions.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,19 +105,14 @@ def recipe_hash(recipe) -> str:
 
 
 def eventlog_fingerprint(path: Path | str) -> dict[str, Any]:
-    """``{"events", "max_seq", "sha256"}`` of the event log at ``path`` (one snapshot)."""
+    """``{"events", "max_seq", "sha256"}`` of the event log at ``path`` (one snapshot), over
+    the rows as stored (:meth:`oxidize.eventlog.EventLog.digest`): a row no projection
+    reads, or one whose text the pairs step skips, never stops the lock step."""
     from oxidize.eventlog import open_eventlog
 
-    h = hashlib.sha256()
-    count = max_seq = 0
     with open_eventlog(path) as log:
-        for e in log.events():
-            row = [e.seq, e.event_type, e.timestamp, e.source_id, e.source_file, e.data]
-            h.update(json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii"))
-            h.update(b"\n")
-            count += 1
-            max_seq = max(max_seq, e.seq)
-    return {"events": count, "max_seq": max_seq, "sha256": h.hexdigest()}
+        count, max_seq, sha = log.digest()
+    return {"events": count, "max_seq": max_seq, "sha256": sha}
 
 
 def _sha256(path: Path) -> str | None:
@@ -157,8 +150,8 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     log = eventlog_path(recipe, root)
     try:
         lock["eventlog"] = eventlog_fingerprint(log)
-    except OxidizeError:
-        lock["eventlog"] = {"events": None, "max_seq": None, "sha256": None}
+    except OxidizeError as err:  # the real cause ("database is locked", a missing file…)
+        raise BuildError(f"{recipe.name}:lock: cannot read the event log: {err}") from None
     model: dict[str, Any] = {"name": recipe.embedding_model, "fingerprint": None}
     try:
         model_json = json.loads((root / Layout(recipe.name, "").model_json).read_text(encoding="utf-8"))
@@ -291,9 +284,8 @@ def build_lock(recipe_file: str, recipe_name: str, lock_file: str):
                              f"the new {lock_file}.")
         print(f"{recipe_name}:lock: build matches {lock_file}", flush=True)
         return None
-    except OxidizeError as err:
-        print(f"oxidize: {err}", file=sys.stderr)
-        return TaskFailed(str(err))
+    except OxidizeError as err:  # the reporter prints it, once
+        return TaskFailed(f"oxidize: {err}")
 
 
 def _check_complete(lock: dict[str, dict[str, Any]], recipe_name: str) -> None:
@@ -318,6 +310,9 @@ def _check_same_snapshot(lock: dict[str, dict[str, Any]], recipe, root: Path) ->
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a pair type that records no counts: nothing to compare
         if built != now:
+            # Not stuck: without its pairs.json the pairs task rebuilds on the next `doit`.
+            for other in sorted(recipe.projections):
+                (root / Layout(recipe.name, other).pairs_json).unlink(missing_ok=True)
             raise BuildError(f"{recipe.name}:lock: the event log changed during the build: "
                              f"{pairs_json} was built from {built[0]} events (last seq {built[1]}), "
                              f"the log now has {now[0]} (last seq {now[1]}); run `doit` again")

@@ -32,6 +32,15 @@ class NeverBuilt(Reason):
 
 
 @dataclass(frozen=True)
+class InputReplaced(Reason):
+    """An input file (the event log) is another file now, with other content, although its
+    size and modification time are the same (``cp -p``, ``rsync -t``, a re-pointed link)."""
+
+    kind: ClassVar[str] = "input_replaced"
+    path: str
+
+
+@dataclass(frozen=True)
 class LastBuildFailed(Reason):
     """The task's last run failed (recorded by :mod:`oxidize.engine.reporter`)."""
 
@@ -213,6 +222,9 @@ def render(reason: Reason) -> str:
     match reason:
         case NeverBuilt():
             return "never built"
+        case InputReplaced(path=path):
+            return (f"the event log {path} was replaced by a file with other content "
+                    f"(same size and modification time)")
         case LastBuildFailed(message=message):
             return f"last build failed: {message.splitlines()[0] if message else 'no message'}"
         case RecipeKeyChanged(key=key, old=None, new=new):

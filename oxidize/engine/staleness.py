@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oxidize.engine.fingerprint import VALUES_KEY, StageInputs, changed_keys, target_unchanged
+from oxidize.engine.fingerprint import (VALUES_KEY, StageInputs, changed_keys, input_unchanged,
+                                        target_unchanged)
 # The reasons and their wording (re-exported: ``staleness.render``, ``staleness.LockDiffers``…).
 from oxidize.engine.stale_reasons import (AlwaysRuns, CheckerChanged, EventLogChanged, InputChanged,  # noqa: F401
                                    InputMissing, InputsChanged, LockDiffers, LockMissing,
-                                   LastBuildFailed, ModelFileChanged, ModelMissing, NeverBuilt,
+                                   InputReplaced, LastBuildFailed, ModelFileChanged, ModelMissing, NeverBuilt,
                                    Reason,
                                    RecipeKeyChanged, TargetMissing, TargetModified, Unexplained,
                                    UpstreamRebuilt, VersionChanged, render, to_json)
@@ -247,6 +248,8 @@ class StaleChecker:
                     found.append(TargetMissing(target))
                 elif not target_unchanged(target, saved.get(target)):
                     found.append(TargetModified(target))
+            inputs = stored.get("inputs") or {}
+            found += [InputReplaced(i) for i in utd.inputs if not input_unchanged(i, inputs.get(i))]
             return found or [Unexplained()]
         if utd is False:
             return [self._unresolved_input(task)]

@@ -157,7 +157,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "actions": [(stages.build_pairs, (recipe_file, name, proj.name, _rel(log, root), str(out.dir)))],
                 "file_dep": [_rel(log, root)] if log_exists else [],
                 "targets": pairs_targets,
-                "uptodate": [StageInputs(recipe.pair_settings(proj.name), pairs_targets) if log_exists else False],
+                "uptodate": [StageInputs(recipe.pair_settings(proj.name), pairs_targets,
+                                         inputs=[_rel(log, root)]) if log_exists else False],
                 "verbosity": 2,
             }
             yield {

@@ -70,9 +70,11 @@ def collect_sessions(log: Any, event_types: tuple[str, ...], min_chars: int,
     session_ids: dict[str, int] = {}
     owner: list[int] = []
     add_owner = owner.append
+    no_text: list[int] = []
     for event in log.events(event_types):
         content = event.data.get("content")
         if not isinstance(content, str):
+            no_text.append(event.seq)
             continue
         content = content.strip()
         if len(content) <= min_chars or content in seen:
@@ -84,6 +86,14 @@ def collect_sessions(log: Any, event_types: tuple[str, ...], min_chars: int,
                 first_events.append((event.timestamp, event.seq))
         seen[content] = None
         add_owner(session)
+    if no_text:
+        import warnings
+
+        from oxidize.eventlog import EventLogWarning
+
+        first = ", ".join(map(str, no_text[:5])) + (", …" if len(no_text) > 5 else "")
+        warnings.warn(EventLogWarning(f"{log.path}: skipped {len(no_text):,} note(s) whose "
+                                      f"data.content is null or not a string: seq {first}"))
     return list(seen), owner, len(session_ids)
 
 

@@ -295,7 +295,13 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
                 opt_code, float(learning_rate), ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
                 float(momentum), decay, params.n_decay, step,
                 batch_losses[done:done + todo])
-            threads_ctl.record(threads, hi - lo, time.perf_counter() - seg_start)
+            seg_seconds = time.perf_counter() - seg_start
+            threads_ctl.record(threads, hi - lo, seg_seconds)
+            if progress and epoch == 1 and done == 0 and seg_done < n_batches:
+                per_epoch = seg_seconds * n / max(hi - lo, 1)
+                print(f"{prefix}train: about {_duration(per_epoch)} per epoch, so up to "
+                      f"{_duration(per_epoch * epochs)} for {epochs} epochs (estimated from the "
+                      f"first {hi - lo:,} triplets)", file=sys.stderr, flush=True)
             done += seg_done
             if seg_done < todo:
                 break
@@ -361,6 +367,14 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
                        heldout_mrr=heldout_mrr, test_mrr=test_mrr,
                        chosen_epoch=best_epoch if scorer else None,
                        stopped_early=stopped_early)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _loss(kernels, loss: str, margin: float, temperature: float):
