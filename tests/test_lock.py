@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 
 from project_factory import make_project
+
+from oxidize import __version__
+from oxidize.engine.stages import cache_key
+from oxidize.platform import platform_key
 from test_stale import executed, run
 
 LOCKS = ("recipes/a/oxidize.lock", "recipes/b.lock")
@@ -35,14 +39,15 @@ def test_two_clean_builds_give_the_same_lock_and_weights(tmp_path: Path):
     for weights in WEIGHTS:
         assert (one / weights).read_bytes() == (two / weights).read_bytes(), weights
     lock = (one / "recipes/a/oxidize.lock").read_text()
-    assert lock.splitlines()[3:6] == ["version = 1", 'recipe = "a"',
+    assert lock.splitlines()[3:7] == ["version = 2", f'oxidize_version = "{__version__}"', 'recipe = "a"',
                                      f'recipe_hash = "{_field(lock, "recipe_hash")}"']
+    outputs = f'[outputs."{platform_key()}"'
     sha = hashlib.sha256((one / "build/a/other/weights.safetensors").read_bytes()).hexdigest()
-    assert f'weights_sha256 = "{sha}"' in lock.split("[projections.other]")[1]
+    assert f'weights_sha256 = "{sha}"' in lock.split(f"{outputs}.other]")[1].split("\n\n")[0]
     assert "\n[eventlog]\nevents = 30\nmax_seq = 30\n" in lock
     assert "\n[projections.semantic]\n" in lock and "\ntriplets = 200\n" in lock
     loss = json.loads((one / "build/a/semantic/training.json").read_text())["losses"][-1]
-    assert f"final_loss = {loss!r}" in lock.split("[projections.semantic]")[1]
+    assert f"final_loss = {loss!r}" in lock.split(f"{outputs}.semantic]")[1].split("\n\n")[0]
     # Building again writes nothing; a locked build of the same inputs matches.
     assert executed(run(one)) == set()
     locked = run(one, env={"OXIDIZE_LOCKED": "1"})
@@ -68,11 +73,12 @@ def test_locked_mode_fails_naming_each_differing_field(tmp_path: Path):
     proc = run(root, env={"OXIDIZE_LOCKED": "1"}, expect=None)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert f'projections.other.weights_sha256: committed "{"0" * 64}" vs built "{built_sha}"' in out
+    field = f'outputs."{platform_key()}".other.weights_sha256'
+    assert f'{field}: committed "{"0" * 64}" vs built "{built_sha}"' in out
     assert "Traceback" not in out
     assert lock_file.read_text() == edited  # locked mode never writes the lock
     stale = run(root, "stale", "--locked", expect=1)
-    assert "recipes/a/oxidize.lock: projections.other.weights_sha256: committed" in stale.stdout
+    assert f"recipes/a/oxidize.lock: {field}: committed" in stale.stdout
     assert "recipes/b.lock" not in stale.stdout
     assert json.loads(run(root, "stale", "--locked", "--json", "b").stdout) == {"tasks": [], "lock": []}
 
@@ -85,7 +91,7 @@ def test_locked_mode_fails_naming_each_differing_field(tmp_path: Path):
     proc = run(root, env={"OXIDIZE_LOCKED": "1"}, expect=None)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    assert "recipe_hash: committed" in out and "projections.other.weights_sha256: committed" in out
+    assert "recipe_hash: committed" in out and f"{field}: committed" in out
     assert "projections.semantic" not in out  # the other projection did not change
     run(root)
     assert lock_file.read_text() != committed
@@ -105,7 +111,7 @@ def _check_cache_and_state(root: Path) -> None:
     try:
         assert cache.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         for recipe, projection in (("a", "semantic"), ("a", "other"), ("b", "semantic")):
-            model = json.loads((root / f"build/{recipe}/model.json").read_text())["fingerprint"]
+            model = cache_key(json.loads((root / f"build/{recipe}/model.json").read_text()))
             lines = (root / f"build/{recipe}/{projection}/texts.jsonl").read_text().splitlines()
             texts = [json.loads(line) for line in lines]
             missing = [t for t in texts if cache.execute(

@@ -58,20 +58,11 @@ class _Product(NamedTuple):
 
 
 def cpu_has_int8_dot() -> bool:
-    """Whether this CPU has int8 dot products with int32 sums (see the module docstring)."""
-    machine = platform.machine().lower()
-    if machine in ("aarch64", "arm64"):
-        return True
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                name, _, value = line.partition(":")
-                if name.strip() == "flags":
-                    flags = value.split()
-                    return "avx512_vnni" in flags or "avx_vnni" in flags
-    except OSError:
-        pass
-    return False
+    """Whether this CPU (after ``OXIDIZE_CPU_FEATURES``'s mask) has int8 dot products with
+    int32 sums (see the module docstring; :func:`oxidize.platform.int8_dot` decides)."""
+    from oxidize.platform import int8_dot
+
+    return int8_dot()
 
 
 def int8_matmul_model(model_file: Path | str):

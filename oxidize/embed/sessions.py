@@ -24,6 +24,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from oxidize.platform import platform_key
+
 #: Version of the optimised-graph cache layout (part of every entry's key).
 GRAPH_FORMAT = 2
 #: Optimised graphs kept in a ``graph_cache_dir``; the least recently used beyond are removed.
@@ -82,7 +84,7 @@ def graph_key(model_fp: str) -> str:
     """The cache key of a model's optimised graph: what the saved graph is a function of."""
     digest = hashlib.sha256(
         f"oxidize-optimised-graph-v{GRAPH_FORMAT}\nmodel {model_fp}\nonnxruntime {ort.__version__}\n"
-        f"level all\ncpu {_cpu_identity()}\n".encode("utf-8", "surrogatepass"))
+        f"level all\ncpu {_cpu_identity()}\nplatform {platform_key()}\n".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:32]
 
 
@@ -127,7 +129,7 @@ def _publish_graph(tmp: Path, entry: Path, model_fp: str, int8_matmuls: int) -> 
     sees the whole entry or none). A concurrent build that published first wins."""
     try:
         meta = {"key": entry.name, "format": GRAPH_FORMAT, "model_fingerprint": model_fp,
-                "onnxruntime": ort.__version__, "cpu": _cpu_identity(), "int8_matmuls": int8_matmuls,
+                "onnxruntime": ort.__version__, "cpu": _cpu_identity(), "platform": platform_key(), "int8_matmuls": int8_matmuls,
                 "files": _graph_files(tmp)}
         with open(tmp / _GRAPH_META, "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)

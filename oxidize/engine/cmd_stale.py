@@ -77,6 +77,7 @@ class Stale(DoitCmdBase):
         if pos_args and not chosen:
             raise InvalidCommand(f"no task matches {' '.join(pos_args)!r}; see `{self.bin_name} list --all`")
         root = Path.cwd()
+        self.notes: list[str] = []
         try:
             checker = staleness.StaleChecker(self.dep_manager, tasks, root)
             entries = checker.entries(chosen)
@@ -99,6 +100,7 @@ class Stale(DoitCmdBase):
         """``--locked``: compare each chosen recipe's build outputs with its lock file."""
         from oxidize.engine import lockfile
         from oxidize.engine.staleness import LockDiffers, LockMissing
+        from oxidize.engine.lock_text import flatten, parse_lock
         from oxidize.engine.tasks import _rel, load_recipes
 
         recipes = {n.split(":", 1)[0] for n in chosen}
@@ -111,9 +113,12 @@ class Stale(DoitCmdBase):
             if not path.is_file():
                 reasons.append(LockMissing(shown))
                 continue
-            built = lockfile.render_lock(lockfile.compute_lock(recipe, root))
-            for field, old, new in lockfile.compare(path.read_text(encoding="utf-8"), built, shown):
-                reasons.append(LockDiffers(shown, field, old, new))
+            built = flatten(lockfile.compute_lock(recipe, root))
+            committed = parse_lock(path.read_text(encoding="utf-8"), shown)
+            diffs, note = lockfile.check(committed, built, strict=lockfile.strict())
+            reasons += [LockDiffers(shown, field, old, new) for field, old, new in diffs]
+            if note:
+                self.notes.append(f"{shown}: {note}")
         return reasons
 
     def _print_json(self, shown, lock_reasons, locked) -> None:
@@ -145,3 +150,5 @@ class Stale(DoitCmdBase):
                     out.write(f"    {render(reason)}\n")
             else:
                 out.write("the build matches the lock\n")
+            for note in self.notes:
+                out.write(f"{note}\n")

@@ -11,25 +11,17 @@ weights, and CI can prove that a build reproduces what was committed
 ``build/<recipe>/oxidize.lock``, but ``build/`` is git-ignored and a lock is only worth
 something committed (docs/ci.md says more).
 
-**What** (format ``version = 1``), every value a content digest or a count:
-
-* ``recipe``, ``recipe_hash`` — sha256 of the recipe's *settings* after defaults (the
-  dicts each stage is checked against), not of the file's bytes: a comment or a default
-  written out does not change it;
-* ``[eventlog]`` — ``events``, ``max_seq``, and ``sha256`` over the canonical rows in
-  ``seq`` order (``seq, event_type, timestamp, source_id, source_file, data`` as JSON with
-  sorted keys): the same events give the same digest in SQLite or JSONL, vacuumed or not;
-* ``[model]`` — ``name`` and ``fingerprint`` (from ``model.json``);
-* ``[projections.<P>]`` — ``triplets`` (count) and the sha256 of ``triplets.npy``,
-  ``embeddings.npy`` and ``weights.safetensors``, ``final_loss`` (``repr`` of the last
-  epoch's loss) and the ``oxidize_version`` that trained it.
-
-**How it stays diff-friendly.** Sections and keys sorted (``version`` first), one
-``key = value`` per line, TOML syntax; no timestamps, no absolute paths, no durations.
+**What** (format ``version = 2``): the inputs — ``recipe_hash`` (the settings after
+defaults), ``[eventlog]`` (a digest of the canonical rows), ``[model]``, each projection's
+triplets, the oxidize version — and, per platform key (:mod:`oxidize.platform`), the outputs:
+``[outputs."<platform>".<P>]`` with the sha256 of the embeddings and weights, the last loss and
+the test MRR@10 of the projection and the base. docs/ci.md has the example and the why.
 
 **Locked mode.** With ``OXIDIZE_LOCKED`` set (to anything but ``""``/``0``), the lock task
-compares instead of writing, on every run, and fails naming each differing field
-(committed vs built). :func:`compare` is shared with ``doit stale --locked``.
+compares instead of writing, on every run (:func:`check`, shared with ``doit stale
+--locked``): inputs exactly; outputs byte for byte where the lock has this platform, else by
+test MRR@10 within :data:`METRIC_TOLERANCE` (``OXIDIZE_LOCKED=strict``: fail). Writing keeps
+the other platforms' entries while the inputs are unchanged (:func:`merge`).
 
 Light on purpose (``hashlib``, ``json``): the task graph names :func:`build_lock`, so this
 module is imported whenever doit loads tasks; the event log and the recipe are read only
@@ -44,23 +36,30 @@ import os
 from pathlib import Path
 from typing import Any
 
+from oxidize.engine.lock_text import compare, flatten, parse_lock, render_flat, section_key
 from oxidize.errors import BuildError, OxidizeError
 
-#: The lock file format written by this module.
-LOCK_VERSION = 1
+#: The lock file format written by this module (2: outputs under the platform key).
+LOCK_VERSION = 2
+#: A new platform passes locked mode when each projection's test MRR@10 is within this of
+#: every recorded platform's. Measured on patina-dev.db, int8 kernels against float32
+#: (``OXIDIZE_CPU_FEATURES=-vnni``): docs/ci.md has the figures.
+METRIC_TOLERANCE = 0.02
+#: Output fields a complete build may lack (no test queries: no metrics).
+OPTIONAL = frozenset({"test_mrr", "base_mrr"})
+#: ``OXIDIZE_LOCKED=strict``: a platform the lock does not have fails instead.
+STRICT = "strict"
 #: Environment variable switching the lock task from "write" to "compare".
 LOCKED_ENV = "OXIDIZE_LOCKED"
-
-_HEADER = """\
-# oxidize.lock: what recipe {name!r} was built from and what the build produced.
-# Written by `doit` (task {name}:lock). Commit it; CI checks builds against it with
-# `OXIDIZE_LOCKED=1 doit` or `doit stale --locked`. Do not edit by hand.
-"""
-
 
 def locked() -> bool:
     """True when ``$OXIDIZE_LOCKED`` asks for locked mode."""
     return os.environ.get(LOCKED_ENV, "").strip() not in ("", "0")
+
+
+def strict() -> bool:
+    """True when ``$OXIDIZE_LOCKED=strict``: every platform must be in the lock, byte-exact."""
+    return os.environ.get(LOCKED_ENV, "").strip().lower() == STRICT
 
 
 class LockedModeCheck:
@@ -136,6 +135,15 @@ def _npy_rows(path: Path) -> int | None:
         return None
 
 
+def _metrics(path: Path) -> dict[str, float]:
+    """The test MRR@10 of the projection and the base (metrics.json), rounded for the lock."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        return {k: round(float(metrics[k]["mrr@10"]), 6) for k in ("projection", "base") if metrics.get(k)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     """The lock of ``recipe`` from the current build outputs under ``root``.
 
@@ -159,90 +167,31 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     except (OSError, ValueError, AttributeError):
         pass
     lock["model"] = model
+    from oxidize import __version__
+    from oxidize.platform import platform_key
+
+    lock[""]["oxidize_version"] = __version__
+    platform = platform_key()
     for proj_name in sorted(recipe.projections):
         out = Layout(recipe.name, proj_name)
         try:
             training = json.loads((root / out.training_json).read_text(encoding="utf-8"))
             final_loss = repr(float(training["losses"][-1]))
-            version = training.get("oxidize_version")
         except (OSError, ValueError, KeyError, IndexError, TypeError):
-            final_loss = version = None
-        lock[f"projections.{proj_name}"] = {
+            final_loss = None
+        metrics = _metrics(root / out.metrics)
+        lock[section_key("projections", proj_name)] = {
             "triplets": _npy_rows(root / out.triplets),
             "triplets_sha256": _sha256(root / out.triplets),
+        }
+        lock[section_key("outputs", platform, proj_name)] = {
             "embeddings_sha256": _sha256(root / out.embeddings),
             "weights_sha256": _sha256(root / out.weights),
             "final_loss": final_loss,
-            "oxidize_version": version,
+            "test_mrr": metrics.get("projection"),
+            "base_mrr": metrics.get("base"),
         }
     return lock
-
-
-# --------------------------------------------------------------------------- text form
-
-
-def _toml_value(key: str, value: Any) -> str:
-    if key == "final_loss":
-        # The repr of the float, written as a TOML float (nan/inf are TOML too).
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(str(value), ensure_ascii=True)
-
-
-def _section_key(name: str) -> str:
-    """A TOML table header: ``projections."my.proj"`` when the name needs quoting."""
-    head, _, rest = name.partition(".")
-    if not rest:
-        return head
-    bare = all(ch.isalnum() or ch in "-_" for ch in rest)
-    return f"{head}.{rest if bare else json.dumps(rest)}"
-
-
-def render_lock(lock: dict[str, dict[str, Any]]) -> str:
-    """The lock as text: header comment, ``version`` first, then sorted keys and sections."""
-    top = lock[""]
-    lines = [_HEADER.format(name=top["recipe"]).rstrip("\n"), f"version = {top['version']}"]
-    lines += [f"{k} = {_toml_value(k, v)}" for k, v in sorted(top.items()) if k != "version" and v is not None]
-    for section in sorted(s for s in lock if s):
-        lines += ["", f"[{_section_key(section)}]"]
-        lines += [f"{k} = {_toml_value(k, v)}" for k, v in sorted(lock[section].items()) if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def parse_lock(text: str, path: Path | str = "oxidize.lock") -> dict[str, str]:
-    """A lock file as ``{"section.key": raw value text}`` (``key`` alone at the top level).
-
-    Only the subset :func:`render_lock` writes is read: comments, ``[section]`` headers and
-    ``key = value`` lines. Values are compared as text, which is exact for digests and for
-    the ``repr`` of a float.
-
-    Raises:
-        BuildError: a line is none of these (names the file and line).
-    """
-    flat: dict[str, str] = {}
-    section = ""
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip().replace('"', "")
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise BuildError(f"{path}: line {lineno}: expected `key = value` or `[section]`, found {line!r}; "
-                             "delete the file and run `doit` to write it again")
-        flat[f"{section}.{key.strip()}" if section else key.strip()] = value.strip()
-    return flat
-
-
-def compare(committed: str, built: str, path: Path | str) -> list[tuple[str, str | None, str | None]]:
-    """``(field, committed, built)`` for every field that differs, sorted by field."""
-    old, new = parse_lock(committed, path), parse_lock(built, path)
-    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 # --------------------------------------------------------------------------- the task action
@@ -264,34 +213,94 @@ def build_lock(recipe_file: str, recipe_name: str, lock_file: str):
         lock = compute_lock(recipe, Path.cwd())
         _check_complete(lock, recipe_name)
         _check_same_snapshot(lock, recipe, Path.cwd())
-        text = render_lock(lock)
+        built = flatten(lock)
         path = Path(lock_file)
+        committed = parse_lock(path.read_text(encoding="utf-8"), path) if path.is_file() else None
         if not locked():
+            text = render_flat(merge(committed, built), recipe_name)
             if not path.is_file() or path.read_text(encoding="utf-8") != text:
                 write_text(path, text)
             print(f"{recipe_name}:lock: {lock_file} written", flush=True)
             return None
-        if not path.is_file():
+        if committed is None:
             raise BuildError(f"{lock_file}: no committed lock file, and {LOCKED_ENV} is set; run `doit` "
                              f"without {LOCKED_ENV} and commit {lock_file}")
-        diffs = compare(path.read_text(encoding="utf-8"), text, path)
+        diffs, note = check(committed, built, strict=strict())
         if diffs:
             lines = "\n".join(f"  {field}: committed {old or '(absent)'} vs built {new or '(absent)'}"
                               for field, old, new in diffs)
             raise BuildError(f"{lock_file}: this build does not match the committed lock "
-                             f"({len(diffs)} field{'s' if len(diffs) != 1 else ''} differ):\n{lines}\n"
+                             f"({len(diffs)} field{'s differ' if len(diffs) != 1 else ' differs'}):\n{lines}\n"
                              f"If the change is intended, run `doit` without {LOCKED_ENV} and commit "
                              f"the new {lock_file}.")
-        print(f"{recipe_name}:lock: build matches {lock_file}", flush=True)
+        print(f"{recipe_name}:lock: {note or f'build matches {lock_file}'}", flush=True)
         return None
     except OxidizeError as err:  # the reporter prints it, once
         return TaskFailed(f"oxidize: {err}")
 
 
+def _platform_of(key: str) -> str | None:
+    """The platform of an ``outputs."<platform>".<projection>.<field>`` key, else ``None``."""
+    if not key.startswith('outputs."'):
+        return None
+    end = key.find('"', len('outputs."'))
+    return key[len('outputs."'):end] if end > 0 else None
+
+
+def merge(committed: dict[str, str] | None, built: dict[str, str]) -> dict[str, str]:
+    """The lock to write: the built one, plus the committed lock's entries of other platforms
+    when every input is unchanged (an input change resets them: they were built from
+    something else)."""
+    if committed is None:
+        return built
+    inputs = lambda flat: {k: v for k, v in flat.items() if _platform_of(k) is None}  # noqa: E731
+    if inputs(committed) != inputs(built):
+        return built
+    mine = {_platform_of(k) for k in built} - {None}
+    kept = {k: v for k, v in committed.items() if _platform_of(k) not in (None, *mine)}
+    return {**kept, **built}
+
+
+def check(committed: dict[str, str], built: dict[str, str], strict: bool = False):
+    """Locked mode: ``(differences, note)``. Inputs must match exactly; outputs byte-exact
+    where the lock has this platform; where it has not, each projection's test MRR@10 must be
+    within :data:`METRIC_TOLERANCE` of every recorded platform's (``strict``: fail instead),
+    and ``note`` says so in one line."""
+    diffs = compare({k: v for k, v in committed.items() if _platform_of(k) is None},
+                    {k: v for k, v in built.items() if _platform_of(k) is None})
+    mine = next(iter({_platform_of(k) for k in built} - {None}), None)
+    recorded = sorted({_platform_of(k) for k in committed} - {None})
+    if mine in recorded:  # this platform's outputs too: a reviewer sees what moved
+        return diffs + compare({k: v for k, v in committed.items() if _platform_of(k) == mine},
+                               {k: v for k, v in built.items() if _platform_of(k) == mine}), None
+    if diffs:
+        return diffs, None
+    if strict or not recorded:
+        why = "OXIDIZE_LOCKED=strict" if strict else "the lock records no platform"
+        return [("outputs", ", ".join(recorded) or "(none)", f"{mine} ({why})")], None
+    prefix = f'outputs.{section_key(mine)}.'
+    found, failures = [], []
+    for key, value in sorted(built.items()):
+        if not (key.startswith(prefix) and key.endswith(".test_mrr")):
+            continue
+        projection = key[len(prefix):-len(".test_mrr")]
+        for platform in recorded:
+            other = committed.get(f'outputs.{section_key(platform)}.{projection}.test_mrr')
+            if other is None:
+                failures.append((key, "(absent)", value))
+            elif abs(float(value) - float(other)) > METRIC_TOLERANCE:
+                failures.append((key, f"{other} on {platform}", f"{value} (tolerance {METRIC_TOLERANCE})"))
+            else:
+                found.append(f"{projection} {float(value):.3f} vs {float(other):.3f}")
+    note = (f"platform {mine} is new to the lock: test mrr@10 within {METRIC_TOLERANCE} of "
+            f"{', '.join(recorded)} ({'; '.join(found)}); outputs not compared byte for byte")
+    return failures, None if failures else note
+
+
 def _check_complete(lock: dict[str, dict[str, Any]], recipe_name: str) -> None:
     """A lock is written only from a complete build (its task depends on every output)."""
     missing = [f"{section}.{key}" for section, values in lock.items() for key, value in values.items()
-               if value is None]
+               if value is None and key not in OPTIONAL]
     if missing:
         raise BuildError(f"{recipe_name}:lock: cannot lock an incomplete build; missing "
                          f"{', '.join(sorted(missing))}; run `doit {recipe_name}`")

@@ -122,7 +122,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
     start = time.perf_counter()
     # A custom model's dimension is known only once its ONNX graph is loaded.
     dim = record.get("dim") or encoder_factory().dim
-    with EmbeddingCache(Path(cache_file), record["fingerprint"], int(dim)) as cache:
+    with EmbeddingCache(Path(cache_file), cache_key(record), int(dim)) as cache:
         # Streamed from the cache into the file: the matrix is never held in memory.
         stats = embed_to_file(texts, cache, encoder_factory, out / "embeddings.npy",
                               progress_label=f"{label} embed")
@@ -139,6 +139,14 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
     })
     _say(label, f"embedded {stats.embedded:,} texts, {stats.cached:,} from the cache "
                 f"({stats.total:,} in the table, {seconds:.2f}s)")
+
+
+def cache_key(record: dict) -> str:
+    """The embedding cache's key of a model: its fingerprint and the platform key (the
+    arithmetic: a vector made with int8 kernels never stands in for a float32 one)."""
+    from oxidize.platform import platform_key
+
+    return f"{record['fingerprint']}@{platform_key()}"
 
 
 def _encoder_factory(resolved, cache_file: str, model_fp: str):
@@ -184,7 +192,7 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
     weights = load_weights(out / "weights.safetensors")
     dim = int(weights["w1"].shape[1])
     factory = _encoder_factory(recipe.resolve_model(), cache_file, record["fingerprint"])
-    with EmbeddingCache(Path(cache_file), record["fingerprint"], dim) as cache:
+    with EmbeddingCache(Path(cache_file), cache_key(record), dim) as cache:
         base, stats = embed_with_cache([item.text for item in items], cache, factory,
                                        progress_label=f"{label} index")
     projected = project(weights, base)

@@ -135,6 +135,9 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
         }
         log = eventlog_path(recipe, root)
         log_exists = log.is_file()
+        from oxidize.platform import platform_key
+
+        platform = platform_key()
         if not log_exists and (check_inputs is True
                                or (isinstance(check_inputs, set) and name in check_inputs)):
             from oxidize.eventlog import check_eventlog_path
@@ -169,7 +172,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                                                        model_json, CACHE_FILE))],
                 "file_dep": [str(out.texts), model_json],
                 "targets": embed_targets,
-                "uptodate": [StageInputs(recipe.model_settings(), embed_targets)],
+                # The platform key (the CPU arithmetic, oxidize/platform.py) decides the bits.
+                "uptodate": [StageInputs({**recipe.model_settings(), "platform": platform}, embed_targets)],
                 "verbosity": 2,
             }
             yield {
@@ -225,7 +229,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
         for proj in recipe.projections.values():
             out = Layout(name, proj.name)
             lock_deps += [str(out.pairs_json), str(out.triplets), str(out.embeddings),
-                          str(out.weights), str(out.training_json)]
+                          str(out.weights), str(out.training_json), str(out.metrics)]
         yield {
             "basename": name,
             "name": "lock",

@@ -29,6 +29,8 @@ No numpy here: doit imports task modules when it merely lists tasks.
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +106,11 @@ class EventLog:
         """Release the file; further reads are an error. Closing twice is harmless."""
 
     def digest(self) -> tuple[int, int, str]:
-        """``(rows, max_seq, sha256)`` over every row as stored, nothing decoded: a row no
-        pair type reads (or one this reader skips) never stops the lock step."""
+        """``(rows, max_seq, sha256)`` over every row in ``seq`` order, each as canonical
+        JSON (``[seq, event_type, timestamp, source_id, source_file, data]``, sorted keys,
+        ASCII): the same events give the same digest in SQLite or JSONL, vacuumed or not. A
+        row whose ``data`` is not a JSON object, or not clean text, is hashed as stored, so
+        a row no pair type reads (or one this reader skips) never stops the lock step."""
         raise NotImplementedError
 
     #: Rows skipped because their text is not clean Unicode: seq → why (see :func:`_skip`).
@@ -169,3 +174,14 @@ def open_eventlog(path: Path | str) -> EventLog:
     from oxidize.eventlog.sqlite import SqliteEventLog
 
     return SqliteEventLog(path)
+
+
+def canonical_row(seq: Any, event_type: Any, timestamp: Any, source_id: Any, source_file: Any,
+                  data: Any) -> bytes:
+    """One row of :meth:`EventLog.digest`, with its newline."""
+    row = [seq, event_type, timestamp, source_id, source_file, data]
+    try:
+        text = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    except (TypeError, ValueError):
+        text = repr(row)
+    return text.encode("ascii", "backslashreplace") + b"\n"

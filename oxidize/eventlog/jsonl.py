@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from oxidize.errors import EventLogError
-from oxidize.eventlog import EVENTLOG_COLUMNS, Event, EventLog, EventLogStats
+from oxidize.eventlog import EVENTLOG_COLUMNS, Event, EventLog, EventLogStats, canonical_row
 from oxidize.eventlog.rows import LONE_SURROGATE, _unclean
 
 
@@ -35,6 +35,7 @@ class JsonlEventLog(EventLog):
         except OSError as err:
             raise EventLogError(f"cannot read event log {path}: {err}") from None
         events: list[Event] = []
+        held_back: list[Event] = []
         line_of_seq: dict[int, int] = {}
         # split("\n"), not splitlines(): U+2028 and friends may appear inside JSON strings.
         for lineno, line in enumerate(text.split("\n"), start=1):
@@ -43,6 +44,7 @@ class JsonlEventLog(EventLog):
             event = self._parse_line(lineno, line)
             if _unclean(line):
                 self.skipped[event.seq] = LONE_SURROGATE
+                held_back.append(event)
                 continue
             if event.seq in line_of_seq:
                 raise EventLogError(f"{path}: line {lineno}: seq={event.seq} already used on line "
@@ -51,7 +53,7 @@ class JsonlEventLog(EventLog):
             events.append(event)
         events.sort(key=lambda e: e.seq)
         self._events: list[Event] | None = events
-        self._text = text
+        self._held_back = held_back  # rows skipped as not clean Unicode: still in the digest
 
     def _parse_line(self, lineno: int, line: str) -> Event | None:
         where = f"{self.path}: line {lineno}"
@@ -99,9 +101,8 @@ class JsonlEventLog(EventLog):
     def digest(self) -> tuple[int, int, str]:
         import hashlib
 
-        events = self._all()
-        return (len(events) + len(self.skipped), max([e.seq for e in events] + list(self.skipped) + [0]),
-                hashlib.sha256(self._text.encode("utf-8", "surrogatepass")).hexdigest())
-
-    def close(self) -> None:
-        self._events = None
+        events = sorted([*self._all(), *self._held_back], key=lambda e: e.seq)
+        h = hashlib.sha256()
+        for e in events:
+            h.update(canonical_row(e.seq, e.event_type, e.timestamp, e.source_id, e.source_file, e.data))
+        return len(events), max([e.seq for e in events] + [0]), h.hexdigest()

@@ -9,7 +9,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from oxidize.errors import EventLogError
-from oxidize.eventlog import CO_CHANGES_COLUMNS, EVENTLOG_COLUMNS, Event, EventLog, EventLogStats
+from oxidize.eventlog import (CO_CHANGES_COLUMNS, EVENTLOG_COLUMNS, Event, EventLog, EventLogStats,
+                              canonical_row)
 from oxidize.eventlog.rows import (LONE_SURROGATE, NOT_UTF8, _check_columns_of_row, _decode_data,
                                    _sql_value, _unclean)
 
@@ -168,13 +169,12 @@ class SqliteEventLog(EventLog):
         import hashlib
 
         conn = self._db()
-        conn.text_factory = bytes  # as stored: invalid UTF-8 is hashed, not a failure
+        conn.text_factory = bytes  # as stored: text that is not UTF-8 is hashed, not a failure
         try:
             h, count, max_seq = hashlib.sha256(), 0, 0
             for row in conn.execute("SELECT seq, event_type, timestamp, source_id, source_file, "
                                     "data FROM eventlog ORDER BY seq"):
-                h.update(repr(row).encode("ascii", "backslashreplace"))
-                h.update(b"\n")
+                h.update(canonical_row(*_as_stored(row)))
                 count += 1
                 if type(row[0]) is int:
                     max_seq = max(max_seq, row[0])
@@ -202,3 +202,24 @@ class SqliteEventLog(EventLog):
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()  # ends the read transaction (a read-only one has nothing to commit)
+
+
+def _as_stored(row: tuple) -> list:
+    """A row read with ``text_factory = bytes`` as :func:`canonical_row` takes it: text
+    decoded where it is UTF-8, ``data`` as its JSON object where it is one."""
+    out = []
+    for value in row:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        out.append(value)
+    if isinstance(out[5], str):
+        try:
+            data = json.loads(out[5])
+            if isinstance(data, dict):
+                out[5] = data
+        except ValueError:
+            pass
+    return out
