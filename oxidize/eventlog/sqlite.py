@@ -184,6 +184,17 @@ class SqliteEventLog(EventLog):
             conn.text_factory = str
         return count, max_seq, h.hexdigest()
 
+    def table(self, name: str) -> list[dict] | None:
+        if not self._db().execute("SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND "
+                                  "name = ?", (name,)).fetchone():
+            return None
+        try:
+            cursor = self._db().execute(f'SELECT * FROM "{name}" ORDER BY rowid')
+        except sqlite3.OperationalError:  # a view has no rowid
+            cursor = self._db().execute(f'SELECT * FROM "{name}"')
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row)) for row in cursor]
+
     def co_changes(self) -> list[tuple[str, str, int]] | None:
         if not self._has_co_changes:
             return None

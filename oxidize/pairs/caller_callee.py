@@ -59,7 +59,8 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 _SHAPE = ('code.call events with data {"caller": "mod::fn", "callee": "mod::other"} '
           '(optionally "caller_text"/"callee_text", and code.function events with '
-          '"name", "signature", "doc", "file"); see oxidize/pairs/caller_callee.py')
+          '"name", "signature", "doc", "file"), patina\'s code.call {"caller", "callee", "file"} '
+          'with code.function {"file", "name", …}, or patina\'s call_graph table; see docs/patina.md')
 
 
 def _str(data: dict, key: str) -> str | None:
@@ -79,66 +80,55 @@ def describe_function(name: str, signature: str | None = None, doc: str | None =
     return "\n".join(lines)
 
 
+def function_text(fn) -> str:
+    """The text embedded for a :class:`oxidize.pairs.code_graph.Function`."""
+    if fn.signature or fn.doc or fn.file:
+        return describe_function(fn.name, fn.signature, fn.doc, fn.file)
+    return fn.call_text or describe_function(fn.name)
+
+
 def generate(log: Any, training: Any, label: str = "") -> PairSet:
     """Build the ``caller_callee`` pair set of one projection (see the module docstring).
 
     Raises:
-        EventLogError: the log has no ``code.call`` events, or none usable.
+        EventLogError: the log has no calls (events or ``call_graph`` table), or none usable.
     """
     import numpy as np
 
+    from oxidize.pairs.code_graph import read_call_graph
     from oxidize.pairs.graph import graph_pairset
 
-    order: dict[str, None] = {}            # functions in first appearance in calls
-    first_seen: dict[str, tuple[str, int]] = {}
-    call_text: dict[str, str] = {}
-    function_info: dict[str, tuple[str | None, str | None, str | None]] = {}
-    edges: set[tuple[str, str]] = set()
-    n_calls = 0
-    for event in log.events((CALL_EVENT, FUNCTION_EVENT)):
-        data = event.data
-        if event.event_type == FUNCTION_EVENT:
-            name = _str(data, "name")
-            if name is not None:
-                first_seen.setdefault(name, (event.timestamp, event.seq))
-                function_info.setdefault(name, (_str(data, "signature"), _str(data, "doc"), _str(data, "file")))
-            continue
-        n_calls += 1
-        caller, callee = _str(data, "caller"), _str(data, "callee")
-        if caller is None or callee is None or caller == callee:
-            continue
-        for name, key in ((caller, "caller_text"), (callee, "callee_text")):
-            order.setdefault(name, None)
-            first_seen.setdefault(name, (event.timestamp, event.seq))
-            text = _str(data, key)
-            if text is not None:
-                call_text.setdefault(name, text)
-        edges.add((caller, callee) if caller < callee else (callee, caller))
-    if n_calls == 0:
+    graph = read_call_graph(log)
+    if graph.calls == 0:
         raise EventLogError(f"{log.path} has no {CALL_EVENT} events; caller_callee needs {_SHAPE}")
-    if not edges:
-        raise EventLogError(f"{log.path}: none of its {n_calls:,} {CALL_EVENT} events has string "
-                            f"\"caller\" and \"callee\" fields naming two different functions; "
+    if not graph.edges:
+        why = (f" ({graph.unresolved:,} callees resolve to no single definition, e.g. "
+               f"{', '.join(graph.unresolved_examples)})" if graph.unresolved else "")
+        rows = f"{CALL_EVENT} events" if graph.source == "code events" else "call_graph rows"
+        raise EventLogError(f"{log.path}: none of its {graph.calls:,} {rows} has string "
+                            f"\"caller\" and \"callee\" fields naming two different functions{why}; "
                             f"caller_callee needs {_SHAPE}")
-
-    # Function → node (text id); identical texts share a node, dated by its first function.
+    # Functions that take part in a call, in first appearance; equal texts share a node.
     texts: dict[str, int] = {}
     node_of: dict[str, int] = {}
-    first_events: list[tuple[str, int]] = []
-    for name in order:
-        if name in function_info:
-            text = describe_function(name, *function_info[name])
-        else:
-            text = call_text.get(name) or describe_function(name)
-        node = texts.setdefault(text, len(texts))
+    first_events: list = []
+    for fid in graph.order:
+        fn = graph.functions[fid]
+        node = texts.setdefault(function_text(fn), len(texts))
         if node == len(first_events):
-            first_events.append(first_seen[name])
-        else:
-            first_events[node] = min(first_events[node], first_seen[name], key=lambda fe: fe[1])
-        node_of[name] = node
-    positive = np.array(sorted((node_of[a], node_of[b]) for a, b in edges), dtype=np.int64).reshape(-1, 2)
+            first_events.append(fn.first)
+        elif fn.first is not None and (first_events[node] is None or fn.first[1] < first_events[node][1]):
+            first_events[node] = fn.first
+        node_of[fid] = node
+    positive = np.array(sorted((node_of[a], node_of[b]) for a, b in graph.edges), dtype=np.int64).reshape(-1, 2)
+    if graph.unresolved:
+        print(f"{label + ': ' if label else ''}{PAIR_TYPE}: {graph.unresolved:,} of {graph.calls:,} calls "
+              f"name a callee defined nowhere or in several other files (e.g. "
+              f"{', '.join(graph.unresolved_examples)}): left out, not merged", flush=True)
     return graph_pairset(
         log, training, label, pair_type=PAIR_TYPE, noun="functions", texts=list(texts),
         positive=positive, related=positive, first_events=first_events,
-        summary={"functions": len(texts), "call_edges": len(edges)},
-        detail=f" ({len(edges):,} call edges)")
+        summary={"functions": len(texts), "call_edges": len(graph.edges), "calls": graph.calls,
+                 "callees_resolved_elsewhere": graph.resolved_elsewhere,
+                 "callees_unresolved": graph.unresolved, "source": graph.source},
+        detail=f" ({len(graph.edges):,} call edges)")
