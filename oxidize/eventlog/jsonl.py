@@ -106,3 +106,6 @@ class JsonlEventLog(EventLog):
         for e in events:
             h.update(canonical_row(e.seq, e.event_type, e.timestamp, e.source_id, e.source_file, e.data))
         return len(events), max([e.seq for e in events] + [0]), h.hexdigest()
+
+    def close(self) -> None:
+        self._events = None
