@@ -91,7 +91,7 @@ class ProjectionSearch:
 
 def open_search(name: str, root: Path | str = ".") -> ProjectionSearch:
     """The :class:`ProjectionSearch` of ``RECIPE:PROJECTION`` in the project at ``root``."""
-    from oxidize.engine.layout import Layout
+    from oxidize.engine.layout import Layout, build_dir
     from oxidize.engine.tasks import load_recipes
 
     root = Path(root)
@@ -99,6 +99,7 @@ def open_search(name: str, root: Path | str = ".") -> ProjectionSearch:
     for recipe in load_recipes(root):
         if recipe.name == recipe_name:
             recipe.projection(projection)  # a clear error naming the projections
-            return ProjectionSearch(recipe, projection, root / Layout(recipe_name, projection).dir,
-                                    cache_dir=root / "build/.cache")
+            base = build_dir(root)
+            return ProjectionSearch(recipe, projection, root / Layout(recipe_name, projection, base).dir,
+                                    cache_dir=root / base / ".cache")
     raise SearchError(f"no recipe {recipe_name!r} in {root}")

@@ -100,7 +100,9 @@ def acquire(root: Path | str, stream: TextIO | None = None) -> Path | None:
     """
     if fcntl is None:  # pragma: no cover
         return None
-    path = Path(os.path.abspath(Path(root) / LOCK_FILE))
+    from oxidize.engine.layout import in_build
+
+    path = Path(os.path.abspath(Path(root) / in_build(LOCK_FILE, root)))
     if str(path) in _held:
         return path
     stream = stream if stream is not None else sys.stderr

@@ -73,13 +73,13 @@ class Query(DoitCmdBase):
             raise InvalidCommand(f"oxidize: query: -k must be at least 1, got {k}")
         if base and compare:
             raise InvalidCommand("oxidize: query: --base and --compare exclude each other")
-        from oxidize.engine.layout import Layout
+        from oxidize.engine.layout import Layout, build_dir
         from oxidize.engine.tasks import load_recipes
 
         root = Path.cwd()
         try:
             recipe, proj = _choose(load_recipes(root), projection)
-            out = Layout(recipe.name, proj.name)
+            out = Layout(recipe.name, proj.name, build_dir(root))
             warning = self._stale_warning(f"{recipe.name}:{proj.name}.index")
             if not (root / out.index_table).is_file():
                 raise OxidizeError(f"{recipe.name}:{proj.name} has no search index yet; build it "

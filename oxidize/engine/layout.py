@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 #: Where build outputs go, relative to the project root.
 BUILD_DIR = "build"
+#: Where a patina checkout keeps oxidize's build folder: under patina's git-ignored
+#: ``.patina/local/`` instead of a new untracked ``build/`` at the root.
+PATINA_BUILD_DIR = ".patina/local/oxidize"
 #: The last failure message of each task (written by oxidize.engine.reporter).
 FAILURES_FILE = "build/.failures.json"
 #: The embedding cache shared by every recipe of the project.
@@ -31,20 +34,33 @@ RECIPE_FILES = frozenset({"model.json"})
 PATINA_EVENTLOGS = (".patina/data/patina.db", ".patina/local/data/patina.db")
 
 
+def build_dir(root: Path | str = ".") -> str:
+    """The project's build folder, relative to its root: ``build``, or in a patina checkout
+    (a ``.patina/`` folder at the root) :data:`PATINA_BUILD_DIR`."""
+    return PATINA_BUILD_DIR if (Path(root) / ".patina").is_dir() else BUILD_DIR
+
+
+def in_build(path: str, root: Path | str = ".") -> str:
+    """One of the ``build/…`` paths above (:data:`CACHE_FILE`…) in the project's build folder."""
+    return build_dir(root) + path[len(BUILD_DIR):]
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Paths of one projection's outputs, all relative to the project root."""
+    """Paths of one projection's outputs, all relative to the project root (``base`` is the
+    project's :func:`build_dir`)."""
 
     recipe: str
     projection: str
+    base: str = BUILD_DIR
 
     @property
     def dir(self) -> Path:
-        return Path(BUILD_DIR) / self.recipe / self.projection
+        return Path(self.base) / self.recipe / self.projection
 
     @property
     def model_json(self) -> Path:
-        return Path(BUILD_DIR) / self.recipe / "model.json"
+        return Path(self.base) / self.recipe / "model.json"
 
     texts = property(lambda self: self.dir / "texts.jsonl")
     triplets = property(lambda self: self.dir / "triplets.npy")

@@ -25,8 +25,16 @@ from oxidize.errors import OxidizeError
 
 #: doit settings every oxidize project uses: state under build/, in SQLite (see
 #: oxidize/engine/state.py: safe when two doit processes touch it).
+def _state_file() -> str:
+    """doit's state in the project's build folder (``.patina/local/oxidize/`` in a patina
+    checkout: oxidize/engine/layout.py); a dodo.py imports this in the project root."""
+    from oxidize.engine.layout import build_dir
+
+    return f"{build_dir()}/.doit.db"
+
+
 DOIT_CONFIG = {
-    "dep_file": "build/.doit.db",
+    "dep_file": _state_file(),
     "backend": "oxidize",
     "reporter": "oxidize",
 }
@@ -64,7 +72,7 @@ class OxidizeLoader(TaskLoader2):
         self.root = Path.cwd()
 
     def load_doit_config(self):
-        return dict(DOIT_CONFIG)
+        return {**DOIT_CONFIG, "dep_file": _state_file()}
 
     def load_tasks(self, cmd, pos_args):
         return generate_tasks("oxidize", task_oxidize(), task_oxidize.__doc__)

@@ -150,7 +150,7 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     Returns ``{section: {key: value}}`` with section ``""`` for the top level. A value that
     cannot be known (an output not built yet) is ``None`` and is left out of the file.
     """
-    from oxidize.engine.layout import Layout, eventlog_path
+    from oxidize.engine.layout import Layout, build_dir, eventlog_path
 
     root = Path(root)
     lock: dict[str, dict[str, Any]] = {
@@ -162,7 +162,7 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
         raise BuildError(f"{recipe.name}:lock: cannot read the event log: {err}") from None
     model: dict[str, Any] = {"name": recipe.embedding_model, "fingerprint": None}
     try:
-        model_json = json.loads((root / Layout(recipe.name, "").model_json).read_text(encoding="utf-8"))
+        model_json = json.loads((root / Layout(recipe.name, "", build_dir(root)).model_json).read_text(encoding="utf-8"))
         model["fingerprint"] = model_json.get("fingerprint")
     except (OSError, ValueError, AttributeError):
         pass
@@ -173,7 +173,7 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     lock[""]["oxidize_version"] = __version__
     platform = platform_key()
     for proj_name in sorted(recipe.projections):
-        out = Layout(recipe.name, proj_name)
+        out = Layout(recipe.name, proj_name, build_dir(root))
         try:
             training = json.loads((root / out.training_json).read_text(encoding="utf-8"))
             final_loss = repr(float(training["losses"][-1]))
@@ -308,11 +308,11 @@ def _check_complete(lock: dict[str, dict[str, Any]], recipe_name: str) -> None:
 
 def _check_same_snapshot(lock: dict[str, dict[str, Any]], recipe, root: Path) -> None:
     """The log read now must be the one the pairs were built from (patina may append meanwhile)."""
-    from oxidize.engine.layout import Layout
+    from oxidize.engine.layout import Layout, build_dir
 
     now = (lock["eventlog"]["events"], lock["eventlog"]["max_seq"])
     for proj_name in sorted(recipe.projections):
-        pairs_json = root / Layout(recipe.name, proj_name).pairs_json
+        pairs_json = root / Layout(recipe.name, proj_name, build_dir(root)).pairs_json
         try:
             stats = json.loads(pairs_json.read_text(encoding="utf-8"))
             built = (int(stats["event_count"]), int(stats["max_seq"]))
@@ -321,7 +321,7 @@ def _check_same_snapshot(lock: dict[str, dict[str, Any]], recipe, root: Path) ->
         if built != now:
             # Not stuck: without its pairs.json the pairs task rebuilds on the next `doit`.
             for other in sorted(recipe.projections):
-                (root / Layout(recipe.name, other).pairs_json).unlink(missing_ok=True)
+                (root / Layout(recipe.name, other, build_dir(root)).pairs_json).unlink(missing_ok=True)
             raise BuildError(f"{recipe.name}:lock: the event log changed during the build: "
                              f"{pairs_json} was built from {built[0]} events (last seq {built[1]}), "
                              f"the log now has {now[0]} (last seq {now[1]}); run `doit` again")

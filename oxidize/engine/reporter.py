@@ -16,7 +16,7 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 from doit.reporter import ConsoleReporter
 
-from oxidize.engine.layout import FAILURES_FILE
+from oxidize.engine.layout import FAILURES_FILE, in_build
 
 #: The longest failure message kept per task (the first line is what ``stale`` shows).
 _KEEP_CHARS = 500
@@ -36,7 +36,7 @@ def describe_task(name: str) -> str:
 def read_failures(root: Path | str = ".") -> dict[str, str]:
     """The recorded last failure message of each task (empty when there is none)."""
     try:
-        data = json.loads((Path(root) / FAILURES_FILE).read_text(encoding="utf-8"))
+        data = json.loads((Path(root) / in_build(FAILURES_FILE, root)).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
@@ -85,7 +85,7 @@ class OxidizeReporter(ConsoleReporter):
     def _save(self) -> None:
         from oxidize.atomic import write_text
 
-        path = Path(FAILURES_FILE)
+        path = Path(in_build(FAILURES_FILE))
         try:
             if self._recorded:
                 path.parent.mkdir(parents=True, exist_ok=True)

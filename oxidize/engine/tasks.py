@@ -19,7 +19,7 @@ from pathlib import Path
 
 from oxidize.errors import BuildError, OxidizeError, RecipeError
 from oxidize.engine.fingerprint import StageInputs
-from oxidize.engine.layout import (BUILD_DIR, CACHE_FILE, RECIPE_CACHE, RECIPE_CACHE_ENTRIES,
+from oxidize.engine.layout import (CACHE_FILE, RECIPE_CACHE, RECIPE_CACHE_ENTRIES, build_dir, in_build,
                                    RECIPE_FILES, Layout, _rel, eventlog_path)
 from oxidize.recipe import Recipe, load_recipe
 
@@ -62,7 +62,7 @@ def load_recipes(root: Path) -> list[Recipe]:
 
     from oxidize import recipe as recipe_module
 
-    cache = Path(root) / RECIPE_CACHE
+    cache = Path(root) / in_build(RECIPE_CACHE, root)
     try:
         stored = json.loads(cache.read_text(encoding="utf-8"))
         if not isinstance(stored, dict):  # damaged: only a cache, start it afresh
@@ -94,6 +94,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
     from oxidize.engine import stages  # light at import; heavy libraries load inside the actions
 
     root = Path(root)
+    base, cache_file = build_dir(root), in_build(CACHE_FILE, root)
     recipes = load_recipes(root)
     if not recipes:
         raise BuildError(f"no oxidize recipe found in {os.path.abspath(root)}: expected "
@@ -122,7 +123,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                                   f"layers[0] is {proj.layers[0]} but model '{recipe.embedding_model}' "
                                   f"gives {model_dim}-dimensional embeddings; set it to {model_dim} "
                                   "or null (take it from the model)")
-        model_json = str(Path(BUILD_DIR) / name / "model.json")
+        model_json = str(Layout(name, "", base).model_json)
         yield {
             "basename": name,
             "name": "model",
@@ -147,7 +148,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
             except OxidizeError as err:
                 raise BuildError(f"recipe {name} ({recipe_file}): {err}") from None
         for proj in recipe.projections.values():
-            out = Layout(name, proj.name)
+            out = Layout(name, proj.name, base)
             label = f"{name}:{proj.name}"
             pairs_targets = [str(out.texts), str(out.triplets), str(out.heldout), str(out.validation),
                              str(out.groups), str(out.related), str(out.pairs_json)]
@@ -169,7 +170,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "name": f"{proj.name}.embed",
                 "doc": f"embeddings of {label}'s texts with {recipe.embedding_model}",
                 "actions": [(stages.build_embeddings, (recipe_file, name, proj.name, str(out.dir),
-                                                       model_json, CACHE_FILE))],
+                                                       model_json, cache_file))],
                 "file_dep": [str(out.texts), model_json],
                 "targets": embed_targets,
                 # The platform key (the CPU arithmetic, oxidize/platform.py) decides the bits.
@@ -207,7 +208,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "doc": f"search index of {label}: every {proj.training.pair_type} item of the log, "
                        f"projected (`doit query -p {label}`)",
                 "actions": [(stages.build_index, (recipe_file, name, proj.name, _rel(log, root),
-                                                  str(out.dir), model_json, CACHE_FILE))],
+                                                  str(out.dir), model_json, cache_file))],
                 "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights)],
                 "targets": index_targets,
                 "uptodate": [StageInputs(recipe.projection(proj.name).index_settings(), index_targets)
@@ -227,7 +228,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
         lock_file = _rel(lockfile.lock_path(recipe.path), root)
         lock_deps = [model_json] + ([_rel(log, root)] if log_exists else [])
         for proj in recipe.projections.values():
-            out = Layout(name, proj.name)
+            out = Layout(name, proj.name, base)
             lock_deps += [str(out.pairs_json), str(out.triplets), str(out.embeddings),
                           str(out.weights), str(out.training_json), str(out.metrics)]
         yield {
