@@ -39,7 +39,7 @@ BASE_FILE = "base.usearch"
 TABLE_FILE = "index.sqlite"
 #: HNSW graph settings (chosen in benchmarks/bench_query.py: recall@10 against exact search).
 CONNECTIVITY = 16
-EXPANSION_ADD = 64
+EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
 #: Up to this many items a search is exact (brute force over the stored vectors).
 EXACT_MAX = 100_000
