@@ -222,7 +222,7 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
     embeddings = np.load(out / "embeddings.npy", mmap_mode="r", allow_pickle=False)
     triplets = read_triplets(out / "triplets.npy")
     # Epochs and the start map are chosen on the validation part; the test part
-    # (heldout.npy) is looked at only by the eval step.
+    # (heldout.npy) is only recorded per epoch (training.json, the picture), never chosen on.
     validation = read_heldout(out / "validation.npy")
     test = read_heldout(out / "heldout.npy")
     if len(validation) == 0 and len(test):
