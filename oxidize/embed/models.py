@@ -257,8 +257,8 @@ def _check_dir(directory: Path, name: str, origin: str) -> None:
     missing += [] if (directory / TOKENIZER_FILE).is_file() else [TOKENIZER_FILE]
     if missing:
         raise ModelError(f"model directory {directory} for '{name}' ({origin}) has no "
-                         f"{' and no '.join(missing)}; it must hold {MODEL_FILE} (or "
-                         f"{MODEL_FILES[1]}) and {TOKENIZER_FILE}")
+                         f"{' and no '.join(missing)}; it must hold {MODEL_FILE} and {TOKENIZER_FILE} "
+                         f"(patina's {MODEL_FILES[1]} stands in for {MODEL_FILE})")
 
 
 def _graph_file(directory: Path) -> Path | None:
