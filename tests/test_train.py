@@ -391,7 +391,7 @@ def test_kernel_stops_at_first_non_finite_loss():
     params.flat[:] = rng.normal(size=params.flat.size)
     p, g = params.views, grads.views
     losses = np.zeros(4)
-    done, step = kernels.train_epoch(emb, trip, order, bs, kernels.TRIPLET, 0.2, params.flat, np.zeros_like(params.flat), p["w0"], p["w1"],
+    done, step = kernels.train_epoch(emb, trip, order, bs, kernels.TRIPLET, 0.2, params.flat, np.zeros(0, np.float32), p["w0"], p["w1"],
                                      p["b1"], p["w2"], p["b2"], grads.flat, g["w0"], g["w1"],
                                      g["b1"], g["w2"], g["b2"], np.zeros_like(params.flat),
                                      np.zeros_like(params.flat), *_buffers(3 * bs, 4, hidden, out,

@@ -235,10 +235,25 @@ def loss_and_grads(x, b, loss_kind, loss_param, w0, w1, b1, w2, b2, gw0, gw1, gb
 
 
 @njit(cache=True, error_model="numpy")
-def _adam_loop(params, anchor, grads, m, v, n_decay, decay, zero, beta1, one_minus_beta1, beta2,
+def _adam_loop(params, grads, m, v, n_decay, decay, zero, beta1, one_minus_beta1, beta2,
                one_minus_beta2, step_size, inv_sqrt_bc2, eps):
     # One loop from 0 over every entry (the decay chosen per entry): numba then knows no
     # index is negative, and LLVM vectorises it (a loop over lo..hi stayed scalar, 8× slower).
+    for i in range(params.shape[0]):
+        d = decay if i < n_decay else zero
+        g = grads[i] + d * params[i]
+        mi = beta1 * m[i] + one_minus_beta1 * g
+        vi = beta2 * v[i] + one_minus_beta2 * g * g
+        m[i] = mi
+        v[i] = vi
+        params[i] = params[i] - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def _adam_loop_anchored(params, anchor, grads, m, v, n_decay, decay, zero, beta1, one_minus_beta1,
+                        beta2, one_minus_beta2, step_size, inv_sqrt_bc2, eps):
+    # The same step with decay toward ``anchor``: a separate loop, so that training without a
+    # start penalty does not read one more parameter-sized vector per step (~12 % at batch 32).
     for i in range(params.shape[0]):
         d = decay if i < n_decay else zero
         g = grads[i] + d * (params[i] - anchor[i])
@@ -254,7 +269,7 @@ def adam_update(params, anchor, grads, m, v, lr, beta1, beta2, eps, weight_decay
     """One Adam step with bias correction, on flat vectors; ``step`` counts from 1.
 
     ``g += weight_decay * (p - anchor)`` for the first ``n_decay`` entries (the weight
-    matrices; ``anchor`` is zero for plain weight decay, the scaled start for a penalty on
+    matrices; ``anchor`` is empty for plain weight decay, the scaled start for a penalty on
     the distance from the start map — see :func:`oxidize.train.trainer.train_projection`);
     ``m = β1 m + (1-β1) g``; ``v = β2 v + (1-β2) g²``;
     ``p -= (lr / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + eps)`` (as PyTorch arranges it).
@@ -265,15 +280,22 @@ def adam_update(params, anchor, grads, m, v, lr, beta1, beta2, eps, weight_decay
     t = params.dtype.type
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
-    _adam_loop(params, anchor, grads, m, v, n_decay, t(weight_decay), t(0.0), t(beta1), t(1.0 - beta1),
-               t(beta2), t(1.0 - beta2), t(lr / bc1), t(1.0 / math.sqrt(bc2)), t(eps))
+    if anchor.shape[0] == 0:
+        _adam_loop(params, grads, m, v, n_decay, t(weight_decay), t(0.0), t(beta1), t(1.0 - beta1),
+                   t(beta2), t(1.0 - beta2), t(lr / bc1), t(1.0 / math.sqrt(bc2)), t(eps))
+    else:
+        _adam_loop_anchored(params, anchor, grads, m, v, n_decay, t(weight_decay), t(0.0), t(beta1),
+                            t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(lr / bc1),
+                            t(1.0 / math.sqrt(bc2)), t(eps))
 
 
 @njit(cache=True, error_model="numpy")
 def _sgd_loop(params, anchor, grads, velocity, n_decay, decay, zero, lr, momentum):
+    anchored = anchor.shape[0] > 0
     for i in range(params.shape[0]):
         d = decay if i < n_decay else zero
-        vi = momentum * velocity[i] + (grads[i] + d * (params[i] - anchor[i]))
+        a = anchor[i] if anchored else zero
+        vi = momentum * velocity[i] + (grads[i] + d * (params[i] - a))
         velocity[i] = vi
         params[i] = params[i] - lr * vi
 

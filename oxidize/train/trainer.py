@@ -243,7 +243,7 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     # Decay toward the start: d1 p + d2 (p - s) = (d1 + d2) (p - d2 s / (d1 + d2)).
     decay = float(weight_decay) + float(start_penalty)
     anchor = (params.flat * np.float32(start_penalty / decay) if start_penalty > 0
-              else np.zeros_like(params.flat))
+              else np.zeros(0, params.flat.dtype))  # empty: plain decay, no extra read
     grads = _FlatParams({k: v.shape for k, v in params.views.items()}, np.float32)
     state1 = np.zeros_like(params.flat)
     state2 = np.zeros_like(params.flat)
