@@ -91,9 +91,18 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             db.close()
 
 
-def _new_index(ndim: int):
+def _usearch_index_class():
+    """USearch's ``Index``, imported after onnxruntime: with usearch 2.26 and onnxruntime 1.32,
+    importing usearch first makes the later ``import onnxruntime`` crash the process
+    (segmentation fault), and a search process needs both (the query's embedding)."""
+    import onnxruntime  # noqa: F401 - the order matters, see above
     from usearch.index import Index
 
+    return Index
+
+
+def _new_index(ndim: int):
+    Index = _usearch_index_class()
     return Index(ndim=ndim, metric="cos", dtype="f32", connectivity=CONNECTIVITY,
                  expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
 
@@ -131,8 +140,7 @@ class Searcher:
         except (sqlite3.Error, ValueError) as exc:
             raise SearchError(f"{table}: not a readable index table ({exc}); delete it and run "
                               f"`doit`") from None
-        from usearch.index import Index
-
+        Index = _usearch_index_class()
         try:
             self.index = Index.restore(str(path), view=True)
         except Exception as exc:  # usearch raises RuntimeError/ValueError for damaged files

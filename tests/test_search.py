@@ -268,3 +268,13 @@ def test_a_query_during_a_rebuild_reads_the_old_or_the_new_index(tmp_path: Path)
         out, err = writer.communicate(timeout=120)
     assert writer.returncode == 0 and out.strip() == "done", err
     assert searched > 0 and mixed == 0
+
+
+def test_a_search_held_open_can_embed_after_opening_its_index(built: Path):
+    """The order a Python user takes (open the index, then query) must not crash: importing
+    usearch before onnxruntime crashes the process (oxidize.index imports them in order)."""
+    code = ("from oxidize.search import open_search; import sys; s = open_search('a:semantic', sys.argv[1]); "
+            "s.searcher(); print(len(s.query('parser token grammar', k=3)))")
+    proc = subprocess.run([sys.executable, "-c", code, str(built)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "3"
