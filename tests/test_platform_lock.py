@@ -18,8 +18,8 @@ from oxidize.engine import lockfile
 
 
 def run(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = {**os.environ, **(env or {})}
-    full.pop("OXIDIZE_LOCKED", None) if "OXIDIZE_LOCKED" not in (env or {}) else None
+    # locked mode only when the case asks for it, whatever the calling shell has set
+    full = {k: v for k, v in os.environ.items() if k != "OXIDIZE_LOCKED"} | (env or {})
     return subprocess.run([sys.executable, "-m", "doit", *args], cwd=root, env=full,
                           capture_output=True, text=True, timeout=300)
 
