@@ -198,3 +198,26 @@ def test_switching_int8_off_rebuilds_model_and_embeddings_only(tmp_path):
     assert not any(name.endswith(".pairs") for name in ran)
     if THIS_CPU_HAS_INT8_DOT:  # (elsewhere both settings run the float32 graph)
         assert (root / "build/a/semantic/embeddings.npy").read_bytes() != embeddings
+
+
+def test_a_model_quantised_by_its_author_runs_one_text_at_a_time(tmp_path):
+    """patina's model_quantized.onnx is onnxruntime's quantize_dynamic output: its activations'
+    int8 range spans the run, so batched vectors would depend on their neighbours."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from oxidize.embed.int8 import dynamic_quantized_ops
+
+    directory = make_tiny_model(tmp_path / "m", dim=16)
+    onnx.save(make_onnx(dim=16, dense=True), str(tmp_path / "dense.onnx"))
+    quantize_dynamic(str(tmp_path / "dense.onnx"), str(directory / "model.onnx"),
+                     weight_type=QuantType.QInt8)
+    assert dynamic_quantized_ops(directory / "model.onnx") >= 1
+    assert dynamic_quantized_ops(tmp_path / "dense.onnx") == 0
+    texts = TEXTS + ["the the the the cache cache model model embedding vector recipe red blue green"]
+    for int8 in (True, False):  # the author's quantisation does not depend on oxidize's setting
+        enc = Encoder(_model(directory, int8=int8), batch_size=4)
+        assert enc.rows_per_run == 1
+        np.testing.assert_array_equal(enc.encode(texts), np.stack([enc.encode([t])[0] for t in texts]))
+    cached = Encoder(_model(directory), graph_cache_dir=tmp_path / "g", model_fp="fp")
+    again = Encoder(_model(directory), graph_cache_dir=tmp_path / "g", model_fp="fp")
+    assert again.graph_source == "cached" and again.rows_per_run == 1 == cached.rows_per_run

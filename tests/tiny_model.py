@@ -48,7 +48,8 @@ def make_tokenizer() -> Tokenizer:
 
 
 def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
-              pooled_output: bool = False, int8_weights: bool = False) -> onnx.ModelProto:
+              pooled_output: bool = False, int8_weights: bool = False,
+              dense: bool = False) -> onnx.ModelProto:
     """The tiny graph. ``pooled_output=True`` gives a rank-2 output (a broken model for tests).
 
     ``int8_weights=True`` ends it with a ``[dim, dim]`` matrix product whose weights are
@@ -102,6 +103,11 @@ def make_onnx(dim: int = 8, with_token_type_ids: bool = True, seed: int = 0,
                   helper.make_node("MatMul", [last, "W"], ["h_int8"]),
                   helper.make_node("Add", ["h_int8", "W_bias"], ["h_bias"])]
         last = "h_bias"
+    if dense:
+        inits.append(numpy_helper.from_array(
+            (rng.standard_normal((dim, dim)) / np.sqrt(dim)).astype(np.float32), "W_dense"))
+        nodes.append(helper.make_node("MatMul", [last, "W_dense"], ["h_dense"]))
+        last = "h_dense"
     if pooled_output:
         nodes += [helper.make_node("Add", [last, "ctx"], ["h3"]),
                   helper.make_node("ReduceMean", ["h3"], ["last_hidden_state"], axes=[1], keepdims=0)]

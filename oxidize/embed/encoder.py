@@ -145,14 +145,17 @@ class Encoder:
     def _model_to_run(self, resolved: ResolvedModel) -> Path | bytes:
         """The model file, or its graph with int8 kernels (:mod:`oxidize.embed.int8`) when the spec
         asks for them, the CPU has int8 dot products and the model stores int8 weights."""
-        from oxidize.embed.int8 import cpu_has_int8_dot, int8_matmul_model
+        from oxidize.embed.int8 import cpu_has_int8_dot, dynamic_quantized_ops, int8_matmul_model
 
-        if not self.spec.int8_matmul or not cpu_has_int8_dot():
-            return resolved.model_file
-        try:
-            graph, self.int8_matmuls = int8_matmul_model(resolved.model_file)
-        except Exception:  # not a readable ONNX file: onnxruntime's load says what is wrong
-            graph, self.int8_matmuls = None, 0
+        graph = None
+        if self.spec.int8_matmul and cpu_has_int8_dot():
+            try:
+                graph, self.int8_matmuls = int8_matmul_model(resolved.model_file)
+            except Exception:  # not a readable ONNX file: onnxruntime's load says what is wrong
+                graph, self.int8_matmuls = None, 0
+        if graph is None:
+            # A model its author quantised dynamically runs on int8 kernels as it is.
+            self.int8_matmuls = dynamic_quantized_ops(resolved.model_file)
         return resolved.model_file if graph is None else graph
 
     def _load_tokenizer(self, resolved: ResolvedModel) -> tuple[Tokenizer, int]:

@@ -36,7 +36,6 @@ embed step imports this module (the rewrite needs the ``onnx`` package).
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,6 +62,37 @@ def cpu_has_int8_dot() -> bool:
     from oxidize.platform import int8_dot
 
     return int8_dot()
+
+
+#: Operators that take the int8 range of the activations over the whole input of a run:
+#: ``DynamicQuantizeLinear`` (onnxruntime's ``quantize_dynamic`` exports, patina's
+#: ``model_quantized.onnx``) and ``DynamicQuantizeMatMul`` (the rewrite below).
+_DYNAMIC_OPS = (b"DynamicQuantizeLinear", b"DynamicQuantizeMatMul")
+
+
+def dynamic_quantized_ops(model_file: Path | str) -> int:
+    """How many activation-quantising operators (:data:`_DYNAMIC_OPS`) ``model_file`` holds.
+
+    A model quantised this way by its author runs its products on int8 kernels as it is,
+    and in a batch one text's vector would depend on the others, exactly as after the
+    rewrite: the encoder then runs one text at a time too. The names are counted in the
+    file's bytes (an operator type is stored as plain text in the protobuf), without parsing
+    a graph of hundreds of megabytes; a weight that happened to spell one would only cost
+    speed, never change a vector.
+    """
+    import mmap
+
+    count = 0
+    try:
+        with open(model_file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            for name in _DYNAMIC_OPS:
+                at = data.find(name)
+                while at != -1:
+                    count += 1
+                    at = data.find(name, at + len(name))
+    except (OSError, ValueError):  # unreadable or empty: onnxruntime's load reports it
+        return 0
+    return count
 
 
 def int8_matmul_model(model_file: Path | str):

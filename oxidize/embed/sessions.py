@@ -27,7 +27,7 @@ import onnxruntime as ort
 from oxidize.platform import platform_key
 
 #: Version of the optimised-graph cache layout (part of every entry's key).
-GRAPH_FORMAT = 2
+GRAPH_FORMAT = 3  # 3: int8_matmuls counts a model's own dynamic quantisation
 #: Optimised graphs kept in a ``graph_cache_dir``; the least recently used beyond are removed.
 GRAPH_KEEP = 4
 _GRAPH_MODEL = "model.onnx"
