@@ -8,7 +8,7 @@ events are appended, so an index can be compared and diffed across builds):
 |-----------------|---------------------------------------------------------------|------------------------------|
 | `same_session`  | session notes of ``index.event_types`` longer than `min_chars` | the event's `seq`            |
 | `co_changed`    | every file of the log's commits (and of its `co_changes` table) | :func:`stable_key` of the path |
-| `same_commit`   | every `git.commit` with a message longer than `min_chars`      | the event's `seq`            |
+| `same_commit`   | every `git.commit` with a message longer than `min_chars`      | the event's `seq` (else :func:`stable_key` of the sha, from patina's `commits` table) |
 | `caller_callee` | every function of `code.function` / `code.call` events        | :func:`stable_key` of the name |
 
 Texts are the ones the pairs step embeds for the same item, so a text already embedded for
@@ -73,7 +73,7 @@ def _files(log: Any) -> list[Item]:
     first: dict[str, tuple[int | None, str]] = {}
     for files, timestamp, seq in read_commits(log):
         for path in files:
-            first.setdefault(path, (seq, timestamp))
+            first.setdefault(path, (seq or None, timestamp))  # seq 0: from patina's commits table
     for a, b, _count in (log.co_changes() or []) if hasattr(log, "co_changes") else []:
         for path in (a, b):
             first.setdefault(path, (None, ""))
@@ -88,6 +88,12 @@ def _commits(log: Any, min_chars: int) -> list[Item]:
         if isinstance(message, str) and len(message.strip()) > min_chars:
             items.append(Item(event.seq, event.seq, event.event_type, event.source_id,
                               event.timestamp, message.strip()))
+    if not items:  # no git.commit events: patina's commits table, keyed by the sha
+        from oxidize.pairs.co_changed import commit_table
+
+        items = [Item(stable_key(sha), None, "git.commit", sha, timestamp, message.strip())
+                 for sha, message, _files, timestamp in commit_table(log)
+                 if len(message.strip()) > min_chars]
     return items
 
 

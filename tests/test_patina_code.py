@@ -84,3 +84,40 @@ def test_call_graph_and_function_facts_tables_without_events(tmp_path: Path):
     assert graph.source == "call_graph and function_facts tables"
     assert graph.edges == {("x.rs::main", "x.rs::new")} and graph.unresolved == 1
     assert graph.functions["x.rs::new"].signature == "pub fn new(a: u8) -> Self"
+
+
+def test_commits_and_commit_files_tables_when_the_log_has_no_commit_events(tmp_path: Path):
+    """patina keeps commits in materialised tables; temporal and same_commit read them there."""
+    from oxidize.pairs import generate_pairs
+    from oxidize.population import search_population, stable_key
+    from oxidize.recipe import parse_recipe
+
+    path = _log(tmp_path / "p.db", [])
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE commits (sha TEXT PRIMARY KEY, message TEXT, author_name TEXT, timestamp TEXT);
+        CREATE TABLE commit_files (sha TEXT, file_path TEXT, change_type TEXT);
+        DROP TABLE co_changes;
+    """)
+    for c in range(12):
+        sha = f"{c:040x}"
+        conn.execute("INSERT INTO commits VALUES (?, ?, 'dev', ?)",
+                     (sha, f"change number {c} to the cache and the model", f"2025-01-{c + 1:02d}T10:00:00Z"))
+        files = ["src/a.rs", "src/b.rs"] if c % 2 else ["src/c.rs", "src/d.rs", f"src/x{c}.rs"]
+        conn.executemany("INSERT INTO commit_files VALUES (?, ?, 'M')", [(sha, f) for f in files])
+    conn.commit()
+    conn.close()
+    recipe = parse_recipe({"version": 1, "projections": {
+        "temporal": {"training": {"holdout": 0.2}},
+        "commits": {"training": {"pair_type": "same_commit", "holdout": 0.2}}}}, tmp_path / "r.yaml", "r")
+    with open_eventlog(path) as log:
+        temporal = generate_pairs(log, recipe.projection("temporal").training)
+        commits = generate_pairs(log, recipe.projection("commits").training)
+        items = search_population(log, recipe.projection("commits"))
+        files = search_population(log, recipe.projection("temporal"))
+    assert temporal.stats["source"] == "commits and commit_files tables"
+    assert [f for f in ("src/a.rs", "src/b.rs", "src/c.rs", "src/d.rs") if any(f in t for t in temporal.texts)] \
+        == ["src/a.rs", "src/b.rs", "src/c.rs", "src/d.rs"]
+    assert len(commits.texts) == 12 and commits.stats["pair_type"] == "same_commit"
+    assert [i.key for i in items] == [stable_key(f"{c:040x}") for c in range(12)]
+    assert all(i.seq is None for i in items + files)

@@ -130,13 +130,42 @@ def _commit_files(data: dict) -> list[str] | None:
 
 
 def read_commits(log: Any) -> list[tuple[list[str], str, int]]:
-    """``(distinct files, timestamp, seq)`` of every ``git.commit`` event with a file list."""
+    """``(distinct files, timestamp, seq)`` of every ``git.commit`` event with a file list;
+    without such events, of every row of patina's ``commits`` / ``commit_files`` tables
+    (:func:`commit_table`, ``seq`` 0: not an event)."""
     commits = []
     for event in log.events(("git.commit",)):
         files = _commit_files(event.data)
         if files is not None:
             commits.append((files, event.timestamp, event.seq))
+    if not commits:
+        commits = [(files, timestamp, 0) for _sha, _message, files, timestamp in commit_table(log)]
     return commits
+
+
+def commit_table(log: Any) -> list[tuple[str, str, list[str], str]]:
+    """``(sha, message, distinct files, timestamp)`` from patina's materialised ``commits``
+    (sha, message, timestamp) and ``commit_files`` (sha, file_path) tables, oldest first —
+    what patina keeps when its log has no ``git.commit`` events; ``[]`` without the tables."""
+    table = getattr(log, "table", None)
+    rows = table("commits") if table else None
+    file_rows = table("commit_files") if rows else None
+    if not rows or not file_rows:
+        return []
+    files: dict[str, dict[str, None]] = {}
+    for row in file_rows:
+        sha, path = row.get("sha"), row.get("file_path")
+        if isinstance(sha, str) and isinstance(path, str) and path:
+            files.setdefault(sha, {})[path] = None
+    out = []
+    for row in rows:
+        sha = row.get("sha")
+        if isinstance(sha, str) and sha in files:
+            message = row.get("message")
+            out.append((sha, message if isinstance(message, str) else "", list(files[sha]),
+                        str(row.get("timestamp") or "")))
+    out.sort(key=lambda commit: commit[3])  # stable: rowid order within a timestamp
+    return out
 
 
 def count_from_commits(commits: list[tuple[list[str], str, int]]) -> list[tuple[str, str, int]]:
@@ -192,7 +221,8 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     else:
         commits = read_commits(log)
         table = count_from_commits(commits)
-        source = "git.commit files"
+        source = "git.commit files" if any(seq for _f, _t, seq in commits) or not commits \
+            else "commits and commit_files tables"
         if not table:
             raise EventLogError(
                 f"{log.path}: no co-changes for co_changed pairs: the log has no `co_changes` table "

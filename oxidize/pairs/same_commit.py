@@ -42,20 +42,24 @@ from typing import Any
 
 from oxidize.errors import EventLogError
 from oxidize.pairs import PairSet
-from oxidize.pairs.co_changed import MAX_COMMIT_FILES
+from oxidize.pairs.co_changed import MAX_COMMIT_FILES, commit_table
 
 PAIR_TYPE = "same_commit"
 
 
 def read_commits(log: Any, min_chars: int) -> tuple[list[str], list[list[str]], list[tuple[str, int]], int]:
-    """Usable commits in ``seq`` order: ``(messages, files, (timestamp, seq), n_commit_events)``."""
+    """Usable commits in ``seq`` order: ``(messages, files, (timestamp, seq), n_commit_events)``;
+    from patina's ``commits`` / ``commit_files`` tables when the log has no ``git.commit`` event."""
     messages: dict[str, None] = {}
     files: list[list[str]] = []
     first: list[tuple[str, int]] = []
     n_events = 0
-    for event in log.events(("git.commit",)):
+    rows = [(event.data.get("message"), event.data.get("files"), event.timestamp, event.seq)
+            for event in log.events(("git.commit",))]
+    if not rows:  # patina's commits / commit_files tables (seq 0: not an event)
+        rows = [(message, files_, timestamp, 0) for _sha, message, files_, timestamp in commit_table(log)]
+    for message, names, timestamp, seq in rows:
         n_events += 1
-        message, names = event.data.get("message"), event.data.get("files")
         if not isinstance(message, str) or not isinstance(names, list):
             continue
         message = message.strip()
@@ -64,7 +68,7 @@ def read_commits(log: Any, min_chars: int) -> tuple[list[str], list[list[str]], 
             continue
         messages[message] = None
         files.append(names)
-        first.append((event.timestamp, event.seq))
+        first.append((timestamp, seq))
     return list(messages), files, first, n_events
 
 
