@@ -69,7 +69,7 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
 
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     for name, vectors in ((INDEX_FILE, projected), (BASE_FILE, base)):
-        index = _new_index(vectors.shape[1])
+        index = new_index(vectors.shape[1])
         if len(items):
             index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=os.cpu_count() or 1)
         with atomic_path(out_dir / name) as tmp:
@@ -101,7 +101,8 @@ def _usearch_index_class():
     return Index
 
 
-def _new_index(ndim: int):
+def new_index(ndim: int):
+    """An empty USearch index of oxidize's settings: cosine, f32, u64 keys, the HNSW graph above."""
     Index = _usearch_index_class()
     return Index(ndim=ndim, metric="cos", dtype="f32", connectivity=CONNECTIVITY,
                  expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)

@@ -342,6 +342,13 @@ def _combine(model_sha: str, tokenizer_sha: str, settings: str) -> str:
     return digest.hexdigest()
 
 
+def fingerprint_for(record: dict, spec: ModelSpec) -> str:
+    """The fingerprint of the model of ``record`` (a :func:`fingerprint_record`) run with
+    ``spec``'s settings: another arithmetic of the same files, without hashing them again."""
+    return _combine(record["model_onnx"]["sha256"], record["tokenizer_json"]["sha256"],
+                    _settings_json(spec))
+
+
 def fingerprint_record(resolved: ResolvedModel) -> dict:
     """The ``model.json`` content: the fingerprint and its parts; no absolute paths."""
     model_sha = file_sha256(resolved.model_file)

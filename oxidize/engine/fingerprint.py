@@ -157,6 +157,34 @@ class StageInputs:
         return f"StageInputs({self.settings!r})"
 
 
+class RecordedFiles:
+    """doit ``uptodate`` entry for outputs that may be absent by design (patina's
+    ``P.safetensors`` is removed when the projection does not beat the raw embedding).
+
+    ``record`` (a JSON file the task writes, itself a target) maps each such path to its
+    :func:`target_state`, or to ``null`` for a file the build removed. Fresh when each file is
+    still as recorded; a file edited, deleted or (where it was removed) put back is stale.
+    """
+
+    def __init__(self, record: str):
+        self.record = record
+
+    def changed(self) -> list[str]:
+        """The recorded files that no longer match; every file when the record is unreadable."""
+        try:
+            files = json.loads(Path(self.record).read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return [self.record]
+        return [path for path, state in files.items()
+                if (os.path.exists(path) if state is None else not target_unchanged(path, state))]
+
+    def __call__(self) -> bool:
+        return not self.changed()
+
+    def __repr__(self) -> str:  # shown by `doit info`
+        return f"RecordedFiles({self.record!r})"
+
+
 def changed_keys(old: dict[str, Any] | None, new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, old, new)`` for every key whose value differs, sorted by key.
 

@@ -79,6 +79,17 @@ class Layout:
     index = property(lambda self: self.dir / "index.usearch")
     base_index = property(lambda self: self.dir / "base.usearch")
     index_table = property(lambda self: self.dir / "index.sqlite")
+    export_json = property(lambda self: self.dir / "export.json")
+
+
+#: The projection names patina's ``scry`` searches, each under a key scheme of its own
+#: (oxidize/patina/population.py); a patina recipe's projections of these names are exported.
+PATINA_NAMES = ("semantic", "temporal", "dependency")
+
+
+def patina_projections_dir(model: str) -> str:
+    """Where patina's scry loads projections and indexes of ``model``, relative to the root."""
+    return f".patina/local/data/embeddings/{model}/projections"
 
 
 def eventlog_path(recipe: Recipe, root: Path) -> Path:

@@ -207,6 +207,24 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
 
 
 @_user_errors
+def build_patina_export(recipe_file: str, recipe_name: str, projection: str, eventlog: str,
+                        out_dir: str, model_json: str, cache_file: str, export_dir: str) -> None:
+    """Write the projection into patina's own files, or leave patina on its raw search
+    (oxidize/patina/export.py)."""
+    from oxidize.atomic import write_json
+    from oxidize.patina.export import check_config_model, export_projection
+
+    recipe = _recipe(recipe_file, recipe_name)
+    warning = check_config_model(Path(recipe_file).resolve().parent.parent, recipe.embedding_model)
+    if warning:
+        print(f"oxidize: warning: {warning}", file=sys.stderr, flush=True)
+    record = export_projection(recipe, projection, Path(eventlog), Path(out_dir),
+                               json.loads(Path(model_json).read_text(encoding="utf-8")),
+                               Path(cache_file), Path(export_dir))
+    write_json(Path(out_dir) / "export.json", record)
+
+
+@_user_errors
 def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: str) -> None:
     """Train the projection's MLP on the cached embeddings and write its weights."""
     import numpy as np

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oxidize.engine.fingerprint import (VALUES_KEY, StageInputs, changed_keys, input_unchanged,
+from oxidize.engine.fingerprint import (VALUES_KEY, RecordedFiles, StageInputs, changed_keys, input_unchanged,
                                         target_unchanged)
 # The reasons and their wording (re-exported: ``staleness.render``, ``staleness.LockDiffers``…).
 from oxidize.engine.stale_reasons import (AlwaysRuns, CheckerChanged, EventLogChanged, InputChanged,  # noqa: F401
@@ -262,6 +262,9 @@ class StaleChecker:
             changed = [i for i in utd.inputs if not input_unchanged(i, inputs.get(i))]
             found += [InputReplaced(i) for i in changed if _same_size_and_mtime(i, inputs.get(i))]
             return found or ([] if changed else [Unexplained()])
+        if isinstance(utd, RecordedFiles):
+            return [TargetMissing(p) if not os.path.exists(p) else TargetModified(p)
+                    for p in utd.changed()] or [Unexplained()]
         if utd is False:
             return [self._unresolved_input(task)]
         return [Unexplained()]

@@ -7,7 +7,9 @@ in :mod:`oxidize.engine.stages` and import numpy, onnxruntime and numba only whe
 The graph (see docs/architecture.md for the why):
 
     R:model ──────────────┐
-    R:P.pairs ──► R:P.embed ──► R:P.train ──► R:P.eval     (R:P: group of train + eval)
+    R:P.pairs ──► R:P.embed ──► R:P.train ──► R:P.eval     (R:P: group of train, eval, index)
+        │                           └───────► R:P.index (the search index of P's population)
+        │                           └─ + eval ► R:P.export (patina checkouts: patina's own files)
         └─────────── (every output of R) ──────────► R:lock (oxidize.lock beside the recipe)
 """
 
@@ -19,8 +21,9 @@ from pathlib import Path
 
 from oxidize.errors import BuildError, OxidizeError, RecipeError
 from oxidize.engine.fingerprint import StageInputs
-from oxidize.engine.layout import (CACHE_FILE, RECIPE_CACHE, RECIPE_CACHE_ENTRIES, build_dir, in_build,
-                                   RECIPE_FILES, Layout, _rel, eventlog_path)
+from oxidize.engine.layout import (CACHE_FILE, RECIPE_CACHE, RECIPE_CACHE_ENTRIES,
+                                   PATINA_NAMES, RECIPE_FILES, Layout, _rel, build_dir, eventlog_path,
+                                   in_build, patina_projections_dir)
 from oxidize.recipe import Recipe, load_recipe
 
 def find_recipe_files(root: Path) -> list[tuple[str, Path]]:
@@ -215,12 +218,18 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                              if log_exists else False],
                 "verbosity": 2,
             }
+            parts = [f"{label}.train", f"{label}.eval", f"{label}.index"]
+            export = _patina_export_task(recipe, proj.name, root, out, log, model_json, cache_file)
+            if export is not None:
+                yield export
+                parts.append(f"{label}.export")
             yield {
                 "basename": name,
                 "name": proj.name,
-                "doc": f"build projection {label} (pairs, embeddings, weights, eval, index)",
+                "doc": f"build projection {label} (pairs, embeddings, weights, eval, index"
+                       + (", patina export)" if export is not None else ")"),
                 "actions": None,
-                "task_dep": [f"{label}.train", f"{label}.eval", f"{label}.index"],
+                "task_dep": parts,
             }
         # R:lock: oxidize.lock beside the recipe, from every output (see oxidize/engine/lockfile.py).
         from oxidize.engine import lockfile
@@ -242,3 +251,32 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                          lockfile.LockedModeCheck()],
             "verbosity": 2,
         }
+
+
+def _patina_export_task(recipe: Recipe, projection: str, root: Path, out: Layout, log: Path,
+                        model_json: str, cache_file: str) -> dict | None:
+    """``patina:P.export`` for the projections patina's scry searches (semantic, temporal,
+    dependency) of a patina checkout's recipe; ``None`` for any other projection."""
+    from oxidize.engine import stages
+    from oxidize.engine.fingerprint import RecordedFiles
+
+    if recipe.path.parent.name != ".patina" or projection not in PATINA_NAMES:
+        return None
+    export_dir = patina_projections_dir(recipe.embedding_model)
+    log_exists = log.is_file()
+    record = str(out.export_json)
+    settings = {**recipe.model_settings(), "export": f"patina-{projection}-v1"}
+    return {
+        "basename": recipe.name,
+        "name": f"{projection}.export",
+        "doc": f"{recipe.name}:{projection} into patina's {export_dir}/{projection}.safetensors and "
+               f".usearch (the projection only when it beats the raw embedding)",
+        "actions": [(stages.build_patina_export, (_rel(recipe.path, root), recipe.name, projection,
+                                                  _rel(log, root), str(out.dir), model_json,
+                                                  cache_file, export_dir))],
+        "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights),
+                                                                 str(out.metrics)],
+        "targets": [record],
+        "uptodate": [StageInputs(settings, [record]) if log_exists else False, RecordedFiles(record)],
+        "verbosity": 2,
+    }

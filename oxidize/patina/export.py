@@ -1,0 +1,158 @@
+"""The export step: a projection into patina's own files, or patina left on its raw search.
+
+For projection ``P`` of a patina checkout's recipe, in
+``.patina/local/data/embeddings/<model>/projections/`` (where patina's ``scry`` looks):
+
+* ``P.safetensors`` — the projection in patina's format (:mod:`oxidize.patina.weights`), only
+  when it beats the raw embedding on the held-out test split (``metrics.json``); otherwise
+  the file is removed, and patina searches with its raw query embedding;
+* ``P.usearch`` — patina's population for ``P`` under patina's keys
+  (:mod:`oxidize.patina.population`): the projected vectors when the projection is exported,
+  else the raw embeddings, so that either way a patina query meets the vectors it expects.
+
+The vectors are made as patina embeds: the passage prefix, mean pooling, L2, and the model's
+own float arithmetic — never oxidize's int8 rewrite (:mod:`oxidize.embed.int8`), which
+patina does not run. They go through the embedding cache under that arithmetic's own
+fingerprint, so a re-export after appending one note embeds one text.
+
+Files are written atomically; ``export.json`` in the projection's build folder records what
+was written (with each file's size, mtime and sha256, or ``null`` for a file removed), and
+the task is stale when a recorded file changed (:class:`oxidize.engine.fingerprint.RecordedFiles`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+EXPORT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the projection goes to patina, and the one-line reason."""
+
+    export: bool
+    reason: str
+
+
+def verdict(metrics: dict) -> Verdict:
+    """Export only a projection that beats the raw embedding on the test split: patina measured
+    its own projection far below raw E5 and dropped it."""
+    metric = metrics.get("primary_metric", "mrr@10")
+    queries = metrics.get("heldout_queries") or 0
+    if not queries:
+        return Verdict(False, "no held-out queries to show that it beats the raw embedding")
+    proj = (metrics.get("projection") or {}).get(metric)
+    base = (metrics.get("base") or {}).get(metric)
+    if proj is None or base is None:
+        return Verdict(False, f"metrics.json has no {metric} for the projection and the base")
+    if proj > base:
+        return Verdict(True, f"test {metric} {proj:.3f} beats the raw embedding's {base:.3f} "
+                             f"({queries:,} queries)")
+    return Verdict(False, f"test {metric} {proj:.3f} does not beat the raw embedding's {base:.3f} "
+                          f"({queries:,} queries)")
+
+
+def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, model_record: dict,
+                      cache_file: Path, export_dir: Path) -> dict:
+    """Write patina's files for ``projection``; return the ``export.json`` record.
+
+    Raises:
+        EventLogError: the database lacks the table that keys this name (see population).
+        BuildError: the export folder is not writable.
+    """
+    import numpy as np
+
+    from oxidize.atomic import unwritable
+    from oxidize.embed.cache import EmbeddingCache, embed_with_cache
+    from oxidize.embed.models import fingerprint_for
+    from oxidize.engine.fingerprint import target_state
+    from oxidize.index import new_index
+    from oxidize.patina.population import read_population
+    from oxidize.patina.weights import fold, forward, write_patina_weights
+    from oxidize.platform import platform_key
+    from oxidize.projection import load_weights
+
+    label = f"{recipe.name}:{projection}"
+    start = time.perf_counter()
+    decided = verdict(json.loads((out_dir / "metrics.json").read_text(encoding="utf-8")))
+    population = read_population(eventlog, projection)
+    weights_file = export_dir / f"{projection}.safetensors"
+    index_file = export_dir / f"{projection}.usearch"
+    resolved = recipe.resolve_model()
+    if resolved.spec.int8_matmul:  # patina runs the graph as it is: no int8 rewrite
+        from dataclasses import replace
+
+        resolved = replace(resolved, spec=replace(resolved.spec, int8_matmul=False))
+    model_fp = fingerprint_for(model_record, resolved.spec)
+    weights = load_weights(out_dir / "weights.safetensors")
+    dim = int(weights["w1"].shape[1])
+
+    def encoder():
+        from oxidize.embed.encoder import Encoder
+
+        return Encoder(resolved, graph_cache_dir=cache_file.parent / "onnx", model_fp=model_fp)
+
+    with EmbeddingCache(cache_file, f"{model_fp}@{platform_key()}", dim) as cache:
+        raw, stats = embed_with_cache(population.texts, cache, encoder,
+                                      progress_label=f"{label} patina export")
+    tensors = fold(weights) if decided.export else None
+    vectors = forward(tensors, raw) if tensors is not None else np.asarray(raw, np.float32)
+    try:
+        if population.keys:
+            index = new_index(int(vectors.shape[1]))
+            index.add(np.asarray(population.keys, np.uint64), np.ascontiguousarray(vectors, np.float32),
+                      threads=os.cpu_count() or 1)
+            from oxidize.atomic import atomic_path
+
+            with atomic_path(index_file) as tmp:
+                index.save(str(tmp))
+        else:  # patina skips an empty index, and its scry then falls back to lexical search
+            index_file.unlink(missing_ok=True)
+        if tensors is not None:
+            write_patina_weights(weights_file, tensors)
+        else:
+            weights_file.unlink(missing_ok=True)
+    except PermissionError:
+        raise unwritable(export_dir) from None
+    files = {str(path): (target_state(path) if path.exists() else None)
+             for path in (weights_file, index_file)}
+    record = {"format": EXPORT_FORMAT, "projection": projection, "exported": decided.export,
+              "reason": decided.reason, "items": len(population.keys), "parts": population.parts,
+              "absent_tables": population.absent, "dim": int(vectors.shape[1]),
+              "arithmetic_fingerprint": model_fp, "files": files,
+              "embedded": stats.embedded, "cached": stats.cached}
+    seconds = time.perf_counter() - start
+    if decided.export:
+        said = (f"exported to patina: {weights_file} and {index_file.name} "
+                f"({len(population.keys):,} items: {population.summary()}); {decided.reason}")
+    else:
+        said = (f"not exported to patina: {decided.reason}; patina searches the raw embedding"
+                + (f" ({index_file}, {len(population.keys):,} items: {population.summary()})"
+                   if population.keys else " (nothing to index: no index written)"))
+    print(f"{label}: {said} [{stats.embedded:,} embedded, {stats.cached:,} from the cache, "
+          f"{seconds:.2f}s]", flush=True)
+    return record
+
+
+def check_config_model(root: Path, model: str) -> str | None:
+    """A warning when ``.patina/config.toml`` names another embedding model than the recipe:
+    patina's scry looks under ``embeddings/<that model>/``, so the export would go unseen."""
+    import tomllib
+
+    config = root / ".patina" / "config.toml"
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    configured = (data.get("embeddings") or {}).get("model")
+    if isinstance(configured, str) and configured.strip() and configured.strip() != model:
+        return (f"{config}: [embeddings] model is '{configured}' but the recipe's embedding_model "
+                f"is '{model}': patina's scry searches embeddings/{configured}/ and will not see "
+                f"this export; make the two agree")
+    return None
+
