@@ -81,13 +81,14 @@ MODULES = ["src/cache.rs", "src/model.rs", "src/log.rs", "src/lib.rs"]
 
 
 def make_patina_checkout(root: Path, home: Path, sessions: int = 24, notes: int = 8,
-                         seed: int = 3) -> Path:
-    """Write the checkout under ``root`` and E5's stand-in under ``home``; return ``root``."""
+                         seed: int = 3, int8_weights: bool = False) -> Path:
+    """Write the checkout under ``root`` and E5's stand-in under ``home``; return ``root``.
+    ``int8_weights``: a model whose products oxidize runs on int8 kernels (tiny_model)."""
     rng = random.Random(seed)
     (root / ".patina/local/data").mkdir(parents=True)
     (root / ".patina/oxidize.yaml").write_text(PATINA_RECIPE)
     (root / ".patina/config.toml").write_text('[project]\nname = "fake"\n\n[embeddings]\nmodel = "e5-base-v2"\n')
-    make_tiny_model(home / ".patina/cache/models/e5-base-v2", dim=768)
+    make_tiny_model(home / ".patina/cache/models/e5-base-v2", dim=768, int8_weights=int8_weights)
     topics = [WORDS[i:i + 2] for i in range(40, 40 + 2 * 12, 2)]
     noise = WORDS[:40]
     rows = []

@@ -259,6 +259,28 @@ def test_reexport_is_incremental_and_a_removed_file_is_rebuilt(built):
     assert record["embedded"] == 0 and record["cached"] == record["items"]
 
 
+def test_vectors_are_patinas_float_arithmetic_not_oxidizes_int8_kernels(tmp_path: Path):
+    from oxidize.embed.int8 import cpu_has_int8_dot
+
+    root, home = tmp_path / "c", tmp_path / "h"
+    make_patina_checkout(root, home, sessions=12, int8_weights=True)
+    proc = run(root, home, "patina:semantic")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    record = json.loads((root / BUILD / "semantic/export.json").read_text())
+    model = json.loads((root / ".patina/local/oxidize/patina/model.json").read_text())
+    # On a CPU with int8 dot products the build embeds on int8 kernels, patina does not.
+    assert (record["arithmetic_fingerprint"] != model["fingerprint"]) == cpu_has_int8_dot()
+    texts = patina_texts(root / ".patina/local/data/patina.db", "semantic")
+    index = restore(root / EXPORTS / "semantic.usearch")
+    projection = root / EXPORTS / "semantic.safetensors"
+    tensors = patina_load(projection)[0] if projection.exists() else None
+    embedder = PatinaEmbedder(home / ".patina/cache/models/e5-base-v2")
+    for key in sorted(texts)[::10]:
+        raw = embedder.embed(texts[key], "passage: ")
+        expected = patina_forward(tensors, raw[None])[0] if tensors is not None else raw
+        assert cosine(index.get(key), expected) >= 0.99999, (key, texts[key])
+
+
 def test_a_database_without_co_changes_is_one_clear_line(tmp_path: Path):
     from oxidize.errors import EventLogError
     from oxidize.patina.population import read_population

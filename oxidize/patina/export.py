@@ -11,9 +11,11 @@ For projection ``P`` of a patina checkout's recipe, in
   else the raw embeddings, so that either way a patina query meets the vectors it expects.
 
 The vectors are made as patina embeds: the passage prefix, mean pooling, L2, and the model's
-own float arithmetic — never oxidize's int8 rewrite (:mod:`oxidize.embed.int8`), which
-patina does not run. They go through the embedding cache under that arithmetic's own
-fingerprint, so a re-export after appending one note embeds one text.
+own arithmetic — never oxidize's int8 rewrite (:mod:`oxidize.embed.int8`), which patina does
+not run. They go through the embedding cache: under the build's own fingerprint when the
+build runs the graph as it is (E5 as patina ships it: every text the index step embedded is
+reused), else under the float arithmetic's fingerprint. A re-export after appending one note
+embeds one text.
 
 Files are written atomically; ``export.json`` in the projection's build folder records what
 was written (with each file's size, mtime and sha256, or ``null`` for a file removed), and
@@ -84,11 +86,12 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     weights_file = export_dir / f"{projection}.safetensors"
     index_file = export_dir / f"{projection}.usearch"
     resolved = recipe.resolve_model()
-    if resolved.spec.int8_matmul:  # patina runs the graph as it is: no int8 rewrite
+    model_fp = model_record["fingerprint"]
+    if _rewritten(resolved):  # patina runs the graph as it is: no int8 rewrite
         from dataclasses import replace
 
         resolved = replace(resolved, spec=replace(resolved.spec, int8_matmul=False))
-    model_fp = fingerprint_for(model_record, resolved.spec)
+        model_fp = fingerprint_for(model_record, resolved.spec)
     weights = load_weights(out_dir / "weights.safetensors")
     dim = int(weights["w1"].shape[1])
 
@@ -137,6 +140,20 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     print(f"{label}: {said} [{stats.embedded:,} embedded, {stats.cached:,} from the cache, "
           f"{seconds:.2f}s]", flush=True)
     return record
+
+
+def _rewritten(resolved) -> bool:
+    """Whether the build's embed step runs this model on oxidize's int8 rewrite, so that patina's
+    arithmetic needs vectors of its own. Otherwise (E5 as patina ships it, a CPU without int8
+    dot products) the step's vectors are patina's, and the cache already holds many of them."""
+    from oxidize.embed.int8 import cpu_has_int8_dot, int8_matmul_model
+
+    if not resolved.spec.int8_matmul or not cpu_has_int8_dot():
+        return False
+    try:
+        return int8_matmul_model(resolved.model_file)[0] is not None
+    except Exception:  # not a readable graph: the encoder's load reports it
+        return True
 
 
 def check_config_model(root: Path, model: str) -> str | None:
