@@ -4,6 +4,7 @@ measuring 1 against all threads while the epoch runs (docs/benchmarks.md, "BLAS 
 
 from __future__ import annotations
 
+import functools
 import os
 
 #: Triplets per segment of an epoch; the BLAS thread count is chosen per segment (see
@@ -30,10 +31,45 @@ def blas_threads() -> int | None:
     return int(value) if value.isdigit() else None
 
 
-#: Largest stacked minibatch (3 × batch rows) whose weight-gradient GEMMs were measured to
-#: give the same bits with 1 and 2 OpenBLAS threads (OpenBLAS 0.3.30, SkylakeX; differences
-#: seen at 552, 600, 720 and 744 rows). Larger batches keep a fixed thread count.
-THREAD_SAFE_SUM = 384
+def threads_change_bits(in_dim: int, hidden: int, out: int, rows: tuple[int, ...]) -> bool:
+    """Whether this machine's BLAS gives other bits with 1 thread than with all of them, for
+    the products of one training step of these sizes (``rows``: stacked minibatch rows).
+
+    How OpenBLAS splits a product across threads depends on its kernel for the CPU: on an
+    Intel SkylakeX the weight-gradient sums split only above 384 rows, on an AMD EPYC (Zen)
+    already at 288. A thread count chosen by timing is therefore safe only where the split
+    does not change the bits, and the split depends on the shapes alone, not on the values:
+    so each shape is computed once with 1 thread and once with all, and compared.
+    """
+    return _threads_change_bits(int(in_dim), int(hidden), int(out), tuple(sorted(set(rows))))
+
+
+@functools.lru_cache(maxsize=16)
+def _threads_change_bits(in_dim: int, hidden: int, out: int, rows: tuple[int, ...]) -> bool:
+    import numpy as np
+    import scipy.linalg.cython_blas  # noqa: F401 — numba's BLAS, the one training uses
+    from scipy.linalg.blas import sgemm
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController().select(user_api="blas")
+    most = max([lib.num_threads for lib in controller.lib_controllers] or [1])
+    if most <= 1:
+        return False
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((hidden, in_dim), dtype=np.float32)
+    w2 = rng.standard_normal((out, hidden), dtype=np.float32)
+    cases = []
+    for r in rows:
+        x, h = rng.standard_normal((r, in_dim), dtype=np.float32), rng.standard_normal((r, hidden), dtype=np.float32)
+        g = rng.standard_normal((r, out), dtype=np.float32)
+        cases += [(x, w1, False, True), (h, w2, False, True),  # forward
+                  (h, x, True, False), (g, h, True, False),  # weight gradients: sums over rows
+                  (g, w2, False, False), (h, w1, False, False)]  # input gradients
+    results = []
+    for threads in (1, most):
+        with controller.limit(limits=threads):
+            results.append([sgemm(1.0, a, b, trans_a=ta, trans_b=tb) for a, b, ta, tb in cases])
+    return any(not np.array_equal(a, b) for a, b in zip(*results))
 
 
 class BlasThreads:
@@ -46,10 +82,9 @@ class BlasThreads:
     "BLAS threads"). So each epoch runs in segments of :data:`SEGMENT_TRIPLETS` triplets;
     shorter segments (:data:`PROBE_TRIPLETS`) are timed with 1 thread and with all of them,
     alternately, :data:`PROBE_ROUNDS` each; the count with the best probe runs the next :data:`PROBE_EVERY` segments (the first time
-    only :data:`FIRST_HOLD`), and then both are timed again. Up to :data:`THREAD_SAFE_SUM`
-    stacked rows the weights do not depend on the choice (a test checks equal bytes for 1
-    and 2 threads); above it the count is not measured but fixed (see
-    :func:`train_projection`).
+    only :data:`FIRST_HOLD`), and then both are timed again. Only where the weights do not
+    depend on the choice (:func:`threads_change_bits`) is the count measured; elsewhere it is
+    fixed (see :func:`~oxidize.train.trainer.train_projection`).
     """
 
     def __init__(self, fixed: int | None):

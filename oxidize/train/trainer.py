@@ -209,11 +209,13 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
     from oxidize.train import kernels  # numba: imported only when training
 
     fixed = blas.blas_threads()
-    if fixed is None and 3 * batch_size > blas.THREAD_SAFE_SUM:
-        # Summing more than THREAD_SAFE_SUM rows, this OpenBLAS splits the weight-gradient
-        # reductions differently with 1 and 2 threads (different last bits), so a count
-        # chosen by timing would make the weights depend on the machine's load. Keep
-        # BLAS's own, fixed count instead: same machine, same bytes.
+    # Stacked rows per minibatch: (anchor, positive[, negative]) per item, full and last batch.
+    items = (min(batch_size, len(trips)), len(trips) % batch_size or batch_size)
+    rows = tuple(k * b for k in (2, 3) for b in items if b)
+    if fixed is None and blas.threads_change_bits(emb.shape[1], hidden, out, rows):
+        # Where this BLAS splits a product differently with 1 and all threads (other last
+        # bits), a count chosen by timing would make the weights depend on the machine's
+        # load. Keep BLAS's own, fixed count instead: same machine, same bytes.
         fixed = 0
     with blas.BlasThreads(fixed) as threads:
         return _train(threads, emb, trips, held, test, kernels, hidden=hidden, out=out, epochs=epochs,
