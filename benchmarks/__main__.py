@@ -20,6 +20,7 @@ BENCHMARKS = {
     "coldstart": "benchmarks.bench_coldstart",
     "scale": "benchmarks.bench_scale",
     "query": "benchmarks.bench_query",
+    "dask": "benchmarks.bench_dask",
 }
 
 

@@ -17,13 +17,11 @@ Why these choices are safe:
 * **Two builds at once.** WAL mode lets readers run beside a writer, and a 60 s busy
   timeout makes a second writer wait rather than fail. Writes are ``INSERT OR REPLACE``
   of a deterministic value, so two processes embedding the same text cannot disagree.
-* **Kill-safe.** Each :meth:`EmbeddingCache.store` is one transaction, and
-  :func:`embed_with_cache` stores every chunk as soon as it is embedded: a killed build
-  keeps all the work done before the kill and the next run starts from there.
+* **Kill-safe.** Each :meth:`EmbeddingCache.store` is one transaction, made as soon as a chunk
+  (or a cluster's shard) is embedded: a killed build keeps all the work done before the kill.
 * **Validated on read.** An entry whose blob length is not ``dim * 4`` or that holds a
   NaN/inf is deleted, reported with a :class:`CacheWarning` and embedded again.
-* **Only a cache.** A file that is not a database is a :class:`~oxidize.errors.CacheError`
-  saying the file may be deleted: nothing is lost but time.
+* **Only a cache.** A file that is not a database is a CacheError saying it may be deleted.
 """
 
 from __future__ import annotations
@@ -325,9 +323,9 @@ class _Offset:
         self.progress.update(self.base + done, extra)
 
 
-def _encode_checked(encoder: Encoder, chunk: list[str], cache: EmbeddingCache, progress=None) -> np.ndarray:
-    """Embed ``chunk``, check the result's shape and finiteness, store it in the cache."""
-    vectors = np.asarray(encoder.encode(chunk, kind=cache.kind, progress=progress), dtype=np.float32)
+def store_checked(vectors, chunk: list[str], cache: EmbeddingCache) -> np.ndarray:
+    """Check an encoder's vectors for ``chunk`` (shape, finiteness) and store them in the cache."""
+    vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape != (len(chunk), cache.dim):
         raise ModelError(f"the encoder returned vectors of shape {vectors.shape} for "
                          f"{len(chunk)} texts; the cache expects dimension {cache.dim}")
@@ -349,10 +347,13 @@ def _embed_missing(unique: list[str], missing: list[int], cache: EmbeddingCache,
     missing = sorted(missing, key=lambda i: len(unique[i]))
     encoder = encoder_factory()
     progress = Progress(len(missing), progress_label or "embed", unit="texts")
+    if hasattr(encoder, "fill"):  # a cluster: shards stored as they complete (embed/dask_executor.py)
+        return encoder.fill(unique, missing, cache, matrix, progress)
     for start in range(0, len(missing), CHUNK):
         rows = missing[start:start + CHUNK]
         chunk = [unique[i] for i in rows]
-        vectors = _encode_checked(encoder, chunk, cache, _Offset(progress, start))
+        vectors = store_checked(encoder.encode(chunk, kind=cache.kind, progress=_Offset(progress, start)),
+                                chunk, cache)
         if matrix is not None:
             matrix[rows] = vectors
         if progress.done < start + len(chunk):  # an encoder that does not report progress
@@ -430,7 +431,7 @@ def embed_to_file(texts: list[str], cache: EmbeddingCache, encoder_factory: Call
                 vectors, late = cache.lookup(chunk, out=buffer[:len(chunk)])
                 if late:
                     late_texts = list(dict.fromkeys(chunk[i] for i in late))
-                    fresh = _encode_checked(encoder_factory(), late_texts, cache)
+                    fresh = store_checked(encoder_factory().encode(late_texts, kind=cache.kind), late_texts, cache)
                     embedded += len(late_texts)
                     row_of = {t: r for r, t in enumerate(late_texts)}
                     vectors[late] = fresh[[row_of[chunk[i]] for i in late]]

@@ -117,7 +117,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
     record = json.loads(Path(model_json).read_text(encoding="utf-8"))
     resolved = recipe.resolve_model()
 
-    encoder_factory = _encoder_factory(resolved, cache_file, record["fingerprint"])
+    encoder_factory = _encoder_factory(resolved, cache_file, record)
 
     start = time.perf_counter()
     # A custom model's dimension is known only once its ONNX graph is loaded.
@@ -136,8 +136,12 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
         "embedded": stats.embedded,
         "dim": int(dim),
         "oxidize_version": __version__,
+        "where": encoder_factory.describe(),
     })
-    _say(label, f"embedded {stats.embedded:,} texts, {stats.cached:,} from the cache "
+    where = encoder_factory.describe()
+    remote = (f" on {where['workers']} Dask worker(s) at {where['scheduler']} ({where['shards']} shards)"
+              if where.get("executor") == "dask" else "")
+    _say(label, f"embedded {stats.embedded:,} texts{remote}, {stats.cached:,} from the cache "
                 f"({stats.total:,} in the table, {seconds:.2f}s)")
 
 
@@ -149,21 +153,13 @@ def cache_key(record: dict) -> str:
     return f"{record['fingerprint']}@{platform_key()}"
 
 
-def _encoder_factory(resolved, cache_file: str, model_fp: str):
-    """A function that makes the model's Encoder at most once, and only when called (when
-    some text is not in the cache)."""
-    encoders = []
+def _encoder_factory(resolved, cache_file: str, record: dict):
+    """The model's encoder, made once and only when some text is not in the cache: in this
+    process, or on the Dask cluster that $OXIDIZE_EXECUTOR selects (oxidize/embed/executor.py)."""
+    from oxidize.embed.executor import EncoderFactory
 
-    def factory():
-        if not encoders:
-            from oxidize.embed.encoder import Encoder
-
-            # The optimised graph is kept beside the embedding cache (build/.cache/onnx/).
-            encoders.append(Encoder(resolved, graph_cache_dir=Path(cache_file).parent / "onnx",
-                                    model_fp=model_fp))
-        return encoders[0]
-
-    return factory
+    # The optimised graph is kept beside the embedding cache (build/.cache/onnx/).
+    return EncoderFactory(resolved, record, record["fingerprint"], Path(cache_file).parent / "onnx")
 
 
 @_user_errors
@@ -191,7 +187,7 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
     record = json.loads(Path(model_json).read_text(encoding="utf-8"))
     weights = load_weights(out / "weights.safetensors")
     dim = int(weights["w1"].shape[1])
-    factory = _encoder_factory(recipe.resolve_model(), cache_file, record["fingerprint"])
+    factory = _encoder_factory(recipe.resolve_model(), cache_file, record)
     with EmbeddingCache(Path(cache_file), cache_key(record), dim) as cache:
         base, stats = embed_with_cache([item.text for item in items], cache, factory,
                                        progress_label=f"{label} index")

@@ -95,11 +95,9 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     weights = load_weights(out_dir / "weights.safetensors")
     dim = int(weights["w1"].shape[1])
 
-    def encoder():
-        from oxidize.embed.encoder import Encoder
+    from oxidize.embed.executor import EncoderFactory
 
-        return Encoder(resolved, graph_cache_dir=cache_file.parent / "onnx", model_fp=model_fp)
-
+    encoder = EncoderFactory(resolved, model_record, model_fp, cache_file.parent / "onnx")
     with EmbeddingCache(cache_file, f"{model_fp}@{platform_key()}", dim) as cache:
         raw, stats = embed_with_cache(population.texts, cache, encoder,
                                       progress_label=f"{label} patina export")
