@@ -286,7 +286,9 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
         # that the BLAS thread count can follow the machine's load.
         while done < n_batches:
             threads = threads_ctl.next()
-            todo = min(n_batches - done, probe_segment if threads_ctl.probing else segment)
+            # Short segments when probing, and first of all: the time estimate comes from it.
+            short = threads_ctl.probing or (epoch == 1 and done == 0)
+            todo = min(n_batches - done, probe_segment if short else segment)
             lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
             seg_start = time.perf_counter()
             seg_done, step = kernels.train_epoch(
