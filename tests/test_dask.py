@@ -262,3 +262,33 @@ def test_shards_are_a_multiple_of_the_worker_threads():
     for n, most, threads in ((10_000, 2048, 2), (12_345, 1000, 3), (7, 2, 4)):
         size = shard_size(n, most, threads)
         assert size <= most and -(-n // size) % threads == 0
+
+
+def test_a_worker_lost_while_the_plugin_is_installed_is_retried_without(monkeypatch):
+    """Found by hand: a worker killed while the plugin opens its session made the scheduler's
+    broadcast fail with CommClosedError (an OSError) and the build print a traceback."""
+    from oxidize.embed import dask_executor as dx
+    from oxidize.errors import BuildError
+
+    class Client:
+        def __init__(self, failures):
+            self.failures, self.calls = failures, 0
+
+        def register_plugin(self, plugin, name):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise OSError("in <TCP ConnectionPool.register_worker_plugin>: Stream is closed")
+
+        def run(self, func, name, on_error):
+            assert on_error == "return"
+            return {"tcp://a:1": {"error": None, "dim": 8, "threads": 1}, "tcp://b:2": OSError("gone")}
+
+    monkeypatch.setattr(dx.time, "sleep", lambda s: None)
+    encoder = object.__new__(dx.DaskEncoder)
+    encoder.name, encoder.address = "oxidize-encoder-x", "tcp://head:8786"
+    encoder.client = Client(failures=1)
+    assert encoder._register(None) == {"tcp://a:1": {"error": None, "dim": 8, "threads": 1}}
+    assert encoder.client.calls == 2
+    encoder.client = Client(failures=dx.REGISTER_ATTEMPTS)
+    with pytest.raises(BuildError, match="could not set up the Dask workers at tcp://head:8786: in <TCP"):
+        encoder._register(None)

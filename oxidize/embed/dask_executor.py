@@ -42,10 +42,12 @@ from typing import Any
 
 import numpy as np
 
-from oxidize.errors import BuildError, ModelError
+from oxidize.errors import BuildError, ModelError, OxidizeError
 
 #: Times Dask runs a shard again after it raised on a worker.
 RETRIES = 2
+#: Times the plugin is installed again when a worker dies during its set-up.
+REGISTER_ATTEMPTS = 3
 #: Seconds to reach the scheduler, and to wait for a first worker.
 CONNECT_TIMEOUT_S = 10
 WORKER_WAIT_S = 60
@@ -96,7 +98,7 @@ class EncoderPlugin(WorkerPlugin):
             threads = int(getattr(worker.state, "nthreads", 0) or getattr(worker, "nthreads", 1) or 1)
             self.encoder = Encoder(self._model_here(), threads=threads, model_fp=self.model_fp)
         except Exception as exc:  # reported by name, not a traceback in the worker's log
-            self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.error = _first_line(exc)
 
     def _model_here(self):
         from dataclasses import replace
@@ -167,8 +169,7 @@ class DaskEncoder:
         plugin = EncoderPlugin(resolved, shas, model_fp, platform_key(), os.environ.get(MASK_ENV, ""))
         reports = _registered.get((id(self.client), self.name))
         if reports is None:  # once per build process: the next embed task of the model reuses it
-            self.client.register_plugin(plugin, name=self.name)
-            reports = self.client.run(_report, self.name)
+            reports = self._register(plugin)
         if not reports:
             raise BuildError(f"no Dask worker is connected to the scheduler at {self.address}; "
                              f"start some with `dask worker {self.address}`")
@@ -185,6 +186,21 @@ class DaskEncoder:
         self.shards = 0
         self.texts_sent = 0
         self.shard_size = executor.shard_texts
+
+    def _register(self, plugin: EncoderPlugin) -> dict:
+        """Install the plugin on every worker and collect their reports. A worker lost meanwhile
+        (the scheduler still names it for a moment) is retried without, never a traceback."""
+        for attempt in range(REGISTER_ATTEMPTS):
+            try:
+                self.client.register_plugin(plugin, name=self.name)
+                reports = self.client.run(_report, self.name, on_error="return")
+                return {addr: r for addr, r in reports.items() if isinstance(r, dict)}
+            except OSError as exc:  # distributed's CommClosedError: a worker died mid-setup
+                if attempt == REGISTER_ATTEMPTS - 1:
+                    raise BuildError(f"could not set up the Dask workers at {self.address}: "
+                                     f"{_first_line(exc)}") from None
+                time.sleep(1 + attempt)
+        return {}
 
     def embed_shards(self, texts: Sequence[str], kind: str = "passage") -> Iterator[tuple[list[int], np.ndarray]]:
         """Yield ``(positions, vectors)`` per shard of ``texts`` as shards complete, in any order."""
@@ -210,7 +226,14 @@ class DaskEncoder:
         try:
             for future in flow:
                 start = pending.pop(future)
-                vectors = future.result()
+                try:
+                    vectors = future.result()
+                except OxidizeError:  # a worker's own clear message (a model missing there)
+                    raise
+                except Exception as exc:  # KilledWorker after repeated deaths, a lost scheduler
+                    raise BuildError(f"a shard of {min(size, len(texts) - start):,} texts failed on the Dask "
+                                     f"cluster at {self.address}: {type(exc).__name__}: {_first_line(exc)}; "
+                                     f"finished shards are cached, run the build again") from None
                 future.release()
                 yield list(range(start, min(start + size, len(texts)))), vectors
                 nxt = next(queue, None)
@@ -279,7 +302,7 @@ def _client(executor: Any):
             client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
         except (OSError, TimeoutError) as exc:
             raise BuildError(f"cannot reach the Dask scheduler at {address} (DASK_SCHEDULER_ADDRESS or Dask's "
-                             f"config; selected by {executor.source}): {str(exc).splitlines()[0]}") from None
+                             f"config; selected by {executor.source}): {_first_line(exc)}") from None
         atexit.register(_close, client, None)
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
@@ -288,6 +311,11 @@ def _client(executor: Any):
                              f"start some with `dask worker {address}`") from None
     _clients[key] = client
     return client, client.scheduler.address
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _close(client, cluster) -> None:
