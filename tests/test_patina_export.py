@@ -281,6 +281,34 @@ def test_vectors_are_patinas_float_arithmetic_not_oxidizes_int8_kernels(tmp_path
         assert cosine(index.get(key), expected) >= 0.99999, (key, texts[key])
 
 
+def test_temporal_is_judged_on_patinas_file_texts(tmp_path: Path):
+    """The projection trained on oxidize's file texts; patina indexes `File: path (kind)`. The
+    verdict scores the held-out pairs on the vectors of patina's texts, found by path."""
+    from oxidize.evaluate import compare
+    from oxidize.pairs.co_changed import describe_file
+    from oxidize.patina.export import _judged_on_patina_texts
+    from oxidize.patina.population import Population
+
+    files = [f"src/m{i}.rs" for i in range(8)]
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps(describe_file(f)) + "\n" for f in files))
+    heldout = np.array([[0, 1], [1, 0], [2, 3], [3, 2], [4, 5], [5, 4]], np.int32)
+    np.save(tmp_path / "heldout.npy", heldout)
+    rng = np.random.default_rng(0)
+    population = Population(names=list(reversed(files)))  # patina's order differs from oxidize's
+    raw = rng.standard_normal((8, 16)).astype(np.float32)
+    for a, b in ((0, 1), (2, 3), (4, 5)):  # related files: near-identical vectors in patina's rows
+        raw[7 - b] = raw[7 - a] + 0.01
+    weights = {"w1": rng.standard_normal((4, 16)).astype(np.float32), "b1": np.zeros(4, np.float32),
+               "w2": rng.standard_normal((3, 4)).astype(np.float32), "b2": np.zeros(3, np.float32),
+               "w0": rng.standard_normal((3, 16)).astype(np.float32)}
+    judged = _judged_on_patina_texts(tmp_path, population, raw, weights)
+    expected = compare(raw[[7 - i for i in range(8)]], heldout, weights)
+    assert expected["base"]["mrr@10"] == 1.0
+    assert judged.export is False  # nothing beats a perfect raw embedding
+    assert "raw embedding's 1.000 on patina's file texts (6 queries)" in judged.reason
+    assert _judged_on_patina_texts(tmp_path, Population(names=files[:5]), raw, weights) is None
+
+
 def test_a_database_without_co_changes_is_one_clear_line(tmp_path: Path):
     from oxidize.errors import EventLogError
     from oxidize.patina.population import read_population

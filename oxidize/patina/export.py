@@ -101,6 +101,8 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     with EmbeddingCache(cache_file, f"{model_fp}@{platform_key()}", dim) as cache:
         raw, stats = embed_with_cache(population.texts, cache, encoder,
                                       progress_label=f"{label} patina export")
+    if projection == "temporal":  # judge on the texts patina searches, not oxidize's own
+        decided = _judged_on_patina_texts(out_dir, population, raw, weights) or decided
     tensors = fold(weights) if decided.export else None
     vectors = forward(tensors, raw) if tensors is not None else np.asarray(raw, np.float32)
     try:
@@ -138,6 +140,29 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     print(f"{label}: {said} [{stats.embedded:,} embedded, {stats.cached:,} from the cache, "
           f"{seconds:.2f}s]", flush=True)
     return record
+
+
+def _judged_on_patina_texts(out_dir: Path, population, raw, weights) -> Verdict | None:
+    """The verdict for ``temporal`` scored on patina's file texts (``File: path (kind)``) rather
+    than oxidize's (``file path: words, kind``), which the projection trained on: the held-out
+    files are found in patina's population by path. ``None`` when some file is not there
+    (then oxidize's own metrics decide)."""
+    import numpy as np
+
+    from oxidize.evaluate import compare
+    from oxidize.pairs import read_heldout, read_texts
+
+    heldout = read_heldout(out_dir / "heldout.npy")
+    texts = read_texts(out_dir / "texts.jsonl")
+    row_of = {name: i for i, name in enumerate(population.names)}
+    vectors = np.zeros((len(texts), raw.shape[1]), np.float32)
+    for i in np.unique(heldout):
+        path = texts[i][len("file "):].split(": ", 1)[0] if texts[i].startswith("file ") else None
+        if path not in row_of:
+            return None
+        vectors[i] = raw[row_of[path]]
+    judged = verdict(compare(vectors, heldout, weights))
+    return Verdict(judged.export, judged.reason.replace(" (", " on patina's file texts (", 1))
 
 
 def _rewritten(resolved) -> bool:

@@ -57,6 +57,8 @@ class Population:
     texts: list[str] = field(default_factory=list)
     parts: dict[str, int] = field(default_factory=dict)
     absent: list[str] = field(default_factory=list)
+    #: temporal and dependency: the file path or call-graph name of each row
+    names: list[str] = field(default_factory=list)
 
     def add(self, part: str, rows) -> None:
         count = 0
@@ -95,14 +97,14 @@ def read_population(db_path: Path | str, name: str) -> Population:
             _semantic(conn, tables, population)
         elif name == "temporal":
             _require(path, tables, "co_changes", name, "patina scrape git")
-            rows = conn.execute("SELECT DISTINCT file_a FROM co_changes UNION "
-                                "SELECT DISTINCT file_b FROM co_changes ORDER BY 1")
-            population.add("files", ((i, file_text(str(f))) for i, (f,) in enumerate(rows)))
+            population.names = [str(f) for (f,) in conn.execute(
+                "SELECT DISTINCT file_a FROM co_changes UNION SELECT DISTINCT file_b FROM co_changes ORDER BY 1")]
+            population.add("files", ((i, file_text(f)) for i, f in enumerate(population.names)))
         else:
             _require(path, tables, "call_graph", name, "patina scrape code")
-            rows = conn.execute("SELECT DISTINCT caller FROM call_graph UNION "
-                                "SELECT DISTINCT callee FROM call_graph ORDER BY 1")
-            population.add("functions", ((i, function_text(str(f))) for i, (f,) in enumerate(rows)))
+            population.names = [str(f) for (f,) in conn.execute(
+                "SELECT DISTINCT caller FROM call_graph UNION SELECT DISTINCT callee FROM call_graph ORDER BY 1")]
+            population.add("functions", ((i, function_text(f)) for i, f in enumerate(population.names)))
         return population
     except sqlite3.Error as err:
         raise EventLogError(f"{path}: cannot read patina's {name} rows: {err}") from None
