@@ -69,8 +69,9 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     """
     import numpy as np
 
-    from oxidize.atomic import unwritable
+    from oxidize.atomic import atomic_path, unwritable
     from oxidize.embed.cache import EmbeddingCache, embed_with_cache
+    from oxidize.embed.executor import EncoderFactory
     from oxidize.embed.models import fingerprint_for
     from oxidize.engine.fingerprint import target_state
     from oxidize.index import new_index
@@ -94,9 +95,6 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
         model_fp = fingerprint_for(model_record, resolved.spec)
     weights = load_weights(out_dir / "weights.safetensors")
     dim = int(weights["w1"].shape[1])
-
-    from oxidize.embed.executor import EncoderFactory
-
     encoder = EncoderFactory(resolved, model_record, model_fp, cache_file.parent / "onnx")
     with EmbeddingCache(cache_file, f"{model_fp}@{platform_key()}", dim) as cache:
         raw, stats = embed_with_cache(population.texts, cache, encoder,
@@ -110,8 +108,6 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
             index = new_index(int(vectors.shape[1]))
             index.add(np.asarray(population.keys, np.uint64), np.ascontiguousarray(vectors, np.float32),
                       threads=os.cpu_count() or 1)
-            from oxidize.atomic import atomic_path
-
             with atomic_path(index_file) as tmp:
                 index.save(str(tmp))
         else:  # patina skips an empty index, and its scry then falls back to lexical search
