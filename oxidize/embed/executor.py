@@ -29,17 +29,18 @@ from oxidize.errors import BuildError
 
 EXECUTOR_ENV = "OXIDIZE_EXECUTOR"
 SHARD_ENV = "OXIDIZE_DASK_SHARD"
-#: Texts per Dask work unit. At ~250 texts/s per single-threaded worker (E5 is ~4× slower) a
-#: shard is seconds of work: the scheduler's ~1 ms per task is under 0.1 %, a killed worker
-#: loses at most one shard, and 10^7 texts are ~5,000 tasks, few for the scheduler.
+#: Texts per Dask work unit. At ~260–290 texts/s per single-threaded worker with the default
+#: model (E5 several times slower) a shard is seconds of work: the scheduler's ~2 ms per task
+#: is under 0.1 %, a killed worker loses at most one shard, and 10^7 texts are ~5,000 tasks
+#: (docs/distributed.md, "Sizing").
 SHARD_TEXTS = 2048
 
 
 @dataclass(frozen=True)
 class Executor:
     """The chosen executor: ``kind`` is ``"local"`` or ``"dask"``; for Dask, ``local_workers``
-    (a LocalCluster of that many processes) or the scheduler ``address`` from Dask's config
-    (``None``: resolved when connecting); ``source`` says where the choice came from."""
+    (a LocalCluster of that many processes) or ``None`` (the scheduler of Dask's config,
+    resolved when connecting); ``source`` says where the choice came from."""
 
     kind: str
     local_workers: int | None = None
