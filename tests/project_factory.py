@@ -66,3 +66,20 @@ def make_project(root: Path, recipe_a: str = RECIPE_A) -> Path:
     (root / "recipes" / "a" / "oxidize.yaml").write_text(recipe_a)
     (root / "recipes" / "b.yaml").write_text(RECIPE_B)
     return root
+
+
+def cached_rows(root: Path) -> int:
+    """Rows in the project's embedding cache (0 while it does not exist yet), read-only."""
+    import sqlite3
+
+    path = root / "build/.cache/embeddings.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0  # not created yet

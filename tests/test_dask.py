@@ -7,7 +7,6 @@ import json
 import os
 import random
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from eventlog_factory import make_sqlite_eventlog
+from project_factory import cached_rows
 from tiny_model import WORDS, make_tiny_model
 
 distributed = pytest.importorskip("distributed", reason="Dask is an optional extra: pip install 'oxidize[dask]'")
@@ -53,20 +53,6 @@ def run(root: Path, *args: str, env: dict | None = None, timeout: float = 600) -
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", "oxidize.engine.cli", *args], cwd=root, env=full,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def cache_rows(root: Path) -> int:
-    path = root / "build/.cache/embeddings.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +126,7 @@ def test_a_local_cluster_gives_the_bytes_of_a_local_build(tmp_path, local_build)
 
     assert record["where"]["shards"] == -(-n // shard_size(n, 256, 2)) and record["where"]["shard_texts"] <= 256
     assert "on 2 Dask worker(s)" in proc.stdout
-    assert cache_rows(root) == n
+    assert cached_rows(root) == n
     again = run(root, EMBED, env={"OXIDIZE_EXECUTOR": "dask:local:2"})  # nothing stale: nothing sent
     assert again.returncode == 0 and ".  r:semantic.embed" not in again.stdout
 
@@ -159,7 +145,7 @@ def test_a_worker_killed_mid_build_and_the_build_still_finishes(tmp_path, local_
     while killed is None and time.monotonic() < deadline and build.poll() is None:
         busy = [w for w, keys in client.processing().items()
                 if any(str(k).startswith("oxidize-embed-") for k in keys)]
-        if busy and cache_rows(root) > 0:  # some shards are stored, others still running
+        if busy and cached_rows(root) > 0:  # some shards are stored, others still running
             killed = pids[busy[0]]
             os.kill(killed, 9)
         time.sleep(0.005)
@@ -167,7 +153,7 @@ def test_a_worker_killed_mid_build_and_the_build_still_finishes(tmp_path, local_
     assert killed is not None, "the build finished before a worker could be killed"
     assert build.returncode == 0, out + err
     assert (root / OUT / "embeddings.npy").read_bytes() == (local_build / OUT / "embeddings.npy").read_bytes()
-    assert cache_rows(root) == json.loads((root / OUT / "embed.json").read_text())["unique"]
+    assert cached_rows(root) == json.loads((root / OUT / "embed.json").read_text())["unique"]
 
 
 def test_an_interrupted_build_sends_only_what_no_shard_finished(tmp_path, local_build, cluster):
@@ -179,11 +165,11 @@ def test_an_interrupted_build_sends_only_what_no_shard_finished(tmp_path, local_
     build = subprocess.Popen([sys.executable, "-m", "oxidize.engine.cli", EMBED], cwd=root, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while cache_rows(root) == 0 and build.poll() is None and time.monotonic() < deadline:
+    while cached_rows(root) == 0 and build.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     build.kill()
     build.wait()
-    kept = cache_rows(root)
+    kept = cached_rows(root)
     assert kept > 0
     proc = run(root, EMBED, env={"OXIDIZE_EXECUTOR": "dask", "DASK_SCHEDULER_ADDRESS": client.scheduler.address})
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -203,7 +189,7 @@ def test_an_unreachable_scheduler_is_one_line_and_nothing_is_written(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in out and "Traceback" not in out
-    assert not (root / OUT / "embeddings.npy").exists() and cache_rows(root) == 0
+    assert not (root / OUT / "embeddings.npy").exists() and cached_rows(root) == 0
 
 
 def test_no_scheduler_configured_says_how_to_name_one(tmp_path):
@@ -229,7 +215,7 @@ def test_workers_of_another_arithmetic_are_refused_by_name(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Traceback" not in out
     assert f"Dask worker {worker}: computes with arithmetic" in out
-    assert not (root / OUT / "embeddings.npy").exists() and cache_rows(root) == 0
+    assert not (root / OUT / "embeddings.npy").exists() and cached_rows(root) == 0
 
 
 def test_a_model_missing_on_a_worker_names_the_worker_and_the_path(tmp_path):

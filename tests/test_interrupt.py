@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from project_factory import cached_rows
 from test_errors import make_project, run
 from tiny_model import WORDS
 
@@ -114,20 +115,6 @@ def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
             proc.kill()
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def cached_rows(root: Path) -> int:
-    path = root / "build/.cache/embeddings.sqlite"
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0  # not created yet
 
 
 def kill9(proc: subprocess.Popen) -> str:

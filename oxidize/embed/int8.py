@@ -95,6 +95,25 @@ def dynamic_quantized_ops(model_file: Path | str) -> int:
     return count
 
 
+def int8_products(model_file: Path | str) -> int:
+    """How many products of ``model_file`` :func:`int8_matmul_model` would rewrite, without
+    rewriting or serialising anything (the patina export asks whether the build's vectors
+    came from int8 kernels)."""
+    return len(_find_int8_products(_load(model_file).graph))
+
+
+def _load(model_file: Path | str):
+    """The ``ModelProto``; weights in a separate file (a large export) are read too: the
+    scales are needed."""
+    import onnx
+
+    model_file = Path(model_file)
+    model = onnx.load(str(model_file), load_external_data=False)
+    if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
+        onnx.load_external_data_for_model(model, str(model_file.parent))
+    return model
+
+
 def int8_matmul_model(model_file: Path | str):
     """The graph of ``model_file`` with its int8-weight products on int8 kernels.
 
@@ -102,16 +121,10 @@ def int8_matmul_model(model_file: Path | str):
     number of products rewritten — or ``(None, 0)`` when the graph has none (run the file
     as it is). The file itself is never changed.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    model_file = Path(model_file)
-    model = onnx.load(str(model_file), load_external_data=False)
+    model = _load(model_file)
     graph = model.graph
-    # Weights in a separate file (a large export) are read first: the scales are needed.
-    external = any(init.data_location == onnx.TensorProto.EXTERNAL for init in graph.initializer)
-    if external:
-        onnx.load_external_data_for_model(model, str(model_file.parent))
     rewrites = _find_int8_products(graph)
     if not rewrites:
         return None, 0

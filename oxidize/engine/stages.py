@@ -127,6 +127,7 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
         stats = embed_to_file(texts, cache, encoder_factory, out / "embeddings.npy",
                               progress_label=f"{label} embed")
     seconds = time.perf_counter() - start
+    where = encoder_factory.describe()
     write_json(out / "embed.json", {
         "model": recipe.embedding_model,
         "model_fingerprint": record["fingerprint"],
@@ -136,9 +137,8 @@ def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_di
         "embedded": stats.embedded,
         "dim": int(dim),
         "oxidize_version": __version__,
-        "where": encoder_factory.describe(),
+        "where": where,
     })
-    where = encoder_factory.describe()
     remote = (f" on {where['workers']} Dask worker(s) at {where['scheduler']} ({where['shards']} shards)"
               if where.get("executor") == "dask" else "")
     _say(label, f"embedded {stats.embedded:,} texts{remote}, {stats.cached:,} from the cache "

@@ -165,12 +165,12 @@ def _rewritten(resolved) -> bool:
     """Whether the build's embed step runs this model on oxidize's int8 rewrite, so that patina's
     arithmetic needs vectors of its own. Otherwise (E5 as patina ships it, a CPU without int8
     dot products) the step's vectors are patina's, and the cache already holds many of them."""
-    from oxidize.embed.int8 import cpu_has_int8_dot, int8_matmul_model
+    from oxidize.embed.int8 import cpu_has_int8_dot, int8_products
 
     if not resolved.spec.int8_matmul or not cpu_has_int8_dot():
         return False
     try:
-        return int8_matmul_model(resolved.model_file)[0] is not None
+        return int8_products(resolved.model_file) > 0
     except Exception:  # not a readable graph: the encoder's load reports it
         return True
 

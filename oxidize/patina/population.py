@@ -125,36 +125,21 @@ def _semantic(conn: sqlite3.Connection, tables: set[str], population: Population
         f"SELECT seq, json_extract(data, '$.content') AS content FROM eventlog "
         f"WHERE event_type IN ({marks}) AND content IS NOT NULL AND length(content) > 20 "
         f"ORDER BY seq", SESSION_TYPES))
-    if "function_facts" in tables:
-        population.add("functions", (
-            (CODE_OFFSET + rowid, _function_fact_text(*rest)) for rowid, *rest in conn.execute(
-                "SELECT rowid, file, name, parameters, return_type, is_public, is_async "
-                "FROM function_facts WHERE name != ''")))
-    else:
-        population.absent.append("function_facts")
-    if "patterns" in tables:
-        population.add("patterns", (
-            (PATTERN_OFFSET + rowid, _pattern_text(*rest)) for rowid, *rest in conn.execute(
-                "SELECT p.rowid, p.id, p.title, p.purpose, f.content, p.tags, p.file_path "
-                "FROM patterns p LEFT JOIN pattern_fts f ON p.id = f.id")))
-    if "commits" in tables:
-        population.add("commits", (
-            (COMMIT_OFFSET + rowid, f"Commit {sha[:7]}: {message}") for rowid, sha, message in conn.execute(
-                "SELECT rowid, sha, message FROM commits WHERE message IS NOT NULL "
-                "AND length(message) > 30 ORDER BY rowid")))
-    else:
-        population.absent.append("commits")
-    if "beliefs" in tables:
-        population.add("beliefs", (
-            (BELIEF_OFFSET + rowid, _belief_text(*rest)) for rowid, *rest in conn.execute(
-                "SELECT rowid, id, statement, persona, facets, confidence, entrenchment "
-                "FROM beliefs WHERE status = 'active'")))
+    for table, part, offset, sql, text, patina_needs_it in _SEMANTIC_TABLES:
+        if table in tables:
+            population.add(part, ((offset + rowid, text(*rest)) for rowid, *rest in conn.execute(sql)))
+        elif patina_needs_it:
+            population.absent.append(table)
     population.add("forge items", (
         (FORGE_OFFSET + seq, _forge_text(event_type, number, title, body))
         for seq, event_type, number, title, body in conn.execute(
             "SELECT seq, event_type, source_id, json_extract(data, '$.title') AS title, "
             "json_extract(data, '$.body') AS body FROM eventlog "
             "WHERE event_type IN ('forge.issue', 'forge.pr') AND title IS NOT NULL")))
+
+
+def _commit_text(sha, message) -> str:
+    return f"Commit {sha[:7]}: {message}"
 
 
 def _function_fact_text(file, name, parameters, return_type, is_public, is_async) -> str:
@@ -192,6 +177,25 @@ def _forge_text(event_type: str, number, title, body) -> str:
     kind = "PR" if event_type == "forge.pr" else "Issue"
     head = f"{kind} #{number}: {title}"
     return f"{head}\n{body}" if body else head
+
+
+#: The semantic parts read from patina's materialised tables: (table, part, key offset, SQL
+#: whose first column is the rowid, text of the other columns, whether patina's own query
+#: fails without the table — such a table is named as absent).
+_SEMANTIC_TABLES = (
+    ("function_facts", "functions", CODE_OFFSET,
+     "SELECT rowid, file, name, parameters, return_type, is_public, is_async FROM function_facts "
+     "WHERE name != ''", _function_fact_text, True),
+    ("patterns", "patterns", PATTERN_OFFSET,
+     "SELECT p.rowid, p.id, p.title, p.purpose, f.content, p.tags, p.file_path "
+     "FROM patterns p LEFT JOIN pattern_fts f ON p.id = f.id", _pattern_text, False),
+    ("commits", "commits", COMMIT_OFFSET,
+     "SELECT rowid, sha, message FROM commits WHERE message IS NOT NULL AND length(message) > 30 "
+     "ORDER BY rowid", _commit_text, True),
+    ("beliefs", "beliefs", BELIEF_OFFSET,
+     "SELECT rowid, id, statement, persona, facets, confidence, entrenchment FROM beliefs "
+     "WHERE status = 'active'", _belief_text, False),
+)
 
 
 def file_text(path: str) -> str:
