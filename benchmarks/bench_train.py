@@ -26,6 +26,11 @@ seven ``np.dot`` of :func:`oxidize.train.kernels.loss_and_grads`. It is shown as
 rate of a square float32 ``np.dot`` (1024³) measured in every round of the same row, so that
 both see the same load (median over the row's rounds).
 
+The in-batch loss (``training.loss: in_batch``) is measured for oxidize only (the
+baselines implement the triplet loss): one more row per size and batch, interleaved with the
+square matmul the same way. Its FLOPs add the three ``B × 2B`` similarity products per batch
+(``s = a c^T``, ``G c``, ``G^T a``: ``12 · B · out`` per triplet) to the MLP's count.
+
 Not a test: nothing here asserts a time.
 """
 
@@ -71,11 +76,31 @@ def matmul_gflops(m, k, n, seconds):
 
 # --------------------------------------------------------------------------- oxidize (Numba)
 
-def bench_numba(emb, trips, hidden, out, batch):
+def bench_numba(emb, trips, hidden, out, batch, loss="triplet"):
     """Triplets/s of one epoch of :func:`train_projection` over ``trips`` (epoch loop only)."""
     result = train_projection(emb, trips, hidden=hidden, out=out, epochs=1, batch_size=batch,
-                              learning_rate=LR, margin=MARGIN, seed=0, progress=False, init="pca")
+                              learning_rate=LR, margin=MARGIN, seed=0, progress=False, init="pca",
+                              loss=loss)
     return len(trips) / result.seconds
+
+
+def in_batch_flops_per_triplet(d_in, hidden, out, batch):
+    """The MLP's products plus the in-batch loss's three ``B × 2B`` similarity products."""
+    return flops_per_triplet(d_in, hidden, out) + 12 * batch * out
+
+
+def measure_in_batch(emb, trips, hidden, out, batch, repeats, seconds, label=""):
+    """Triplets/s of oxidize with the in-batch loss, and the square matmul rate, per round."""
+    bench_numba(emb, trips[:min(len(trips), 16 * batch)], hidden, out, batch, "in_batch")  # warm-up
+    rates = {"numba": [], "matmul": []}
+    for r in range(repeats):
+        time.sleep(PAUSE_S)
+        rates["numba"].append(bench_numba(emb, trips, hidden, out, batch, "in_batch"))
+        time.sleep(PAUSE_S)
+        rates["matmul"].append(matmul_gflops(1024, 1024, 1024, seconds))
+        print(f"  {label} in_batch round {r + 1}/{repeats}: numba {rates['numba'][-1]:8,.0f}; "
+              f"np.dot 1024³ {rates['matmul'][-1]:.0f} GFLOP/s", flush=True)
+    return rates
 
 
 # --------------------------------------------------------------------------- plain NumPy
@@ -240,7 +265,7 @@ def main(argv=None):
     train_projection(tiny, trips[:5] % 10, hidden=4, out=2, epochs=1, batch_size=2,
                      learning_rate=LR, margin=MARGIN, seed=0, progress=False, init="pca")
 
-    measured = []
+    measured, in_batch = [], []
     for d_in, hidden, out in SIZES:
         emb = rng.standard_normal((n_texts, d_in)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -250,6 +275,9 @@ def main(argv=None):
                              measure(emb, trips, d_in, hidden, out, batch, repeats, have_torch,
                                      seconds, label)))
             squares.extend(measured[-1][2]["matmul"])
+            in_batch.append(((d_in, hidden, out), batch,
+                             measure_in_batch(emb, trips, hidden, out, batch, repeats, seconds, label)))
+            squares.extend(in_batch[-1][2]["matmul"])
     square = statistics.median(squares)
     print(f"np.dot float32 1024³ median of {len(squares)}: {square:.1f} GFLOP/s "
           f"(from {min(squares):.1f} to {max(squares):.1f})")
@@ -277,6 +305,21 @@ def main(argv=None):
         results.append({"layers": (d_in, hidden, out), "batch": batch, "numba": nb, "torch": th,
                         "numpy": npy, "gflops": gflops, "matmul_fraction": pct / 100,
                         "rounds": rates})
+    print(f"\nin-batch loss (oxidize only; FLOPs include the B × 2B similarity products)")
+    print(f"{'layers':>15} {'batch':>5} | {'numba trip/s':>12} {'GFLOP/s':>7} {'% matmul':>8} | "
+          f"{'vs triplet':>10}")
+    in_batch_rows = []
+    for ((d_in, hidden, out), batch, rates), row in zip(in_batch, results):
+        nb = statistics.median(rates["numba"])
+        gflops = nb * in_batch_flops_per_triplet(d_in, hidden, out, batch) / 1e9
+        fraction = gflops / statistics.median(rates["matmul"])
+        print(f"{d_in:>5}>{hidden}>{out:<4} {batch:>5} | {nb:12,.0f} {gflops:7.1f} {100 * fraction:7.0f}% | "
+              f"{nb / row['numba']:9.2f}×", flush=True)
+        in_batch_rows.append({"layers": (d_in, hidden, out), "batch": batch, "numba": nb,
+                              "gflops": gflops, "matmul_fraction": fraction, "rounds": rates})
+        if batch >= 256:
+            print(f"goal {(d_in, hidden, out)} batch {batch}, in_batch: ≥ 50% of matmul: "
+                  f"{'met' if fraction >= 0.5 else 'NOT met'} ({100 * fraction:.0f}%)")
     for r in results:
         if r["torch"]:
             goal = 1.0 if r["batch"] >= 256 else 1.5
@@ -285,7 +328,7 @@ def main(argv=None):
                   + (f"; ≥ 50% of matmul: {'met' if r['matmul_fraction'] >= 0.5 else 'NOT met'} "
                      f"({100 * r['matmul_fraction']:.0f}%)" if r["batch"] >= 256 else ""))
     return {"square_gflops": square, "square_gflops_runs": squares, "triplets": n_trip,
-            "repeats": repeats, "rows": results}
+            "repeats": repeats, "rows": results, "in_batch_rows": in_batch_rows}
 
 
 if __name__ == "__main__":
