@@ -294,10 +294,10 @@ def test_example_events_make_good_pairs():
         events = list(log.events())
         pairset = generate_pairs(log, replace(Training(), min_chars=20))
     observations = [e for e in events if e.event_type in OBS]
-    assert all(40 <= len(e.data["content"]) <= 200 for e in observations)
+    assert all(200 <= len(e.data["content"]) <= 400 for e in observations)
     assert [e.timestamp for e in events] == sorted(e.timestamp for e in events)
     assert {e.event_type for e in events} >= {"session.started", "git.commit", *OBS}
-    assert pairset.stats["sessions"] == 40
+    assert pairset.stats["sessions"] == 120
     sessions: dict[str, list[str]] = {}
     for e in observations:
         sessions.setdefault(e.source_id, []).append(e.data["content"])

@@ -274,6 +274,19 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
                   f"validation mrr@10 {best_mrr:.4f}; the base embedding scores "
                   f"{scorer.base_mrr:.4f}", file=sys.stderr, flush=True)
 
+    def run(order_part, losses_part, step):
+        """Train the minibatches of ``order_part`` (one jitted call); ``(done, step)``."""
+        return kernels.train_epoch(
+            emb, trips, order_part, batch_size, loss_kind, loss_param,
+            params.flat, anchor, p["w0"], p["w1"], p["b1"], p["w2"], p["b2"],
+            grads.flat, g["w0"], g["w1"], g["b1"], g["w2"], g["b2"], state1, state2,
+            x, h, z, z_lin, y, norms, dy, dh,
+            opt_code, float(learning_rate), ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
+            float(momentum), decay, params.n_decay, step, losses_part)
+
+    # A call with no minibatch loads the kernels from Numba's cache (~0.5 s in a fresh
+    # process), so that the first segment — and the time estimate — measures training only.
+    run(np.zeros(0, dtype=np.int64), batch_losses[:0], 0)
     losses: list[float] = []
     stopped_early = False
     step = 0
@@ -291,14 +304,7 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
             todo = min(n_batches - done, probe_segment if short else segment)
             lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
             seg_start = time.perf_counter()
-            seg_done, step = kernels.train_epoch(
-                emb, trips, order[lo:hi], batch_size, loss_kind, loss_param,
-                params.flat, anchor, p["w0"], p["w1"], p["b1"], p["w2"], p["b2"],
-                grads.flat, g["w0"], g["w1"], g["b1"], g["w2"], g["b2"], state1, state2,
-                x, h, z, z_lin, y, norms, dy, dh,
-                opt_code, float(learning_rate), ADAM_BETA1, ADAM_BETA2, ADAM_EPS,
-                float(momentum), decay, params.n_decay, step,
-                batch_losses[done:done + todo])
+            seg_done, step = run(order[lo:hi], batch_losses[done:done + todo], step)
             seg_seconds = time.perf_counter() - seg_start
             threads_ctl.record(threads, hi - lo, seg_seconds)
             if progress and epoch == 1 and done == 0 and seg_done < n_batches:
@@ -374,6 +380,9 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
 
 
 def _duration(seconds: float) -> str:
+    """A time estimate in the unit a reader expects (``0.4s``, ``12s``, ``3 min``, ``1.5 h``)."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     if seconds < 90:
         return f"{seconds:.0f}s"
     if seconds < 5400:

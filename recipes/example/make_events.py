@@ -4,8 +4,19 @@ Why generated: the example needs a realistic, reviewable event log that ships wi
 repository, but real session notes (patina's database) must not be copied into it. Each
 of twenty software-work topics has its own vocabulary (what was touched, what went wrong,
 what was done, which tool showed it); generic sentence templates per event type fill it
-in, and two sessions per topic draw different sentences. Sessions are therefore
-thematically coherent — which is exactly what ``same_session`` pairs rely on.
+in, and six sessions per topic, in a shuffled order, draw different sentences. Sessions
+are therefore thematically coherent — which is exactly what ``same_session`` pairs rely
+on — and a topic comes back, so the latest sessions are not all about new things.
+
+Why the long lead-ins (:data:`LEAD_INS`): every note starts with one of eight wordy,
+content-free openings ("Writing this down before the end of the day so that …"), drawn
+per note, as hurried or assistant-written notes often do. A raw embedding weighs that
+boilerplate as much as the content, so two notes that share a lead-in look alike across
+sessions; the projection learns from which notes share a session that the lead-ins vary
+within one and says nothing, and looks past them. Without them the raw embedding already
+ranks this log's held-out sessions at MRR@10 0.97 and there is nothing to show; with them
+it scores about 0.7–0.8 and the default projection about 0.1 more (measured over four
+seeds of this generator; the numbers of the committed log are in the README).
 
 Deterministic (a fixed ``random.Random`` seed, fixed timestamps): running it again gives a
 byte-identical file. Run ``python recipes/example/make_events.py`` to regenerate; a test
@@ -22,6 +33,28 @@ from pathlib import Path
 SEED = 20250303
 START = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
 OUT = Path(__file__).with_name("events.jsonl")
+
+#: Wordy openings that say nothing about the work; one starts every note (see above).
+LEAD_INS = [
+    "After going back over this morning's notes with the rest of the team during the long review call, "
+    "and after reading through the comments left on the pull request overnight, here is the point that matters:",
+    "Writing this down before the end of the day so that the next session can pick it up quickly without "
+    "having to reread the whole conversation, the chat history and every message in the channel again:",
+    "Following up on the discussion we had in the weekly planning meeting earlier this afternoon, where "
+    "everybody agreed that these notes should be short, specific and written for someone new to the project:",
+    "Quick summary for whoever reads these notes next, based on what we saw while pairing today, on what the "
+    "reviewers asked about, and on what we would have liked to know ourselves this morning:",
+    "One more thing worth recording here after a long and somewhat frustrating day of reading logs, comparing "
+    "outputs and asking around, so that nobody has to go through the same steps again next month:",
+    "As agreed with everyone on the call, and to keep the history of this work easy to follow for people who "
+    "join later, I am adding this note now rather than waiting for the end of the week:",
+    "Noting this for future reference, because it took the better part of the afternoon to figure out, it "
+    "will certainly come up again, and the explanation is not written down anywhere else yet:",
+    "To sum up where things stand after today's work, before switching to something else for the rest of the "
+    "week and before the details start to fade from memory, the short version is this:",
+]
+#: Sessions per topic; the sessions' order is shuffled (seeded).
+VISITS = 6
 
 # Each topic: session titles, and slot vocabularies for the templates below.
 #   thing: a noun phrase; problem: a clause; fix: a verb phrase; tool: a noun phrase.
@@ -211,13 +244,13 @@ TEMPLATES = {
 
 
 def _sentence(template: str, topic: dict, rng: random.Random) -> str:
-    """Fill one template from the topic's vocabulary; the first letter is made upper case."""
+    """A lead-in, then one template filled from the topic's vocabulary (upper-case first letter)."""
     text = template.format(**{slot: rng.choice(topic[slot]) for slot in ("thing", "problem", "fix", "tool")})
-    return text[0].upper() + text[1:]
+    return f"{rng.choice(LEAD_INS)} {text[0].upper()}{text[1:]}"
 
 
 def _session_texts(topic: dict, rng: random.Random) -> list[tuple[str, str]]:
-    """4–8 distinct (event_type, text) observations of one session, each 40–200 characters."""
+    """4–8 distinct (event_type, text) observations of one session, each at most 400 characters."""
     want = rng.randint(4, 8)
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
@@ -227,7 +260,7 @@ def _session_texts(topic: dict, rng: random.Random) -> list[tuple[str, str]]:
             break
         event_type = types[len(out) % len(types)] if len(out) < len(types) else rng.choice(types)
         text = _sentence(rng.choice(TEMPLATES[event_type]), topic, rng)
-        if text not in seen and 40 <= len(text) <= 200:
+        if text not in seen and len(text) <= 400:
             seen.add(text)
             out.append((event_type, text))
     return out
@@ -237,7 +270,8 @@ def build_events() -> list[dict]:
     """All events, in seq order: per session a ``session.started`` and its observations,
     and now and then a ``git.commit`` touching the topic's files."""
     rng = random.Random(SEED)
-    order = [(t, k) for k in range(2) for t in range(len(TOPICS))]  # each topic twice, weeks apart
+    order = [(t, k) for k in range(VISITS) for t in range(len(TOPICS))]
+    rng.shuffle(order)  # topics come back at random, as real work does
     events: list[dict] = []
     when = START
     for number, (t, k) in enumerate(order):
@@ -252,14 +286,14 @@ def build_events() -> list[dict]:
                            "timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
                            "source_id": source_id, "source_file": source, "data": data})
 
-        add("session.started", session_id, source_file, {"title": topic["titles"][k], "branch": None})
+        add("session.started", session_id, source_file, {"title": topic["titles"][k % 2], "branch": None})
         for event_type, text in _session_texts(topic, rng):
             stamp += timedelta(minutes=rng.randint(3, 25))
             add(event_type, session_id, source_file, {"content": text})
         if number % 3 == 2:
             stamp += timedelta(minutes=10)
             sha = f"{rng.getrandbits(160):040x}"
-            add("git.commit", sha, None, {"message": f"{topic['titles'][k]}: {rng.choice(topic['fix'])}",
+            add("git.commit", sha, None, {"message": f"{topic['titles'][k % 2]}: {rng.choice(topic['fix'])}",
                                           "author": "example", "files": sorted(topic["files"])})
     return events
 
