@@ -16,7 +16,6 @@ from oxidize.errors import TrainingError
 from oxidize.losses import TripletLoss
 from oxidize.projection import load_weights, project
 from oxidize.train.start import INITS, linear_init
-from oxidize.train.start import AUTO_MARGIN
 from oxidize.train.trainer import TrainResult, loss_and_gradients, save_weights, train_projection
 
 KEYS = ("w1", "b1", "w2", "b2", "w0")
@@ -424,8 +423,12 @@ def test_kernel_stops_at_first_non_finite_loss():
 
 # ---------------------------------------------------------------- linear path, init, early stop
 
-def grouped_problem(n_groups=12, per_group=8, dim=16, seed=0, n_triplets=600):
+def grouped_problem(n_groups=12, per_group=8, dim=16, seed=0, n_triplets=600, nuisance=0.0):
     """Groups of texts around random centres; the last quarter of the groups is held out.
+
+    ``nuisance`` adds that much (times a standard normal per text) along one fixed direction:
+    a large variation within every group that says nothing about the group (as boilerplate
+    does), which the raw embedding weighs and a within-group start learns to ignore.
 
     Returns (embeddings float32 unit rows, training triplets, held-out (query, relevant) pairs).
     """
@@ -433,6 +436,8 @@ def grouped_problem(n_groups=12, per_group=8, dim=16, seed=0, n_triplets=600):
     centres = rng.normal(size=(n_groups, dim))
     labels = np.repeat(np.arange(n_groups), per_group)
     x = centres[labels] * 0.6 + rng.normal(size=(labels.size, dim))
+    if nuisance:
+        x[:, 0] += nuisance * rng.normal(size=labels.size)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     n_train = n_groups * 3 // 4
     train = np.flatnonzero(labels < n_train)
@@ -479,29 +484,75 @@ def test_linear_inits(kind):
     np.testing.assert_array_equal(linear_init(other, trip, out, kind)[0], w0)
 
 
-def test_auto_start_leaves_within_only_for_a_clearly_better_candidate(monkeypatch):
+def test_auto_start_leaves_the_reference_only_for_a_clearly_better_candidate(monkeypatch):
+    from oxidize.evaluate import HeldoutScorer, clearly_better
+    from oxidize.train import start
+
     emb, trip, held = grouped_problem()
     result = train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"}, heldout=held)
     scores = result.config["start_scores"]
     assert set(scores) == {"within", "pca"}  # identity only when out == in
-    chosen = result.config["init"]["w0"]
-    best = max(scores, key=scores.get)
-    expected = best if scores[best] > scores["within"] * (1 + AUTO_MARGIN) else "within"
-    assert chosen == expected and result.heldout_mrr[0] == scores[chosen]
+    # the rule, recomputed from each start's own per-query reciprocal ranks
+    scorer = HeldoutScorer(emb, held)
+    ranks = {}
     for kind, score in scores.items():  # each score is that start's own validation MRR
         alone = train_projection(emb, trip, **{**KW, "epochs": 1, "init": kind}, heldout=held)
         assert alone.heldout_mrr[0] == pytest.approx(score, rel=1e-12)
+        views = {k: v.copy() for k, v in alone.weights.items()}
+        views["w0"][...], views["b2"][...] = linear_init(emb, trip, KW["out"], kind)
+        views["w2"][...] = 0
+        ranks[kind] = scorer.score(views)[1]
+    expected = "pca" if clearly_better(ranks["pca"], ranks["within"], start.START_CLEAR_Z) else "within"
+    assert result.config["init"]["w0"] == expected
+    assert result.heldout_mrr[0] == scores[expected]
     square = train_projection(emb, trip, **{**KW, "out": emb.shape[1], "epochs": 1, "init": "auto"},
                               heldout=held)
     assert set(square.config["start_scores"]) == {"within", "pca", "identity"}
-    from oxidize.train import start
 
-    monkeypatch.setattr(start, "AUTO_MARGIN", -1.0)  # any candidate wins: the best is kept
-    eager = train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"}, heldout=held)
-    assert eager.config["init"]["w0"] == max(scores, key=scores.get)
-    monkeypatch.setattr(start, "AUTO_MARGIN", 10.0)  # nothing wins: within stays
-    assert train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"},
-                            heldout=held).config["init"]["w0"] == "within"
+    best = max(scores, key=scores.get)
+    monkeypatch.setattr(start, "START_CLEAR_Z", -1e9)  # any better candidate wins: the best is kept
+    for reference in ("within", "pca"):
+        eager = train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"}, heldout=held,
+                                 reference_start=reference)
+        assert eager.config["init"]["w0"] == best
+    monkeypatch.setattr(start, "START_CLEAR_Z", 1e9)  # nothing wins: the reference stays
+    for reference in ("within", "pca"):
+        kept = train_projection(emb, trip, **{**KW, "epochs": 1, "init": "auto"}, heldout=held,
+                                reference_start=reference)
+        assert kept.config["init"]["w0"] == reference
+
+
+def test_clearly_better_weighs_the_gain_against_its_spread():
+    from oxidize.evaluate import clearly_better
+
+    reference = np.array([0.5, 1.0, 0.2, 0.0, 1.0, 0.5, 0.25, 1.0])
+    steady = reference + 0.05  # the same small gain on every query: no spread at all
+    assert clearly_better(steady, reference, 3.0)
+    assert not clearly_better(reference, reference, 0.0)  # no gain is never a win
+    assert not clearly_better(reference - 0.05, reference, -10.0)  # nor is a loss
+    noisy = reference + np.array([0.8, -0.5, 0.7, 0.0, -0.6, 0.3, 0.1, -0.2])  # +0.075 on average
+    diff = noisy - reference
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    assert clearly_better(noisy, reference, 0.99 * diff.mean() / se)
+    assert not clearly_better(noisy, reference, 1.01 * diff.mean() / se)
+
+
+def test_an_epoch_replaces_the_start_only_when_clearly_better(monkeypatch):
+    from oxidize.train import trainer
+
+    emb, trip, held = grouped_problem()
+    kw = {**KW, "epochs": 4, "learning_rate": 1e-2, "patience": None, "init": "pca"}
+    monkeypatch.setattr(trainer, "EPOCH_CLEAR_Z", -1e9)  # any better epoch: the best is kept
+    eager = train_projection(emb, trip, **kw, heldout=held)
+    curve = eager.heldout_mrr
+    assert max(curve[1:]) > curve[0]  # here training does help
+    assert eager.chosen_epoch == int(np.argmax(curve))
+    monkeypatch.setattr(trainer, "EPOCH_CLEAR_Z", 1e9)  # no epoch is clear enough: the start stays
+    strict = train_projection(emb, trip, **kw, heldout=held)
+    assert strict.heldout_mrr == curve and strict.chosen_epoch == 0
+    start = train_projection(emb, trip, **{**kw, "epochs": 1, "learning_rate": 1e-12})
+    for k in ("w0", "w1", "w2", "b2"):
+        np.testing.assert_allclose(strict.weights[k], start.weights[k], atol=1e-9)
 
 
 def test_start_penalty_keeps_the_weights_near_the_start():
@@ -536,9 +587,11 @@ def test_within_init_separates_held_out_groups_better_than_noise():
     assert score_base(emb, held)["mrr@10"] > 0
 
 
-def test_early_stopping_keeps_the_best_epoch_by_held_out_mrr():
+def test_early_stopping_keeps_the_best_epoch_by_held_out_mrr(monkeypatch):
     from oxidize.evaluate import score_projection
+    from oxidize.train import trainer
 
+    monkeypatch.setattr(trainer, "EPOCH_CLEAR_Z", -1e9)  # every better epoch counts as clear
     emb, trip, held = grouped_problem()
     result = train_projection(emb, trip, hidden=32, out=8, epochs=8, batch_size=16,
                               learning_rate=3e-2, margin=0.2, seed=0, progress=False,
@@ -550,7 +603,7 @@ def test_early_stopping_keeps_the_best_epoch_by_held_out_mrr():
     assert score_projection(result.weights, emb, held)["mrr@10"] == pytest.approx(max(mrr))
     if result.stopped_early:
         assert len(result.losses) - result.chosen_epoch == 2
-    assert result.config["selection"] == "best validation mrr@10"
+    assert result.config["selection"].startswith("best validation mrr@10 of the epochs clearly above")
 
 
 def test_training_that_cannot_beat_the_start_keeps_the_initial_weights():

@@ -225,7 +225,7 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
     """Train the projection's MLP on the cached embeddings and write its weights."""
     import numpy as np
 
-    from oxidize.pairs import read_heldout, read_triplets
+    from oxidize.pairs import REFERENCE_STARTS, read_heldout, read_triplets
     from oxidize.projection import export_onnx
     from oxidize.train.trainer import save_weights, train_projection
 
@@ -266,7 +266,8 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
         learning_rate=t.learning_rate, margin=t.margin, seed=t.seed, optimizer=t.optimizer,
         momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim,
         init=t.init, heldout=validation, patience=t.patience, start_penalty=t.start_penalty,
-        loss=t.loss, temperature=t.temperature, report=test)
+        loss=t.loss, temperature=t.temperature, report=test,
+        reference_start=REFERENCE_STARTS.get(t.pair_type, "within"))
     save_weights(out / "weights.safetensors", result)
     export_onnx(out / "projection.onnx", result.weights)
     _say(label, f"trained {len(triplets):,} triplets × {len(result.losses)} epochs in {result.seconds:.1f}s, "

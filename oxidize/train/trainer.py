@@ -45,7 +45,7 @@ from oxidize import __version__
 from oxidize.atomic import write_json
 from oxidize.errors import TrainingError
 from oxidize.losses import InBatchLoss, TripletLoss
-from oxidize.evaluate import HeldoutScorer
+from oxidize.evaluate import HeldoutScorer, clearly_better
 from oxidize.projection import WEIGHT_KEYS, load_weights, project, write_weights
 from oxidize.train import blas
 from oxidize.train.inputs import _check_heldout, _check_positive_int, _fail, _validate
@@ -55,10 +55,16 @@ __all__ = ["TrainResult", "train_projection", "save_weights", "load_weights", "p
            "loss_and_gradients", "linear_init", "INITS", "DEFAULT_INIT"]
 
 LOSSES = ("triplet", "in_batch")
-#: The in-batch loss's temperature (docs/benchmarks.md, "Quality", measured it).
-DEFAULT_TEMPERATURE = 0.05
+#: The in-batch loss's temperature (docs/benchmarks.md, "Quality on later data", measured it).
+DEFAULT_TEMPERATURE = 0.1
 #: Epochs without a better held-out MRR@10 before training stops (``None``: never stop).
 DEFAULT_PATIENCE = 3
+#: A trained epoch replaces the start map only when it wins on validation by this many
+#: standard errors (:func:`oxidize.evaluate.clearly_better`). "Any higher MRR" kept noise:
+#: built on patina-dev.db cut at seven moments, such epochs ranked later commits 0.97× the
+#: base where their start held 1.00×; with 2 errors, 1.00× — and later files 1.16× against
+#: the start's 1.14× (docs/benchmarks.md, "Quality on later data").
+EPOCH_CLEAR_Z = 2.0
 #: The start maps in words, for the progress lines.
 START_WORDS = {"within": "within-group whitening", "pca": "principal components",
                "identity": "the base embedding itself", "none": "no linear path"}
@@ -146,7 +152,8 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
                      patience: int | None = DEFAULT_PATIENCE,
                      start_penalty: float = 0.0, loss: str = "triplet",
                      temperature: float = DEFAULT_TEMPERATURE,
-                     report: np.ndarray | None = None) -> TrainResult:
+                     report: np.ndarray | None = None,
+                     reference_start: str = DEFAULT_INIT) -> TrainResult:
     """Train the projection on ``triplets`` (rows of ``embeddings``) and return the result.
 
     Args:
@@ -165,8 +172,10 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
         in_dim: if given (the recipe's ``layers[0]``), the embeddings' dimension must match.
         init: how the linear path starts, one of :data:`INITS` (see :func:`linear_init`);
             ``"auto"`` fits each candidate start (within, pca, and identity when
-            ``out == in``) and keeps the one that scores best on ``heldout`` (the
-            validation part), so no projection starts below what the data can show.
+            ``out == in``) and keeps ``reference_start`` unless another is clearly better
+            on ``heldout`` (the validation part; :func:`choose_start`).
+        reference_start: the start ``init: auto`` keeps by default — the pair type's
+            (:data:`oxidize.pairs.REFERENCE_STARTS`).
         heldout: optional int ``[m, 2]`` (query, relevant) pairs of held-out texts (rows of
             ``embeddings`` that no triplet uses). With it, the held-out MRR@10 is measured
             before training and after every epoch, and the best weights are returned.
@@ -223,12 +232,12 @@ def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: in
                       seed=seed, optimizer=optimizer, momentum=momentum,
                       weight_decay=weight_decay, label=label, progress=progress, init=init,
                       patience=patience, start_penalty=start_penalty, loss=loss,
-                      temperature=temperature)
+                      temperature=temperature, reference_start=reference_start)
 
 
 def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hidden, out, epochs, batch_size, learning_rate,
            margin, seed, optimizer, momentum, weight_decay, label, progress, init,
-           patience, start_penalty, loss, temperature) -> TrainResult:
+           patience, start_penalty, loss, temperature, reference_start) -> TrainResult:
     """The body of :func:`train_projection` on validated inputs."""
     in_features = emb.shape[1]
     n = trips.shape[0]
@@ -241,7 +250,8 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     scorer = HeldoutScorer(emb, held) if held is not None else None
     if scorer is not None and not scorer.queries:
         scorer = None
-    init, start_scores = choose_start(emb, trips, out, init, scorer, params.views, label)
+    init, start_scores = choose_start(emb, trips, out, init, scorer, params.views, label,
+                                      reference_start)
     # Decay toward the start: d1 p + d2 (p - s) = (d1 + d2) (p - d2 s / (d1 + d2)).
     decay = float(weight_decay) + float(start_penalty)
     anchor = (params.flat * np.float32(start_penalty / decay) if start_penalty > 0
@@ -266,9 +276,10 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     test_mrr: list[float] = [reporter.mrr(p)] if reporter is not None else []
     best_flat, best_epoch, best_mrr = None, None, -math.inf
     if scorer is not None:
-        best_mrr = scorer.mrr(p)
+        best_mrr, start_ranks = scorer.score(p)
         heldout_mrr.append(best_mrr)
         best_flat, best_epoch = params.flat.copy(), 0
+        seen_epoch, seen_mrr = 0, best_mrr  # the best epoch by MRR alone: for patience
         if progress:
             print(f"{prefix}train: epoch 0/{epochs} (the start map, {START_WORDS[init]}): "
                   f"validation mrr@10 {best_mrr:.4f}; the base embedding scores "
@@ -328,15 +339,21 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
         if reporter is not None:
             test_mrr.append(reporter.mrr(p))
         if scorer is not None:
-            mrr = scorer.mrr(p)
+            mrr, ranks = scorer.score(p)
             heldout_mrr.append(mrr)
-            if mrr > best_mrr:  # strictly better: ties keep the earlier (simpler) weights
+            if mrr > seen_mrr:
+                seen_epoch, seen_mrr = epoch, mrr
+            # Kept only when clearly above the start map (evaluate.clearly_better), and
+            # strictly better than the kept one: ties keep the earlier (simpler) weights.
+            if mrr > best_mrr and clearly_better(ranks, start_ranks, EPOCH_CLEAR_Z):
                 best_mrr, best_epoch = mrr, epoch
                 best_flat[...] = params.flat
-            line += f" validation mrr@10 {mrr:.4f}{' (best so far)' if best_epoch == epoch else ''}"
+            note = (" (best so far)" if best_epoch == epoch else
+                    " (not clearly above the start map)" if seen_epoch == epoch else "")
+            line += f" validation mrr@10 {mrr:.4f}{note}"
         if progress:
             print(f"{line} ({time.perf_counter() - epoch_start:.1f}s)", file=sys.stderr, flush=True)
-        if scorer is not None and patience is not None and epoch - best_epoch >= patience \
+        if scorer is not None and patience is not None and epoch - seen_epoch >= patience \
                 and epoch < epochs:
             stopped_early = True
             if progress:
@@ -363,7 +380,8 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
         "init": {"w0": init, "w1": "kaiming-uniform", "w2": "zeros", "biases": "zeros",
                  "b2": "-w0·mean" if init in ("pca", "within") else "zeros"},
         "patience": patience,
-        "selection": "best validation mrr@10" if scorer is not None else "last epoch",
+        "selection": (f"best validation mrr@10 of the epochs clearly above the start map "
+                      f"(z {EPOCH_CLEAR_Z})" if scorer is not None else "last epoch"),
         "loss": loss_fn.config_dict(),
         "n_triplets": int(n),
         "n_texts": int(emb.shape[0]),
