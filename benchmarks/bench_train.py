@@ -305,7 +305,7 @@ def main(argv=None):
         results.append({"layers": (d_in, hidden, out), "batch": batch, "numba": nb, "torch": th,
                         "numpy": npy, "gflops": gflops, "matmul_fraction": pct / 100,
                         "rounds": rates})
-    print(f"\nin-batch loss (oxidize only; FLOPs include the B × 2B similarity products)")
+    print("\nin-batch loss (oxidize only; FLOPs include the B × 2B similarity products)")
     print(f"{'layers':>15} {'batch':>5} | {'numba trip/s':>12} {'GFLOP/s':>7} {'% matmul':>8} | "
           f"{'vs triplet':>10}")
     in_batch_rows = []

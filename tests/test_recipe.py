@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from oxidize import recipe as recipe_mod
 from oxidize.errors import RecipeError
-from oxidize.recipe import (DEFAULT_EVENT_TYPES, DEFAULT_MODEL, Projection, Recipe, TrainingConfig,
-                            load_recipe, parse_recipe)
+from oxidize.recipe import (DEFAULT_EVENT_TYPES, DEFAULT_INDEX_EVENT_TYPES, DEFAULT_MODEL, Projection,
+                            Recipe, TrainingConfig, load_recipe, parse_recipe)
 
 PATINA = """\
 version: 1
@@ -75,7 +75,11 @@ def test_defaults_applied():
     assert projection.training == TrainingConfig(
         pair_type="same_session", pairs=None, event_types=DEFAULT_EVENT_TYPES, min_chars=20,
         learning_rate=0.001, margin=0.2, seed=42, optimizer="adam", momentum=0.9, weight_decay=0.0)
-    assert DEFAULT_EVENT_TYPES == ("session.decision", "session.observation", "session.pattern")
+    # a same_session projection trains on the notes its index holds: all six note types
+    assert DEFAULT_EVENT_TYPES == DEFAULT_INDEX_EVENT_TYPES == (
+        "session.goal", "session.work", "session.context", "session.decision", "session.pattern",
+        "session.observation")
+    assert (projection.training.loss, projection.training.temperature) == ("in_batch", 0.1)
 
 
 @pytest.mark.parametrize("name, pair_type", [("semantic", "same_session"), ("temporal", "co_changed"),
@@ -165,8 +169,8 @@ def test_settings_dicts_are_flat_dotted_and_json_ready():
         "projections.semantic.training.init": "auto",
         "projections.semantic.training.patience": 3,
         "projections.semantic.training.start_penalty": 0.0,
-        "projections.semantic.training.loss": "triplet",
-        "projections.semantic.training.temperature": 0.05,
+        "projections.semantic.training.loss": "in_batch",
+        "projections.semantic.training.temperature": 0.1,
         "projections.semantic.training.negatives": "random",
     }
     assert recipe.projection("semantic").eval_settings() == {"projections.semantic.gate": None}

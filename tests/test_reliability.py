@@ -224,6 +224,12 @@ def test_batch_buffers_count_in_the_memory_check(monkeypatch):
     with pytest.raises(RecipeError) as info:
         recipe_mod.parse_recipe(data, Path("r.yaml"), "r")
     assert info.value.key == "projections.semantic.batch_size"
+    need = recipe_mod.batch_memory(384, 8192, 256, 100000, in_batch=True)  # the default loss
+    assert need == 300000 * (384 + 2 * 8192 + 4 * 256 + 1) * 4 + 2 * 100000 ** 2 * 4
+    assert f"{need / 2**30:.1f} GiB of minibatch buffers" in str(info.value)
+    data["projections"]["semantic"]["training"] = {"loss": "triplet"}  # no B × 2B similarities
+    with pytest.raises(RecipeError) as info:
+        recipe_mod.parse_recipe(data, Path("r.yaml"), "r")
     need = recipe_mod.batch_memory(384, 8192, 256, 100000)
     assert need == 300000 * (384 + 2 * 8192 + 4 * 256 + 1) * 4
     assert f"{need / 2**30:.1f} GiB of minibatch buffers" in str(info.value)
