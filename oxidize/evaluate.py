@@ -402,8 +402,9 @@ def clearly_better(candidate: np.ndarray, reference: np.ndarray, z: float) -> bo
 
     Why: a validation part of a few dozen queries moves by several hundredths between two
     nearly equal weights, and "the higher MRR wins" then picks noise — on later data such
-    picks ranked up to 10 % worse than the start they replaced. A candidate replaces the
-    safer choice only when the gain is large next to its own spread over the queries.
+    picks ranked up to 16 % below the choice they replaced (docs/benchmarks.md). A
+    candidate replaces the safer choice only when the gain is large next to its own spread
+    over the queries.
     """
     import numpy as np
 

@@ -36,11 +36,8 @@ DEFAULT_MODEL = "all-minilm-l6-v2"
 DEFAULT_INDEX_EVENT_TYPES: tuple[str, ...] = (
     "session.goal", "session.work", "session.context", "session.decision", "session.pattern",
     "session.observation")
-#: ... and the notes its projection trains on: the same ones, so it learns the population it
-#: will rank. Built on patina-dev.db cut at five moments, training on all six types instead
-#: of decisions, observations and patterns ranked later sessions better on every cut, whichever
-#: note types the later data held (1.023× against 1.012× the base on those three types,
-#: 1.029× against 1.022× on all six; benchmarks/bench_later.py, docs/benchmarks.md).
+#: ... and the notes its projection trains on: the same, the population it will rank (better
+#: on later sessions than decisions/observations/patterns alone: docs/benchmarks.md).
 DEFAULT_EVENT_TYPES: tuple[str, ...] = DEFAULT_INDEX_EVENT_TYPES
 DEFAULT_LAYERS: tuple[int | None, int, int] = (None, 1024, 256)
 SUPPORTED_VERSION = 1
@@ -315,7 +312,7 @@ def training_memory(in_dim: int, hidden: int, out_dim: int) -> int:
 
 
 def batch_memory(in_dim: int, hidden: int, out_dim: int, batch_size: int, in_batch: bool = False) -> int:
-    """Bytes of the trainer's work buffers for one minibatch (oxidize.train.trainer._buffers):
+    """Bytes of the trainer's work buffers for one minibatch (oxidize.train.params.work_buffers):
     ``3 × batch`` stacked rows of the input, the hidden layer and its gradient, four
     output-sized arrays and the norms, float32; with the in-batch loss also its
     ``batch × 2·batch`` similarity matrix."""
@@ -435,11 +432,10 @@ TRAINING_KEYS: dict[str, Key] = {
     # (oxidize/pairs/split.py, co_changed.py, same_commit.py say why these defaults).
     "holdout": Key(_holdout, 0.2, stages=("pairs",)),
     "min_count": Key(_int(minimum=1), 2, stages=("pairs",)),
-    # The linear path's start and early stopping on held-out MRR@10 (oxidize/train/trainer.py).
+    # The start, early stopping, the loss: in_batch at 0.1 was best on later data (docs/benchmarks.md).
     "init": Key(_choice(*INITS), INITS[0], stages=("train",)),
     "patience": Key(_optional(_int(minimum=1)), 3, stages=("train",)),
     "start_penalty": Key(_float(0), 0.0, stages=("train",)),
-    # in_batch at temperature 0.1: the best on later data across pair types (docs/benchmarks.md).
     "loss": Key(_choice(*LOSSES), "in_batch", stages=("train",)),
     "temperature": Key(_float(0, above=True), 0.1, stages=("train",)),
     "negatives": Key(_choice(*NEGATIVES), NEGATIVES[0], stages=("train",)),

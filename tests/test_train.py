@@ -396,7 +396,7 @@ def test_huge_learning_rate_raises_with_epoch_and_advice():
 def test_kernel_stops_at_first_non_finite_loss():
     """NaN inputs that get past validation are caught by the epoch kernel itself."""
     from oxidize.train import kernels
-    from oxidize.train.trainer import _buffers, _FlatParams
+    from oxidize.train.params import FlatParams, work_buffers
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(10, 4)).astype(np.float32)
@@ -405,14 +405,14 @@ def test_kernel_stops_at_first_non_finite_loss():
     order = np.arange(8, dtype=np.int64)
     hidden, out, bs = 5, 3, 2
     shapes = {"w1": (hidden, 4), "b1": (hidden,), "w2": (out, hidden), "b2": (out,), "w0": (out, 4)}
-    params, grads = _FlatParams(shapes, np.float32), _FlatParams(shapes, np.float32)
+    params, grads = FlatParams(shapes, np.float32), FlatParams(shapes, np.float32)
     params.flat[:] = rng.normal(size=params.flat.size)
     p, g = params.views, grads.views
     losses = np.zeros(4)
     done, step = kernels.train_epoch(emb, trip, order, bs, kernels.TRIPLET, 0.2, params.flat, np.zeros(0, np.float32), p["w0"], p["w1"],
                                      p["b1"], p["w2"], p["b2"], grads.flat, g["w0"], g["w1"],
                                      g["b1"], g["w2"], g["b2"], np.zeros_like(params.flat),
-                                     np.zeros_like(params.flat), *_buffers(3 * bs, 4, hidden, out,
+                                     np.zeros_like(params.flat), *work_buffers(3 * bs, 4, hidden, out,
                                                                            np.float32),
                                      kernels.ADAM, 1e-3, 0.9, 0.999, 1e-8, 0.9, 0.0,
                                      params.n_decay, 0, losses)

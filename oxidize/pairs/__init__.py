@@ -110,11 +110,11 @@ PAIR_TYPES: dict[str, Generator] = {
 
 
 #: pair_type → the start map ``init: auto`` keeps unless validation clearly prefers another
-#: (:func:`oxidize.train.start.choose_start`), from building on patina-dev.db cut at five
-#: moments and ranking what came after (``benchmarks/bench_later.py``): within-group
-#: whitening held 1.03× the base on later sessions and 1.14× on later files, but 0.98× on
-#: later commit messages, where principal components held 1.02× (commits sharing files
-#: are not paraphrases of each other, so their "within" directions are mostly noise).
+#: (:func:`oxidize.train.start.choose_start`). Built on patina-dev.db at past moments and
+#: scored on what came after (``benchmarks/bench_later.py``, docs/benchmarks.md), within-group
+#: whitening held 1.03× the base on later sessions and 1.14× on later files but 0.98× on
+#: later commit messages, where principal components held 1.00–1.02×: commits that share
+#: files are not paraphrases of each other, so their "within" directions are mostly noise.
 REFERENCE_STARTS: dict[str, str] = {"same_session": "within", "co_changed": "within",
                                     "same_commit": "pca", "caller_callee": "within"}
 

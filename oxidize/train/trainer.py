@@ -49,6 +49,7 @@ from oxidize.evaluate import HeldoutScorer, clearly_better
 from oxidize.projection import WEIGHT_KEYS, load_weights, project, write_weights
 from oxidize.train import blas
 from oxidize.train.inputs import _check_heldout, _check_positive_int, _fail, _validate
+from oxidize.train.params import FlatParams, init_weights, work_buffers
 from oxidize.train.start import DEFAULT_INIT, INITS, choose_start, linear_init
 
 __all__ = ["TrainResult", "train_projection", "save_weights", "load_weights", "project",
@@ -99,48 +100,6 @@ class TrainResult:
     chosen_epoch: int | None = None
     stopped_early: bool = False
     test_mrr: list[float] = field(default_factory=list)
-
-
-def init_weights(in_dim: int, hidden: int, out: int, rng: np.random.Generator,
-                 dtype=np.float32) -> dict[str, np.ndarray]:
-    """The MLP residual's start: Kaiming-uniform ``w1`` (for the ReLU), ``w2 = 0``, zero biases.
-
-    ``w1 ~ U(±sqrt(6 / in))`` is drawn in float64 by ``rng`` and then cast, so the values
-    depend only on the generator's state. ``w2`` starts at zero so that the residual adds
-    nothing until training moves it (its gradient ``dz^T h`` is not zero, so it does move);
-    ``w0`` is left at zero here and set by :func:`linear_init`.
-    """
-    bound1 = math.sqrt(6.0 / in_dim)
-    w1 = rng.uniform(-bound1, bound1, size=(hidden, in_dim)).astype(dtype)
-    return {"w1": w1, "b1": np.zeros(hidden, dtype), "w2": np.zeros((out, hidden), dtype),
-            "b2": np.zeros(out, dtype), "w0": np.zeros((out, in_dim), dtype)}
-
-
-#: Order of the weights in the flat parameter vector: matrices first (weight decay).
-_FLAT_ORDER = ("w1", "w2", "w0", "b1", "b2")
-
-
-class _FlatParams:
-    """One flat vector laid out ``[w1, w2, w0, b1, b2]`` with C-contiguous views per weight."""
-
-    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype):
-        sizes = {k: int(np.prod(shapes[k])) for k in _FLAT_ORDER}
-        self.flat = np.zeros(sum(sizes.values()), dtype=dtype)
-        self.views: dict[str, np.ndarray] = {}
-        offset = 0
-        for k in _FLAT_ORDER:
-            self.views[k] = self.flat[offset:offset + sizes[k]].reshape(shapes[k])
-            offset += sizes[k]
-        # weight decay applies to the matrices only
-        self.n_decay = sizes["w1"] + sizes["w2"] + sizes["w0"]
-
-
-def _buffers(rows: int, in_dim: int, hidden: int, out: int, dtype):
-    """Work buffers ``x, h, z, z_lin, y, norms, dy, dh`` for ``rows`` stacked rows."""
-    return (np.zeros((rows, in_dim), dtype), np.zeros((rows, hidden), dtype),
-            np.zeros((rows, out), dtype), np.zeros((rows, out), dtype),
-            np.zeros((rows, out), dtype), np.zeros(rows, dtype),
-            np.zeros((rows, out), dtype), np.zeros((rows, hidden), dtype))
 
 
 def train_projection(embeddings: np.ndarray, triplets: np.ndarray, *, hidden: int, out: int,
@@ -243,7 +202,7 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     n = trips.shape[0]
     loss_fn, loss_kind, loss_param = _loss(kernels, loss, margin, temperature)
     rng = np.random.default_rng(seed)
-    params = _FlatParams({"w1": (hidden, in_features), "b1": (hidden,), "w2": (out, hidden),
+    params = FlatParams({"w1": (hidden, in_features), "b1": (hidden,), "w2": (out, hidden),
                           "b2": (out,), "w0": (out, in_features)}, np.float32)
     for key, value in init_weights(in_features, hidden, out, rng).items():
         params.views[key][...] = value
@@ -256,11 +215,11 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     decay = float(weight_decay) + float(start_penalty)
     anchor = (params.flat * np.float32(start_penalty / decay) if start_penalty > 0
               else np.zeros(0, params.flat.dtype))  # empty: plain decay, no extra read
-    grads = _FlatParams({k: v.shape for k, v in params.views.items()}, np.float32)
+    grads = FlatParams({k: v.shape for k, v in params.views.items()}, np.float32)
     state1 = np.zeros_like(params.flat)
     state2 = np.zeros_like(params.flat)
-    x, h, z, z_lin, y, norms, dy, dh = _buffers(3 * min(batch_size, n), in_features, hidden, out,
-                                                np.float32)
+    x, h, z, z_lin, y, norms, dy, dh = work_buffers(3 * min(batch_size, n), in_features, hidden,
+                                                    out, np.float32)
     n_batches = (n + batch_size - 1) // batch_size
     sizes = np.full(n_batches, batch_size, dtype=np.float64)
     sizes[-1] = n - batch_size * (n_batches - 1)
@@ -432,7 +391,7 @@ def loss_and_gradients(weights: dict[str, np.ndarray], xa: np.ndarray, xp: np.nd
     x = np.ascontiguousarray(np.concatenate([xa, xp, xn]), dtype=dtype)  # (3b, in)
     b = xa.shape[0]
     hidden, out = w["w1"].shape[0], w["w2"].shape[0]
-    _, h, z, z_lin, y, norms, dy, dh = _buffers(3 * b, x.shape[1], hidden, out, dtype)
+    _, h, z, z_lin, y, norms, dy, dh = work_buffers(3 * b, x.shape[1], hidden, out, dtype)
     grads = {k: np.zeros_like(v) for k, v in w.items()}
     _, loss_kind, loss_param = _loss(kernels, loss, margin, temperature)
     value = kernels.loss_and_grads(x, b, loss_kind, loss_param, w["w0"], w["w1"], w["b1"], w["w2"],
