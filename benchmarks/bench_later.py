@@ -98,19 +98,16 @@ def truncated_log(moment: float, folder: Path) -> Path:
     return copy
 
 
-#: ``--later-types``: the note types of the later data when they are not the projection's.
-LATER_TYPES: list[tuple[str, ...]] = []
-
-
-def later_semantic(moment: float, training) -> tuple[list[str], np.ndarray]:
+def later_semantic(moment: float, training, types: tuple[str, ...] = ()) -> tuple[list[str], np.ndarray]:
     """Texts of the full log's sessions that start at or after ``moment``, and their
-    (query, relevant) pairs: two notes of one session."""
+    (query, relevant) pairs: two notes of one session. ``types``: the note types of the
+    later data (default: the projection's own ``event_types``)."""
     from oxidize.eventlog import open_eventlog
     from oxidize.pairs.same_session import collect_sessions
     from oxidize.pairs.split import pairs_within_groups
 
     firsts: list = []
-    types = LATER_TYPES[0] if LATER_TYPES else tuple(training.event_types)
+    types = types or tuple(training.event_types)
     with open_eventlog(DATA_DB) as log:
         texts, owner, _ = collect_sessions(log, types, training.min_chars, firsts)
     late = np.array([_moment(t, s) >= moment for t, s in firsts], dtype=bool)
@@ -120,7 +117,7 @@ def later_semantic(moment: float, training) -> tuple[list[str], np.ndarray]:
     return [texts[i] for i in rows], pairs_within_groups(group, np.ones(len(rows), dtype=bool))
 
 
-def later_temporal(moment: float, training) -> tuple[list[str], np.ndarray]:
+def later_temporal(moment: float, training, types=()) -> tuple[list[str], np.ndarray]:
     """Descriptions of the files first committed at or after ``moment``, and their
     (query, relevant) pairs: changed together at least ``min_count`` times."""
     from oxidize.eventlog import open_eventlog
@@ -142,7 +139,7 @@ def later_temporal(moment: float, training) -> tuple[list[str], np.ndarray]:
     return [describe_file(name) for name in files], np.array(sorted(pairs), dtype=np.int32).reshape(-1, 2)
 
 
-def later_same_commit(moment: float, training) -> tuple[list[str], np.ndarray]:
+def later_same_commit(moment: float, training, types=()) -> tuple[list[str], np.ndarray]:
     """Messages of the commits made at or after ``moment``, and their (query, relevant)
     pairs: two commits sharing at least ``min_count`` files."""
     from oxidize.eventlog import open_eventlog
@@ -230,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="semantic: the note types of the later data, comma-separated "
                              "(default: the projection's own event_types)")
     args = parser.parse_args(argv)
-    LATER_TYPES[:] = [tuple(args.later_types.split(","))] if args.later_types else []
+    later_types = tuple(args.later_types.split(",")) if args.later_types else ()
     if not DATA_DB.is_file():
         print(f"skipped: {DATA_DB} is absent")
         return {}
@@ -241,6 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
         overrides[key.removeprefix("training.")] = _value(value)
         if key.endswith("event_types"):
             overrides["event_types"] = value.split(",")
+    from oxidize.evaluate import compare
+
     shares = [float(v) for v in args.cuts.split(",")]
     moments = cut_moments(shares)
     results: dict = {}
@@ -251,16 +250,14 @@ def main(argv: list[str] | None = None) -> dict:
             later = LATER[kind]
             header(f"{kind}: built on the log before each cut, scored on everything after it"
                    + (f" ({', '.join(args.set)})" if args.set else "")
-                   + (f"; later notes of types {args.later_types}" if kind == "semantic" and LATER_TYPES else ""))
+                   + (f"; later notes of types {args.later_types}" if kind == "semantic" and later_types else ""))
             print(f"  {'cut':>4} {'later items':>11} {'queries':>7} {'base':>6} {'start':>6} {'built':>6} "
                   f"{'start×':>6} {'built×':>6} {'init':<7} {'epoch':>5} {'s':>5}")
             rows = []
             for share, moment, log_path in zip(shares, moments, logs):
                 began = time.perf_counter()
                 emb, triplets, result = build(log_path, projection, f"{kind}@{share}")
-                texts, pairs = later(moment, projection.training)
-                from oxidize.evaluate import compare
-
+                texts, pairs = later(moment, projection.training, later_types)
                 later_emb = embed(texts)
                 built = compare(later_emb, pairs, result.weights)
                 start = compare(later_emb, pairs, start_map(emb, triplets, result))["projection"]
