@@ -267,7 +267,7 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
         momentum=t.momentum, weight_decay=t.weight_decay, label=label, in_dim=in_dim,
         init=t.init, heldout=validation, patience=t.patience, start_penalty=t.start_penalty,
         loss=t.loss, temperature=t.temperature, report=test,
-        reference_start=REFERENCE_STARTS.get(t.pair_type, "within"))
+        reference_start=REFERENCE_STARTS[t.pair_type])
     save_weights(out / "weights.safetensors", result)
     export_onnx(out / "projection.onnx", result.weights)
     _say(label, f"trained {len(triplets):,} triplets × {len(result.losses)} epochs in {result.seconds:.1f}s, "
