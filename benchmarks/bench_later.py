@@ -171,11 +171,9 @@ def build(log_path: Path, projection, label: str):
     emb = embed(pairset.texts)
     triplets = pairset.triplets
     if t.negatives == "hard":
-        from oxidize.train.negatives import mine_hard_negatives
+        from benchmarks.bench_quality import hard_triplets
 
-        groups = pairset.groups if pairset.groups is not None else np.full(len(emb), -1)
-        related = pairset.related if pairset.related is not None else np.zeros((0, 2))
-        triplets, _ = mine_hard_negatives(emb, triplets, groups, related, t.seed)
+        triplets = hard_triplets(emb, pairset, t.seed)
     result = train_projection(
         emb, triplets, hidden=LAYERS[1], out=LAYERS[2], epochs=projection.epochs,
         batch_size=projection.batch_size, learning_rate=t.learning_rate, margin=t.margin,

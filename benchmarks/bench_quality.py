@@ -72,6 +72,15 @@ def _embed(texts: list[str]):
     return vectors
 
 
+def hard_triplets(emb, pairset, seed: int):
+    """``pairset``'s triplets with mined hard negatives (graph pair types have no groups)."""
+    from oxidize.train.negatives import mine_hard_negatives
+
+    groups = pairset.groups if pairset.groups is not None else np.full(len(emb), -1)
+    related = pairset.related if pairset.related is not None else np.zeros((0, 2))
+    return mine_hard_negatives(emb, pairset.triplets, groups, related, seed)[0]
+
+
 def sweep(kind: str, grid: list[dict], epochs: int) -> None:
     from oxidize.evaluate import compare
     from oxidize.pairs import REFERENCE_STARTS
@@ -98,11 +107,7 @@ def sweep(kind: str, grid: list[dict], epochs: int) -> None:
         triplets = pairset.triplets
         if config.get("negatives") == "hard":
             if hard is None:
-                from oxidize.train.negatives import mine_hard_negatives
-
-                hard, _ = mine_hard_negatives(emb, pairset.triplets, pairset.groups if pairset.groups
-                                              is not None else np.full(len(emb), -1), pairset.related
-                                              if pairset.related is not None else np.zeros((0, 2)), 42)
+                hard = hard_triplets(emb, pairset, 42)
             triplets = hard
         result = train_projection(
             emb, triplets, hidden=1024, out=256, epochs=epochs, batch_size=32,
