@@ -5,8 +5,12 @@ Files in ``build/R/P/`` (each written to a temporary name and renamed into place
 * ``index.usearch`` — the projected vectors (USearch, cosine, f32, u64 keys: the stable keys
   of :mod:`oxidize.population`);
 * ``base.usearch`` — the plain embeddings of the same items, for ``--base``/``--compare``;
-* ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)`` and a
-  ``meta`` table (item count, dimensions, model fingerprint, the weights' sha256).
+* ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)``, a
+  ``meta`` table (item count, dimensions, model fingerprint, the weights' sha256), the
+  lexical index ``lexical`` (FTS5 over ``items.text``, :mod:`oxidize.lexical`) and
+  ``weights`` (the bytes of the ``weights.safetensors`` the vectors were projected with: a
+  query is projected with the same weights as the items, even when the projection was
+  retrained since and the index is stale).
 
 The table is renamed into place last, and a :class:`Searcher` checks that each index holds
 as many vectors as the table says: a search during a rebuild reads the old or the new files,
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
 
     from oxidize.population import Item
 
+#: What the index files hold; a new format makes every index stale (the index task's inputs).
+#: 2: the lexical index and the weights in index.sqlite.
+INDEX_FORMAT = 2
 INDEX_FILE = "index.usearch"
 BASE_FILE = "base.usearch"
 TABLE_FILE = "index.sqlite"
@@ -43,6 +50,10 @@ EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
 #: Up to this many items a search is exact (brute force over the stored vectors).
 EXACT_MAX = 100_000
+#: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
+#: exact only up to this many items, then read from the graph (recall@10 ≥ 0.99 up to 100k):
+#: exact, it took as long as the rest of a hybrid query (docs/benchmarks.md, "Hybrid search").
+EXACT_MAX_FUSED = 2_000
 
 
 @dataclass(frozen=True)
@@ -57,14 +68,20 @@ class Hit:
     seq: int | None
     key: int
     snippet: str
+    #: Where the item ranked in the dense list and in the lexical (BM25) list; ``None``
+    #: where it is not in that list (or the mode did not search it).
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
 
 
 def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
-                meta: dict[str, Any]) -> None:
+                meta: dict[str, Any], weights_file: Path | None = None) -> None:
     """Write the two USearch files and the table for ``items`` (row ``i`` of ``base`` and
-    ``projected`` is ``items[i]``), each atomically, the table last."""
+    ``projected`` is ``items[i]``), each atomically, the table (with the lexical index and
+    the bytes of ``weights_file``) last."""
     import numpy as np
 
+    from oxidize import lexical
     from oxidize.atomic import atomic_path
 
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
@@ -86,6 +103,10 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             meta = {**meta, "count": len(items), "dim": int(projected.shape[1]),
                     "base_dim": int(base.shape[1])}
             db.executemany("INSERT INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in meta.items()))
+            lexical.create(db)
+            if weights_file is not None:
+                db.execute("CREATE TABLE weights (data BLOB)")
+                db.execute("INSERT INTO weights VALUES (?)", (Path(weights_file).read_bytes(),))
             db.commit()
         finally:
             db.close()
@@ -167,6 +188,12 @@ class Searcher:
     def search(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """The ``k`` nearest items to one query ``vector`` (already projected, or a base
         vector with ``base=True``), best first."""
+        ranked = self.nearest(vector, k)
+        return self.hits([(key, score, rank, None) for rank, (key, score) in enumerate(ranked, 1)])
+
+    def nearest(self, vector: np.ndarray, k: int, exact: bool | None = None) -> list[tuple[int, float]]:
+        """The ``k`` nearest keys to ``vector`` with their cosine similarity, best first;
+        exact up to :data:`EXACT_MAX` items unless ``exact`` says otherwise."""
         import numpy as np
 
         if len(self.index) == 0 or k <= 0:
@@ -176,17 +203,55 @@ class Searcher:
             raise SearchError(f"{self.directory}: the query vector has {vector.shape[0]} dimensions, "
                               f"the index {self.dim}; rebuild with `doit`")
         k = min(k, len(self.index))
-        matches = self.index.search(vector, k, exact=len(self.index) <= EXACT_MAX)
-        keys = [int(key) for key in matches.keys]
+        if exact is None:
+            exact = len(self.index) <= EXACT_MAX
+        matches = self.index.search(vector, k, exact=exact)
+        return [(int(key), round(1.0 - float(distance), 4))
+                for key, distance in zip(matches.keys, matches.distances)]
+
+    def lexical(self, text: str, k: int) -> list[tuple[int, float]]:
+        """The ``k`` best keys for ``text`` by BM25 (:mod:`oxidize.lexical`), best first."""
+        from oxidize import lexical
+
+        try:
+            return lexical.search(self.db, text, k)
+        except lexical.LexicalMissing:
+            raise SearchError(f"{self.directory / TABLE_FILE}: no lexical index (built by an older "
+                              f"oxidize); rebuild it with `doit`") from None
+
+    def has_lexical(self) -> bool:
+        from oxidize import lexical
+
+        return lexical.has_lexical(self.db)
+
+    def weights(self) -> dict[str, np.ndarray] | None:
+        """The projection's weights the index's vectors were made with (``None`` for an index
+        written before they were stored in it)."""
+        from oxidize.projection import load_weights
+
+        try:
+            row = self.db.execute("SELECT data FROM weights").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return load_weights(self.directory / TABLE_FILE, data=bytes(row[0])) if row else None
+
+    def hits(self, ranked: list[tuple[int, float, int | None, int | None]], query: str = "",
+             nearest=None) -> list[Hit]:
+        """:class:`Hit` rows for ``(key, score, dense rank, lexical rank)``, in that order,
+        each with the snippet of its text that matches ``query`` (oxidize/snippets.py)."""
+        from oxidize.snippets import best_snippet
+
+        keys = [key for key, *_ in ranked]
         rows = {row[0]: row for row in self.db.execute(
             f"SELECT key, seq, event_type, source_id, timestamp, text FROM items WHERE key IN "
-            f"({','.join('?' * len(keys))})", keys)}
+            f"({','.join('?' * len(keys))})", keys)} if keys else {}
         hits = []
-        for rank, (key, distance) in enumerate(zip(keys, matches.distances), 1):
+        for rank, (key, score, dense_rank, lexical_rank) in enumerate(ranked, 1):
             _, seq, event_type, source_id, timestamp, text = rows.get(key, (key, None, "?", "?", "", ""))
-            hits.append(Hit(rank=rank, score=round(1.0 - float(distance), 4), event_type=event_type,
+            hits.append(Hit(rank=rank, score=round(float(score), 4), event_type=event_type,
                             date=(timestamp or "")[:10], source_id=source_id, seq=seq, key=key,
-                            snippet=_snippet(text)))
+                            snippet=best_snippet(text, query, nearest=nearest),
+                            dense_rank=dense_rank, lexical_rank=lexical_rank))
         return hits
 
     def close(self) -> None:
@@ -195,11 +260,6 @@ class Searcher:
 
 class _Mismatch(Exception):
     pass
-
-
-def _snippet(text: str, width: int = 100) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[:width - 1] + "…"
 
 
 def hit_dict(hit: Hit) -> dict[str, Any]:

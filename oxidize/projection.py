@@ -91,19 +91,20 @@ def write_weights(path: Path | str, weights: dict[str, np.ndarray],
     return {k: list(v.shape) for k, v in tensors.items()}
 
 
-def load_weights(path: Path | str) -> dict[str, np.ndarray]:
-    """Read ``w0, w1, b1, w2, b2`` (float32) from a file written by :func:`write_weights`.
+def load_weights(path: Path | str, data: bytes | None = None) -> dict[str, np.ndarray]:
+    """Read ``w0, w1, b1, w2, b2`` (float32) from a file written by :func:`write_weights`
+    (or from ``data``, that file's bytes as kept in a search index; ``path`` names it).
 
     A file of oxidize 0.1 has no ``w0`` (no linear path); it reads as ``w0 = 0``.
     """
     import numpy as np
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load, load_file
 
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise TrainingError(f"{path}: no weights file; run the projection's train task")
     try:
-        tensors = load_file(str(path))
+        tensors = load_file(str(path)) if data is None else load(data)
     except Exception as exc:  # safetensors raises its own error types
         raise TrainingError(f"{path}: not a readable safetensors file ({exc}); delete it "
                             f"and rebuild") from exc

@@ -10,7 +10,8 @@ many queries (the model, the weights and the index load once)::
 
 The query is embedded with the model's *query* prefix, the indexed items were embedded with
 its *passage* prefix (E5: ``query: `` / ``passage: ``), and the projection is applied to the
-query exactly as to the items (:func:`oxidize.projection.project`).
+query exactly as to the items (:func:`oxidize.projection.project`). By default the dense
+list is fused with the lexical (BM25) list of the same items (``mode="hybrid"``).
 """
 
 from __future__ import annotations
@@ -23,26 +24,45 @@ from oxidize.errors import SearchError
 from oxidize.index import Hit, Searcher
 
 
+#: Search modes: hybrid (the default) fuses the lexical and the dense lists
+#: (oxidize/fusion.py); dense and lexical search one side alone.
+MODES = ("hybrid", "dense", "lexical")
+
+
 class ProjectionSearch:
-    """One projection's search: its model, weights and two indexes (projected and base).
+    """One projection's search: its model, weights, two vector indexes (projected and base)
+    and the lexical index.
 
     Args:
         recipe: the loaded :class:`oxidize.recipe.Recipe`.
         projection: the projection's name.
         directory: its build folder (``build/R/P``).
+
+    The query is projected with the weights stored in the index (the ones its items were
+    projected with), not with ``weights.safetensors``: after a retrain that did not rebuild
+    the index, the stale index is still searched consistently.
     """
 
     def __init__(self, recipe: Any, projection: str, directory: Path | str,
                  cache_dir: Path | str | None = None):
-        from oxidize.projection import load_weights
-
         self.recipe = recipe
         self.directory = Path(directory)
         self.label = f"{recipe.name}:{projection}"
-        self.weights = load_weights(self.directory / "weights.safetensors")
         self._cache_dir = Path(cache_dir) if cache_dir else self.directory.parent.parent / ".cache"
         self._encoder = None
+        self._weights = None
         self._searchers: dict[bool, Searcher] = {}
+        self._pool = None
+        #: Lines worth telling the user (an index without its lexical part), said once each.
+        self.notices: list[str] = []
+
+    @property
+    def weights(self):
+        """The projection's weights as the index was built with them (an index written before
+        they were kept in it: ``weights.safetensors``)."""
+        if self._weights is None:
+            self.searcher(next(iter(self._searchers), False))
+        return self._weights
 
     def encoder(self):
         if self._encoder is None:
@@ -60,7 +80,13 @@ class ProjectionSearch:
     def searcher(self, base: bool = False) -> Searcher:
         if base not in self._searchers:
             searcher = Searcher(self.directory, base=base)
-            want = self.weights["w1"].shape[1] if base else self.weights["w2"].shape[0]
+            if self._weights is None:
+                from oxidize.projection import load_weights
+
+                stored = searcher.weights()
+                self._weights = stored if stored is not None else \
+                    load_weights(self.directory / "weights.safetensors")
+            want = self._weights["w1"].shape[1] if base else self._weights["w2"].shape[0]
             if searcher.dim != want:
                 raise SearchError(f"{self.directory}: the index holds {searcher.dim}-dimensional "
                                   f"vectors but the weights {'take' if base else 'give'} {want}; "
@@ -77,22 +103,96 @@ class ProjectionSearch:
                               f"rebuild with `doit {self.label}`")
         return vector
 
-    def query(self, text: str, k: int = 10, base: bool = False) -> list[Hit]:
-        """The ``k`` nearest items to ``text`` in the projection (or, with ``base``, in the
-        plain embedding of the same items), best first."""
+    def query(self, text: str, k: int = 10, base: bool = False, mode: str = "hybrid",
+              snippets: bool = True) -> list[Hit]:
+        """The ``k`` best items for ``text``, best first.
+
+        ``mode``: ``hybrid`` (reciprocal-rank fusion of the lexical list, the projection's
+        dense list and the plain embedding's, oxidize/fusion.py), ``dense`` (the projection's
+        nearest items; with ``base`` the plain embedding's) or ``lexical`` (BM25 alone).
+        ``base`` leaves the projection out: the plain embedding alone is the dense side. A hit's ``score`` is its cosine (dense), its
+        BM25 score (lexical) or its fused score (hybrid). ``snippets=False`` skips choosing
+        each hit's best sentence by embedding (its first matching sentence is still shown).
+        """
+        from oxidize import fusion
+
         if not text.strip():
             raise SearchError("the query is empty")
-        from oxidize.projection import project
-
-        vector = self.embed_query(text)
+        if mode not in MODES:
+            raise SearchError(f"unknown search mode {mode!r}; expected one of {', '.join(MODES)}")
         searcher = self.searcher(base)
-        return searcher.search(vector if base else project(self.weights, vector[None, :])[0], k)
+        if mode != "dense" and not searcher.has_lexical():
+            if mode == "lexical":
+                searcher.lexical(text, k)  # raises the error that says how to rebuild
+            self._notice(f"the index of {self.label} has no lexical part (built by an older "
+                         f"oxidize); searching dense only — `doit {self.label}` rebuilds it")
+            mode = "dense"
+        pool = k if mode != "hybrid" else max(k, fusion.POOL)
+        # The lexical search runs in a second thread while the query is embedded and the
+        # vector indexes searched (SQLite, onnxruntime and USearch release the GIL): a hybrid
+        # query costs about the longer of the two sides, not their sum.
+        lexical_future = self._background().submit(searcher.lexical, text, pool) \
+            if mode == "hybrid" else None
+        vector = None
+        dense: list[tuple[int, float]] = []
+        raw: list[tuple[int, float]] = []
+        if mode != "lexical":
+            vector = self.embed_query(text)
+            if base:
+                dense = searcher.nearest(vector, pool)
+            else:
+                from oxidize.projection import project
+
+                dense = searcher.nearest(project(self.weights, vector[None, :])[0], pool)
+                if mode == "hybrid" and fusion.RAW_WEIGHT:
+                    from oxidize.index import EXACT_MAX_FUSED
+
+                    base_searcher = self.searcher(True)
+                    raw = base_searcher.nearest(vector, pool, exact=len(base_searcher) <= EXACT_MAX_FUSED)
+        if mode == "dense":
+            ranked = [(key, score, rank, None) for rank, (key, score) in enumerate(dense, 1)]
+        else:
+            lexical = lexical_future.result() if lexical_future else searcher.lexical(text, pool)
+            if mode == "lexical":
+                ranked = [(key, score, None, rank) for rank, (key, score) in enumerate(lexical, 1)]
+            else:
+                lists = [([key for key, _ in dense], fusion.DENSE_WEIGHT),
+                         ([key for key, _ in lexical], fusion.LEXICAL_WEIGHT)]
+                if raw:
+                    lists.append(([key for key, _ in raw], fusion.RAW_WEIGHT))
+                ranked = [(key, score, ranks[0], ranks[1])
+                          for key, score, ranks in fusion.fuse(lists, k)]
+        nearest = self._nearest_sentence(text, vector) if snippets else None
+        return searcher.hits(ranked, query=text, nearest=nearest)
+
+    def _background(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="oxidize-lexical")
+        return self._pool
+
+    def _nearest_sentence(self, text: str, vector):
+        """For a hit that shares no word with the query: which of its sentences is nearest to
+        the query by the plain embedding (oxidize/snippets.py)."""
+        def nearest(sentences: list[str]) -> int:
+            import numpy as np
+
+            query = vector if vector is not None else self.encoder().encode([text], kind="query")[0]
+            embedded = self.encoder().encode(sentences, kind="passage")
+            return int(np.argmax(embedded @ query))
+
+        return nearest
+
+    def _notice(self, line: str) -> None:
+        if line not in self.notices:
+            self.notices.append(line)
 
 
 def open_search(name: str, root: Path | str = ".") -> ProjectionSearch:
     """The :class:`ProjectionSearch` of ``RECIPE:PROJECTION`` in the project at ``root``."""
     from oxidize.engine.layout import Layout, build_dir
-    from oxidize.engine.tasks import load_recipes
+    from oxidize.engine.discovery import load_recipes
 
     root = Path(root)
     recipe_name, _, projection = name.partition(":")

@@ -35,7 +35,8 @@ projections:
     training:
       pairs: 200
 """
-FIELDS = {"rank", "score", "event_type", "date", "source_id", "seq", "key", "snippet"}
+FIELDS = {"rank", "score", "event_type", "date", "source_id", "seq", "key", "snippet",
+          "dense_rank", "lexical_rank"}
 
 
 def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -102,20 +103,20 @@ def test_query_json_returns_k_results_with_the_fields(built: Path):
 
 
 def test_query_embeds_with_the_query_prefix_and_projects(built: Path):
-    """The command's scores are cosines of the projected query and the projected items."""
+    """Dense scores are cosines of the projected query and the projected items."""
     sys.path.insert(0, str(built))
     from oxidize.search import open_search
     from oxidize.projection import project
 
     search = open_search("a:semantic", built)
-    hits = search.query("parser token grammar", k=3)
+    hits = search.query("parser token grammar", k=3, mode="dense")
     vector = project(search.weights, search.embed_query("parser token grammar")[None, :])[0]
     table = sqlite3.connect(built / "build/a/semantic/index.sqlite")
     for hit in hits:
         text = table.execute("SELECT text FROM items WHERE key = ?", (hit.key,)).fetchone()[0]
         item = project(search.weights, search.encoder().encode([text])[0][None, :])[0]
         assert hit.score == pytest.approx(float(vector @ item), abs=1e-3)
-    base = search.query("parser token grammar", k=3, base=True)
+    base = search.query("parser token grammar", k=3, base=True, mode="dense")
     assert len(base) == 3 and base[0].score >= base[-1].score
 
 
@@ -124,8 +125,12 @@ def test_compare_and_base_modes(built: Path):
     assert set(compared) == {"projection", "base"} and len(compared["base"]) == 4
     text = run(built, "query", "--compare", "-k", "4", "release build").stdout
     assert "projection" in text.splitlines()[0] and "brought" in text.splitlines()[-1]
-    base = json.loads(run(built, "query", "--base", "--json", "-k", "4", "release build").stdout)
+    # --compare's right side is the plain embedding's dense search
+    base = json.loads(run(built, "query", "--base", "--mode", "dense", "--json", "-k", "4",
+                          "release build").stdout)
     assert [h["key"] for h in base] == [h["key"] for h in compared["base"]]
+    hybrid = json.loads(run(built, "query", "--json", "-k", "4", "release build").stdout)
+    assert [h["key"] for h in hybrid] == [h["key"] for h in compared["projection"]]
 
 
 def test_appending_events_embeds_only_the_new_texts_and_a_stale_index_warns(project: Path):

@@ -2,11 +2,16 @@
 
 A doit command plugin (``doit.COMMAND`` entry point ``query``; also ``oxidize query``):
 
-    doit query [-p RECIPE:PROJECTION] [-k 10] [--base] [--compare] [--json] TEXT…
+    doit query [-p RECIPE:PROJECTION] [-k 10] [--mode hybrid|dense|lexical] [--base]
+               [--compare] [--json] TEXT…
 
-The text is embedded with the model's *query* prefix (E5: ``query: ``), projected with the
-projection's weights, and searched in ``index.usearch``; ``--base`` searches the plain
-embedding of the same population (``base.usearch``), ``--compare`` shows both. A stale index
+By default (``--mode hybrid``) the text is searched twice and the two lists fused
+(oxidize/fusion.py): by meaning — embedded with the model's *query* prefix (E5:
+``query: ``), projected with the projection's weights, searched in ``index.usearch`` — and
+by its words, BM25 over the same items (oxidize/lexical.py). ``--mode dense`` / ``lexical``
+search one side alone; ``--base`` puts the plain embedding of the same population
+(``base.usearch``) on the dense side; ``--compare`` shows the projection's search beside the
+plain embedding's (dense), and what each found that the other did not. A stale index
 is still searched, after one warning line saying why it is stale (the reasons of
 ``doit stale``). This module imports nothing heavy: onnxruntime and usearch load in
 :mod:`oxidize.search` when a query runs.
@@ -36,20 +41,19 @@ opt_base = {"name": "base", "long": "base", "type": bool, "default": False,
             "help": "search the plain embedding of the same items instead of the projection"}
 opt_compare = {"name": "compare", "long": "compare", "type": bool, "default": False,
                "help": "show the projection's and the plain embedding's rankings side by side"}
+opt_mode = {"name": "mode", "long": "mode", "type": str, "default": "hybrid",
+            "choices": (("hybrid", "fuse the lexical (BM25) and the dense lists (default)"),
+                        ("dense", "the embedding's nearest items alone"),
+                        ("lexical", "BM25 over the items' words alone")),
+            "help": "how to search: hybrid (default), dense or lexical"}
 opt_json = {"name": "json", "long": "json", "type": bool, "default": False,
-            "help": "print a JSON list of {rank, score, event_type, date, source_id, seq, key, snippet}"
-                    " (with --compare: {projection: [...], base: [...]})"}
+            "help": "print a JSON list of {rank, score, event_type, date, source_id, seq, key, snippet,"
+                    " dense_rank, lexical_rank} (with --compare: {projection: [...], base: [...]})"}
 
 
-class Query(DoitCmdBase):
-    """Search a projection's index."""
-
-    name = "query"
-    doc_purpose = "search a projection's index with a text"
-    doc_usage = "[-p RECIPE:PROJECTION] [-k N] [--base | --compare] [--json] TEXT..."
-    doc_description = ("Embeds TEXT with the model's query prefix, projects it and prints the\n"
-                       "nearest items of the projection's search index (built by `doit`).")
-    cmd_options = (opt_projection, opt_k, opt_base, opt_compare, opt_json)
+class SearchCommand(DoitCmdBase):
+    """What ``doit query`` and ``doit bench`` share: the options doit's loader must not take,
+    choosing the projection, opening its search, and the stale-index warning."""
 
     def get_options(self):
         """doit's options, except a loader's own ``-k`` (``--seek-file`` of dodo.py projects),
@@ -64,40 +68,28 @@ class Query(DoitCmdBase):
         return [CmdOption(opt) for opt in with_oxidize_defaults(
             (*self.base_options, *loader, *self.cmd_options))]
 
-    def _execute(self, pos_args=None, projection="", k=DEFAULT_K, base=False, compare=False, json=False):
-        text = " ".join(pos_args or []).strip()
-        if not text:
-            raise InvalidCommand("oxidize: query: give the text to search for, e.g. "
-                                 f"`{self._tool} query \"why is the cache slow\"`")
-        if k < 1:
-            raise InvalidCommand(f"oxidize: query: -k must be at least 1, got {k}")
-        if base and compare:
-            raise InvalidCommand("oxidize: query: --base and --compare exclude each other")
+    def open_search(self, projection: str):
+        """``(ProjectionSearch, stale warning or "")`` of ``RECIPE:PROJECTION`` (or the only
+        projection); an OxidizeError says what is missing."""
         from oxidize.engine.layout import Layout, build_dir
-        from oxidize.engine.tasks import load_recipes
+        from oxidize.engine.discovery import load_recipes
 
         root = Path.cwd()
-        try:
-            recipe, proj = _choose(load_recipes(root), projection)
-            out = Layout(recipe.name, proj.name, build_dir(root))
-            warning = self._stale_warning(f"{recipe.name}:{proj.name}.index")
-            if not (root / out.index_table).is_file():
-                raise OxidizeError(f"{recipe.name}:{proj.name} has no search index yet; build it "
-                                   f"with `{self._tool} {recipe.name}:{proj.name}`")
-            from oxidize.search import ProjectionSearch
+        recipe, proj = _choose(load_recipes(root), projection)
+        out = Layout(recipe.name, proj.name, build_dir(root))
+        warning = self._stale_warning(f"{recipe.name}:{proj.name}.index")
+        if not (root / out.index_table).is_file():
+            raise OxidizeError(f"{recipe.name}:{proj.name} has no search index yet; build it "
+                               f"with `{self._tool} {recipe.name}:{proj.name}`")
+        from oxidize.search import ProjectionSearch
 
-            search = ProjectionSearch(recipe, proj.name, root / out.dir)
-            results = {}
-            if not base:
-                results["projection"] = search.query(text, k)
-            if base or compare:
-                results["base"] = search.query(text, k, base=True)
-        except OxidizeError as err:
-            raise InvalidCommand(f"oxidize: {err}") from None
-        if warning:
-            print(f"oxidize: warning: {warning}", file=sys.stderr, flush=True)
-        self._print(results, json, compare)
-        return 0
+        return ProjectionSearch(recipe, proj.name, root / out.dir), warning
+
+    @staticmethod
+    def warn(lines) -> None:
+        for line in lines:
+            if line:
+                print(f"oxidize: warning: {line}", file=sys.stderr, flush=True)
 
     @property
     def _tool(self) -> str:
@@ -117,7 +109,42 @@ class Query(DoitCmdBase):
         return (f"the index of {task_name[:-len('.index')]} is stale ({staleness.render(reasons[0])}); "
                 f"searching it as it is — `{self._tool}` rebuilds it")
 
-    def _print(self, results: dict, as_json: bool, compare: bool) -> None:
+
+class Query(SearchCommand):
+    """Search a projection's index."""
+
+    name = "query"
+    doc_purpose = "search a projection's index with a text"
+    doc_usage = "[-p RECIPE:PROJECTION] [-k N] [--mode hybrid|dense|lexical] [--base | --compare] [--json] TEXT..."
+    doc_description = ("Searches the projection's index (built by `doit`) for TEXT: by meaning (the\n"
+                       "projected embedding) and by its words (BM25), fused; prints the best items.")
+    cmd_options = (opt_projection, opt_k, opt_mode, opt_base, opt_compare, opt_json)
+
+    def _execute(self, pos_args=None, projection="", k=DEFAULT_K, mode="hybrid", base=False,
+                 compare=False, json=False):
+        text = " ".join(pos_args or []).strip()
+        if not text:
+            raise InvalidCommand("oxidize: query: give the text to search for, e.g. "
+                                 f"`{self._tool} query \"why is the cache slow\"`")
+        if k < 1:
+            raise InvalidCommand(f"oxidize: query: -k must be at least 1, got {k}")
+        if base and compare:
+            raise InvalidCommand("oxidize: query: --base and --compare exclude each other")
+        try:
+            search, warning = self.open_search(projection)
+            results = {}
+            if compare:  # what the projection's search finds against the plain embedding's
+                results["projection"] = search.query(text, k, mode=mode)
+                results["base"] = search.query(text, k, base=True, mode="dense")
+            else:
+                results["base" if base else "projection"] = search.query(text, k, base=base, mode=mode)
+        except OxidizeError as err:
+            raise InvalidCommand(f"oxidize: {err}") from None
+        self.warn([warning, *search.notices])
+        self._print(results, json, compare, text, mode)
+        return 0
+
+    def _print(self, results: dict, as_json: bool, compare: bool, text: str, mode: str) -> None:
         from oxidize.index import hit_dict
 
         out = self.outstream
@@ -127,13 +154,15 @@ class Query(DoitCmdBase):
                                  ensure_ascii=False) + "\n")
             return
         if not compare:
+            marked = _marker(out, text)
             for hit in next(iter(results.values())):
                 out.write(f"{hit.rank:>3}  {hit.score:.3f}  {hit.event_type:<18} {hit.date:<10}  "
-                          f"{_short(hit.source_id, 24):<24}  {hit.snippet}\n")
+                          f"{_short(hit.source_id, 24):<24}  {marked(hit.snippet)}\n")
             return
         proj, base = results["projection"], results["base"]
         proj_keys, base_keys = {h.key for h in proj}, {h.key for h in base}
-        out.write("  projection (+ = not in the base top k)     | base (- = not in the projection's top k)\n")
+        name = {"dense": "projection", "hybrid": "hybrid + projection"}.get(mode, mode)
+        out.write(f"  {name} (+ = not in base)".ljust(44) + " | base, dense (- = not on the left)\n")
         for i in range(max(len(proj), len(base))):
             left = right = ""
             if i < len(proj):
@@ -144,8 +173,8 @@ class Query(DoitCmdBase):
                 right = f"{'-' if h.key not in proj_keys else ' '}{h.rank:>2} {h.score:.3f} {_short(h.snippet, 34)}"
             out.write(f"{left:<44} | {right}\n")
         gained, lost = len(proj_keys - base_keys), len(base_keys - proj_keys)
-        out.write(f"the projection brought {gained} item{'s' if gained != 1 else ''} into the top "
-                  f"{len(proj)} and dropped {lost} of the base's\n")
+        out.write(f"the {name} search brought {gained} item{'s' if gained != 1 else ''} into the top "
+                  f"{len(proj)} that the plain embedding did not find, and dropped {lost} of its\n")
 
 
 def _choose(recipes, wanted: str):
@@ -161,6 +190,17 @@ def _choose(recipes, wanted: str):
         return everything[0]
     raise OxidizeError(f"query: this project has {len(names)} projections; choose one with -p: "
                        f"{', '.join(names)}")
+
+
+def _marker(out, text: str):
+    """Bold the query's words in snippets when printing to a terminal (not with NO_COLOR)."""
+    import os
+
+    from oxidize.snippets import mark
+
+    if os.environ.get("NO_COLOR") or not getattr(out, "isatty", lambda: False)():
+        return lambda snippet: snippet
+    return lambda snippet: mark(snippet, text)
 
 
 def _short(text: str, width: int) -> str:

@@ -23,6 +23,34 @@ from doit.loader import generate_tasks
 
 from oxidize.errors import OxidizeError
 
+
+def _accept_empty_arguments() -> None:
+    """Let an empty argument through doit's command line (``doit query ''``).
+
+    doit's ``DoitMain.process_args`` reads ``arg[0]`` of every argument to find ``NAME=VALUE``
+    variables and raised IndexError on ``''`` before any command ran. This is that method
+    with ``arg[:1]``; it is installed when the oxidize loader is imported, which the
+    ``oxidize`` command and ``loader = "oxidize"`` projects do before doit parses arguments
+    (a project's ``dodo.py`` is imported too late for it).
+    """
+    from doit.doit_cmd import DoitMain, reset_vars, set_var
+
+    def process_args(self, cmd_args):
+        reset_vars()
+        args = []
+        for arg in cmd_args:
+            if arg[:1] != "-" and "=" in arg:
+                name, value = arg.split("=", 1)
+                set_var(name, value)
+            else:
+                args.append(arg)
+        return args
+
+    DoitMain.process_args = process_args
+
+
+_accept_empty_arguments()
+
 #: doit settings every oxidize project uses: state under build/, in SQLite (see
 #: oxidize/engine/state.py: safe when two doit processes touch it).
 def _state_file() -> str:
