@@ -12,6 +12,12 @@ Run: ``python -m benchmarks.bench_query [--quick] [--sizes 10000,100000,1000000]
    onnxruntime and brute-forces numpy over the same projected vectors. Interleaved, medians.
 3. **Warm latency**: a :class:`oxidize.search.ProjectionSearch` held open, the median time of
    one ``query`` (embed, project, search, read the table) at the largest size.
+4. **Hybrid against dense** (``--hybrid``, at 10k and 100k): items with real words — the
+   notes and commit messages of patina-dev.db repeated to the size, each with a number of
+   its own (so terms are as common as in a real log), else generated sentences — and
+   oxidize's own questions (benchmarks/queries/); the median warm query of each mode
+   (dense, lexical, hybrid) in alternation, their ratio, and what the lexical index adds to
+   writing the index (its FTS5 build timed against the whole ``write_index``).
 
 Not a test: nothing here asserts a time.
 """
@@ -95,7 +101,7 @@ def build_figures(sizes: list[int]) -> None:
                   f"{r['recall']:>9.3f} {r['hnsw_ms']:>9.2f} {r['exact_ms']:>10.2f}", flush=True)
 
 
-def make_project(root: Path, n: int) -> tuple[Path, Path]:
+def make_project(root: Path, n: int, texts=None) -> tuple[Path, Path]:
     """A project with recipe x:semantic on the default model, a random 384→1024→256
     projection and an index of ``n`` stand-in items; returns (weights, projected .npy)."""
     import numpy as np
@@ -123,8 +129,8 @@ def make_project(root: Path, n: int) -> tuple[Path, Path]:
     base = rng.normal(size=(n, BASE_DIM)).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     projected = project(w, base).astype(np.float32)
-    items = [Item(i + 1, i + 1, "session.decision", f"s{i // 20}", "2025-01-01", f"stand-in text {i}")
-             for i in range(n)]
+    items = [Item(i + 1, i + 1, "session.decision", f"s{i // 20}", "2025-01-01",
+                  texts[i] if texts else f"stand-in text {i}") for i in range(n)]
     write_index(out, items, base, projected, {"count_note": "stand-in"})
     np.save(root / "projected.npy", projected)
     return out / "weights.safetensors", root / "projected.npy"
@@ -179,11 +185,75 @@ def warm_figures(n: int, repeats: int) -> None:
               f" ({'exact' if n <= __import__('oxidize.index').index.EXACT_MAX else 'HNSW'})")
 
 
+def _real_texts() -> tuple[list[str], list[str]]:
+    """patina-dev.db's notes and commit messages, and oxidize's questions ([] without the data)."""
+    import sqlite3
+
+    from benchmarks._common import DATA_DB, REPO
+
+    if not DATA_DB.is_file():
+        return [], []
+    db = sqlite3.connect(f"file:{DATA_DB}?mode=ro", uri=True)
+    texts = []
+    for (data,) in db.execute("SELECT data FROM eventlog"):
+        d = json.loads(data)
+        text = d.get("content") or d.get("message")
+        if isinstance(text, str) and len(text.strip()) > 20:
+            texts.append(" ".join(text.split()))
+    questions = [q["query"] for f in sorted((REPO / "benchmarks/queries").glob("patina-dev-*.json"))
+                 for q in json.loads(f.read_text())["queries"]]
+    return texts, questions
+
+
+def hybrid_figures(sizes: list[int], repeats: int) -> None:
+    import random
+    import sqlite3
+
+    from benchmarks._common import sentence
+    from oxidize import lexical
+    from oxidize.search import open_search
+
+    header("Warm query by mode: hybrid (lexical + projection + raw) against dense; the lexical index's build")
+    real, questions = _real_texts()
+    for n in sizes:
+        rng = random.Random(n)
+        texts = ([f"{real[i % len(real)]} (n{i})" for i in range(n)] if real
+                 else [sentence(rng, i) for i in range(n)])
+        if not questions:
+            questions = [f"why {sentence(rng, 0).split(' (')[0].lower()}?" for _ in range(repeats)]
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            start = time.perf_counter()
+            make_project(root, n, texts)
+            total = time.perf_counter() - start
+            db = sqlite3.connect(root / "build/x/semantic/index.sqlite")
+            db.execute("DROP TABLE lexical")
+            start = time.perf_counter()
+            lexical.create(db)
+            db.commit()
+            fts = time.perf_counter() - start
+            db.close()
+            search = open_search("x:semantic", root)
+            modes = {mode: (lambda mode=mode: [search.query(q, 10, mode=mode, snippets=False)
+                                               for q in questions]) for mode in ("dense", "lexical", "hybrid")}
+            times = interleaved(modes, repeats=3)
+            per = {mode: t / len(questions) * 1e3 for mode, t in times.items()}
+            print(f"  items {n:,}: warm query dense {per['dense']:.2f} ms, lexical {per['lexical']:.2f} ms, "
+                  f"hybrid {per['hybrid']:.2f} ms = {per['hybrid'] / per['dense']:.2f}× dense (goal ≤ 1.5×); "
+                  f"lexical index {fts:.2f} s of writing the index ({total:.1f} s with the stand-in "
+                  f"projection and both vector graphs)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default="")
+    parser.add_argument("--hybrid", action="store_true", help="only the hybrid-against-dense figures")
     args = parser.parse_args(argv)
+    if args.hybrid:
+        os.environ.setdefault("OXIDIZE_QUIET", "1")
+        hybrid_figures([int(s) for s in args.sizes.split(",") if s] or [10_000, 100_000], repeats=50)
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([10_000, 100_000] if args.quick
                                                              else [10_000, 100_000, 1_000_000])
     os.environ.setdefault("OXIDIZE_QUIET", "1")

@@ -19,13 +19,13 @@ and PyYAML: no numpy, numba or onnxruntime here.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from oxidize.errors import RecipeError
+from oxidize.memory import batch_memory, physical_memory, training_memory
 # Parsed YAML is cached by text: a no-op doit neither imports nor runs PyYAML (see there).
 from oxidize.recipe_yaml import PARSED, _parse_yaml  # noqa: F401 - PARSED: tasks.py's cache
 from oxidize.recipe_checks import (Key, _bool, _choice, _float, _found, _int, _is_int, _optional,
@@ -101,6 +101,14 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """What the eval step scores besides the held-out split (the ``eval:`` block): query sets
+    in patina's bench format (oxidize/queryset.py), paths as written, relative to the recipe."""
+
+    queries: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Projection:
     """One projection: an MLP ``layers[0] → layers[1] (ReLU) → layers[2]``.
 
@@ -114,6 +122,7 @@ class Projection:
     training: TrainingConfig
     gate: str | None = None
     index: IndexConfig = IndexConfig(DEFAULT_INDEX_EVENT_TYPES)
+    eval: EvalConfig = EvalConfig()
 
     def pair_settings(self) -> dict[str, object]:
         """The recipe keys the pairs stage reads, flat and JSON-ready (see :func:`_settings`)."""
@@ -191,9 +200,10 @@ def _settings(projection: Projection, stage: str) -> dict[str, object]:
     for key, spec in TRAINING_KEYS.items():
         if stage in spec.stages:
             out[f"{prefix}.training.{key}"] = _plain(getattr(projection.training, key))
-    for key, spec in INDEX_KEYS.items():
-        if stage in spec.stages:
-            out[f"{prefix}.index.{key}"] = _plain(getattr(projection.index, key))
+    for block, keys in (("index", INDEX_KEYS), ("eval", EVAL_KEYS)):
+        for key, spec in keys.items():
+            if stage in spec.stages:
+                out[f"{prefix}.{block}.{key}"] = _plain(getattr(getattr(projection, block), key))
     return out
 
 
@@ -273,51 +283,6 @@ def _event_types(value: Any, where: _Where) -> tuple[str, ...]:
             raise where.fail(f"item {index}: expected an event type (a non-empty string), "
                              f"found {_found(item)}")
     return tuple(value)
-
-
-def physical_memory() -> int | None:
-    """Bytes this process may use: the machine's memory, lowered by an address-space or
-    data limit (``ulimit -v``/``-d``) and a cgroup's ``memory.max``; ``None`` where nothing
-    says (no check then)."""
-    limits = []
-    try:
-        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        pass
-    try:
-        import resource
-
-        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
-            soft = resource.getrlimit(which)[0]
-            if soft != resource.RLIM_INFINITY:
-                limits.append(soft)
-    except (ImportError, AttributeError, ValueError, OSError):
-        pass
-    try:
-        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if text.isdigit():
-            limits.append(int(text))
-    except OSError:
-        pass
-    limits = [n for n in limits if n > 0]
-    return min(limits) if limits else None
-
-
-def training_memory(in_dim: int, hidden: int, out_dim: int) -> int:
-    """Bytes to train the MLP: parameters × 4 bytes (float32) × 4 copies.
-
-    The copies are the weights, their gradients and Adam's two moment estimates.
-    """
-    return (in_dim * hidden + hidden + hidden * out_dim + out_dim) * 4 * 4
-
-
-def batch_memory(in_dim: int, hidden: int, out_dim: int, batch_size: int, in_batch: bool = False) -> int:
-    """Bytes of the trainer's work buffers for one minibatch (oxidize.train.params.work_buffers):
-    ``3 × batch`` stacked rows of the input, the hidden layer and its gradient, four
-    output-sized arrays and the norms, float32; with the in-batch loss also its
-    ``batch × 2·batch`` similarity matrix."""
-    rows = 3 * batch_size
-    return rows * (in_dim + 2 * hidden + 4 * out_dim + 1) * 4 + (2 * batch_size * batch_size * 4 if in_batch else 0)
 
 
 def _check_memory(projection: Projection, where: _Where) -> None:
@@ -416,6 +381,7 @@ PROJECTION_KEYS: dict[str, Key] = {
     "training": Key(_training, lambda where: _training({}, where)),
     "gate": Key(_optional(_choice(*GATES)), None, stages=("eval",)),
     "index": Key(lambda v, w: _index(v, w), lambda where: _index({}, where)),
+    "eval": Key(lambda v, w: _eval(v, w), lambda where: _eval({}, where)),
 }
 TRAINING_KEYS: dict[str, Key] = {
     "pair_type": Key(_choice(*PAIR_TYPES), _default_pair_type, stages=("pairs", "index")),
@@ -443,6 +409,27 @@ TRAINING_KEYS: dict[str, Key] = {
 INDEX_KEYS: dict[str, Key] = {
     "event_types": Key(_event_types, DEFAULT_INDEX_EVENT_TYPES, stages=("index",)),
 }
+
+
+def _query_sets(value: Any, where: _Where) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise where.fail(f"expected a list of query set files (paths relative to the recipe), "
+                         f"found {_found(value)}")
+    return tuple(value)
+
+
+EVAL_KEYS: dict[str, Key] = {
+    "queries": Key(_query_sets, (), stages=("eval",)),
+}
+
+
+def _eval(value: Any, where: _Where) -> EvalConfig:
+    return EvalConfig(**_read_block({} if value is None else value, EVAL_KEYS, where,
+                                    (TRAINING_KEYS, "training settings go under 'training:'")))
 
 
 def _index(value: Any, where: _Where) -> IndexConfig:

@@ -173,7 +173,8 @@ def test_settings_dicts_are_flat_dotted_and_json_ready():
         "projections.semantic.training.temperature": 0.1,
         "projections.semantic.training.negatives": "random",
     }
-    assert recipe.projection("semantic").eval_settings() == {"projections.semantic.gate": None}
+    assert recipe.projection("semantic").eval_settings() == {"projections.semantic.gate": None,
+                                                             "projections.semantic.eval.queries": []}
     assert recipe.model_settings() == {"embedding_model": DEFAULT_MODEL, "embedding_int8": True}
     for settings_dict in (pairs, train, recipe.model_settings()):
         assert json.loads(json.dumps(settings_dict)) == settings_dict
@@ -280,7 +281,7 @@ def test_not_a_mapping(data, key, fragments):
     (minimal(epoch=3), "projections.semantic.epoch", "unknown key 'epoch'; did you mean 'epochs'?"),
     (minimal(training={"optimiser": "sgd"}), "projections.semantic.training.optimiser",
      "did you mean 'optimizer'?"),
-    (minimal(zzz=1), "projections.semantic.zzz", "valid keys are: batch_size, epochs, gate, index, layers, training"),
+    (minimal(zzz=1), "projections.semantic.zzz", "valid keys are: batch_size, epochs, eval, gate, index, layers, training"),
     (minimal(learning_rate=0.1), "projections.semantic.learning_rate", "go under 'training:'"),
     (minimal(training={"epochs": 3}), "projections.semantic.training.epochs", "belongs to the projection"),
     ({"version": 1, 3: "x", "projections": {"semantic": {}}}, None, "keys must be strings"),

@@ -20,8 +20,10 @@ usage: oxidize [COMMAND] [OPTIONS] [ARGS]
   oxidize list [--all]         list recipes (with --all: every task)
   oxidize stale [--check] [--json] [--locked]
                                what is stale, and why
-  oxidize query [-p R:P] [-k N] [--base | --compare] [--json] TEXT...
-                               search a projection's index with a text
+  oxidize query [-p R:P] [-k N] [--mode hybrid|dense|lexical] [--base | --compare] [--json] TEXT...
+                               search a projection's index with a text (words + meaning)
+  oxidize bench [-p R:P] [--json] SET.json...
+                               score the search on query sets (patina's bench format)
   oxidize cache-key [R...]     one sha256 of every build input (for CI caches)
   oxidize info TASK            a task's inputs and targets
   oxidize help COMMAND         a command's options; `oxidize help` lists doit's own commands

@@ -196,7 +196,7 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
         "recipe": recipe_name, "projection": projection, "model": recipe.embedding_model,
         "model_fingerprint": record["fingerprint"],
         "weights_sha256": file_sha256(out / "weights.safetensors"),
-        "pair_type": proj.training.pair_type})
+        "pair_type": proj.training.pair_type}, weights_file=out / "weights.safetensors")
     _say(label, f"indexed {len(items):,} items ({stats.unique:,} distinct texts: {stats.embedded:,} "
                 f"embedded, {stats.cached:,} from the cache) in {time.perf_counter() - start:.2f}s: "
                 f"{out / 'index.usearch'}")
@@ -313,7 +313,6 @@ def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str
     metrics = compare(embeddings, heldout, weights)
     metric = metrics["primary_metric"]
     training = json.loads((out / "training.json").read_text(encoding="utf-8"))
-    write_json(out / "metrics.json", metrics)
     m = metrics["heldout_queries"]
     levels = {k: (metrics[k] or {}).get(metric) for k in ("random", "base", "projection")}
     plot_training(out / "training.png", title=label, losses=training.get("losses", []),
@@ -325,19 +324,56 @@ def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str
         _say(label, f"eval: no held-out queries (training.holdout is "
                     f"{proj.training.holdout:g} or the held-out part has no related texts); "
                     f"comparison skipped")
-        return
-    total = metrics.get("heldout_queries_total", m)
-    queries = f"{m} held-out queries" if m == total else \
-        f"{m:,} of {total:,} held-out queries, evenly spaced"
-    start = (training.get("test_mrr") or [None])[0]
-    gain = ""
-    if start is not None and metric == "mrr@10":
-        gain = (f"; training added {levels['projection'] - start:+.3f} to the start map's {start:.3f}"
-                if training.get("chosen_epoch") else "; the start map, training did not improve it")
-    _say(label, f"eval on the test part: {metric} projection {levels['projection']:.3f} | base "
-                f"{levels['base']:.3f} | random {levels['random']:.3f} ({queries}){gain}")
-    if proj.gate is not None and levels["projection"] < levels[proj.gate]:
-        raise OxidizeError(
-            f"{recipe.path}: projections.{projection}.gate: {label} fails its gate '{proj.gate}': "
-            f"held-out {metric} {levels['projection']:.4f} is below the {proj.gate} "
-            f"{levels[proj.gate]:.4f} ({m} queries); see {out / 'training.png'}")
+    else:
+        total = metrics.get("heldout_queries_total", m)
+        queries = f"{m} held-out queries" if m == total else \
+            f"{m:,} of {total:,} held-out queries, evenly spaced"
+        start = (training.get("test_mrr") or [None])[0]
+        gain = ""
+        if start is not None and metric == "mrr@10":
+            gain = (f"; training added {levels['projection'] - start:+.3f} to the start map's {start:.3f}"
+                    if training.get("chosen_epoch") else "; the start map, training did not improve it")
+        _say(label, f"eval on the test part: {metric} projection {levels['projection']:.3f} | base "
+                    f"{levels['base']:.3f} | random {levels['random']:.3f} ({queries}){gain}")
+    failures = []
+    if m and proj.gate is not None and levels["projection"] < levels[proj.gate]:
+        failures.append(f"held-out {metric} {levels['projection']:.4f} is below the {proj.gate} "
+                        f"{levels[proj.gate]:.4f} ({m} queries); see {out / 'training.png'}")
+    if proj.eval.queries:
+        metrics["query_sets"] = _score_query_sets(recipe, proj, out, label)
+        if proj.gate == "base":
+            failures += [f"query set {r['name']}: {what}" for r in metrics["query_sets"]
+                         for what in _below_raw(r["results"])]
+    write_json(out / "metrics.json", metrics)
+    if failures:
+        raise OxidizeError(f"{recipe.path}: projections.{projection}.gate: {label} fails its gate "
+                           f"'{proj.gate}': " + "; ".join(failures))
+
+
+#: What `gate: base` compares on a query set: the projection against the raw embedding,
+#: dense against dense and hybrid against hybrid.
+GATE_PAIRS = (("projection dense", "raw dense"), ("hybrid projection", "hybrid raw"))
+
+
+def _below_raw(results: dict) -> list[str]:
+    return [f"{mine} mrr@10 {results[mine]['mrr@10']:.4f} is below {raw} {results[raw]['mrr@10']:.4f}"
+            for mine, raw in GATE_PAIRS if results[mine]["mrr@10"] < results[raw]["mrr@10"]]
+
+
+def _score_query_sets(recipe, proj, out: Path, label: str) -> list[dict]:
+    """Score each of ``eval.queries`` on the projection's search index; one line each."""
+    from oxidize.queryset import load_query_set, score
+    from oxidize.search import ProjectionSearch
+
+    search = ProjectionSearch(recipe, proj.name, out)
+    scored = []
+    for path in proj.eval.queries:
+        query_set = load_query_set(recipe.path.parent / path)
+        results = score(search, query_set, timed=False)
+        scored.append({"name": query_set.name, "path": path, "queries": len(query_set.queries),
+                       "results": results})
+        r = {name: v["mrr@10"] for name, v in results.items()}
+        _say(label, f"query set {query_set.name} ({len(query_set.queries)} queries): mrr@10 hybrid "
+                    f"{r['hybrid projection']:.3f} (raw {r['hybrid raw']:.3f}) | dense "
+                    f"{r['projection dense']:.3f} (raw {r['raw dense']:.3f}) | lexical {r['lexical']:.3f}")
+    return scored

@@ -1,4 +1,4 @@
-"""Recipe discovery and the doit task graph.
+"""The doit task graph (recipes are found in :mod:`oxidize.engine.discovery`).
 
 This module is imported every time doit loads or lists tasks, so it stays light: it reads
 YAML and builds task dictionaries, and imports nothing numerical. The actions it names live
@@ -9,6 +9,7 @@ The graph (see docs/architecture.md for the why):
     R:model ──────────────┐
     R:P.pairs ──► R:P.embed ──► R:P.train ──► R:P.eval     (R:P: group of train, eval, index)
         │                           └───────► R:P.index (the search index of P's population)
+        │                                          └──► R:P.eval, when P has query sets (eval.queries)
         │                           └─ + eval ► R:P.export (patina checkouts: patina's own files)
         └─────────── (every output of R) ──────────► R:lock (oxidize.lock beside the recipe)
 """
@@ -21,69 +22,11 @@ from pathlib import Path
 
 from oxidize.errors import BuildError, OxidizeError, RecipeError
 from oxidize.engine.fingerprint import StageInputs
-from oxidize.engine.layout import (CACHE_FILE, RECIPE_CACHE, RECIPE_CACHE_ENTRIES,
-                                   PATINA_NAMES, RECIPE_FILES, Layout, _rel, build_dir, eventlog_path,
-                                   in_build, patina_projections_dir)
-from oxidize.recipe import Recipe, load_recipe
-
-def find_recipe_files(root: Path) -> list[tuple[str, Path]]:
-    """Every recipe of the project as ``(name, path)``, sorted by name.
-
-    ``recipes/<name>/oxidize.yaml`` and ``recipes/<name>.yaml`` are recipes named ``<name>``;
-    a patina checkout's ``.patina/oxidize.yaml`` is the recipe ``patina``. Two files claiming
-    one name are an error rather than a silent choice.
-    """
-    found: dict[str, Path] = {}
-
-    def add(name: str, path: Path) -> None:
-        if name in found:
-            raise RecipeError(path, None, f"recipe name '{name}' is also used by {found[name]}; "
-                                          "rename one of the two")
-        found[name] = path
-
-    recipes_dir = root / "recipes"
-    if recipes_dir.is_dir():
-        for entry in sorted(recipes_dir.iterdir()):
-            if entry.is_dir() and (entry / "oxidize.yaml").is_file():
-                add(entry.name, entry / "oxidize.yaml")
-            elif entry.is_file() and entry.suffix in (".yaml", ".yml") and not entry.name.startswith("."):
-                add(entry.stem, entry)
-    patina = root / ".patina" / "oxidize.yaml"
-    if patina.is_file():
-        add("patina", patina)
-    return sorted(found.items())
-
-
-def load_recipes(root: Path) -> list[Recipe]:
-    """Load and validate every recipe found under ``root``.
-
-    Parsed YAML is kept in :data:`RECIPE_CACHE` (keyed by the sha256 of each file's text,
-    see :data:`oxidize.recipe.PARSED`), so a no-op ``doit`` neither imports nor runs PyYAML;
-    the recipes are still validated on every run.
-    """
-    import json
-
-    from oxidize import recipe as recipe_module
-
-    cache = Path(root) / in_build(RECIPE_CACHE, root)
-    try:
-        stored = json.loads(cache.read_text(encoding="utf-8"))
-        if not isinstance(stored, dict):  # damaged: only a cache, start it afresh
-            stored = {}
-        recipe_module.PARSED.update((k, v) for k, v in stored.items() if isinstance(v, str))
-    except (OSError, ValueError):
-        stored = {}
-    recipes = [load_recipe(path, name) for name, path in find_recipe_files(root)]
-    if recipe_module.PARSED.keys() - stored.keys():
-        try:
-            from oxidize.atomic import write_text
-
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            recent = dict(list(recipe_module.PARSED.items())[-RECIPE_CACHE_ENTRIES:])
-            write_text(cache, json.dumps(recent))
-        except OSError:
-            pass  # only a cache: a read-only build folder parses the YAML every time
-    return recipes
+from oxidize.engine.layout import (CACHE_FILE, PATINA_NAMES, RECIPE_FILES, Layout, _rel, build_dir,
+                                   eventlog_path, in_build, patina_projections_dir)
+from oxidize.engine.discovery import find_recipe_files, load_recipes  # noqa: F401 - also imported from here
+from oxidize.index import INDEX_FORMAT
+from oxidize.recipe import Recipe
 
 
 def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = None) -> Iterator[dict]:
@@ -192,19 +135,24 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "verbosity": 2,
             }
             eval_targets = [str(out.metrics), str(out.training_png)]
+            index_targets = [str(out.index), str(out.base_index), str(out.index_table)]
+            # Query sets are scored on the search index, so with them eval follows the index.
+            query_sets = [_rel(recipe.path.parent / q, root) for q in proj.eval.queries]
             yield {
                 "basename": name,
                 "name": f"{proj.name}.eval",
                 "doc": f"score {label} against the base embedding and random on held-out data"
+                       + (f" and {len(query_sets)} query set(s)" if query_sets else "")
                        + (f" (gate: {proj.gate})" if proj.gate else ""),
                 "actions": [(stages.build_eval, (recipe_file, name, proj.name, str(out.dir)))],
                 "file_dep": [str(out.embeddings), str(out.heldout), str(out.weights),
-                             str(out.training_json)],
+                             str(out.training_json)]
+                            + ([*index_targets, *(q for q in query_sets if os.path.isfile(root / q))]
+                               if query_sets else []),
                 "targets": eval_targets,
                 "uptodate": [StageInputs(recipe.projection(proj.name).eval_settings(), eval_targets)],
                 "verbosity": 2,
             }
-            index_targets = [str(out.index), str(out.base_index), str(out.index_table)]
             yield {
                 "basename": name,
                 "name": f"{proj.name}.index",
@@ -214,7 +162,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                                                   str(out.dir), model_json, cache_file))],
                 "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights)],
                 "targets": index_targets,
-                "uptodate": [StageInputs(recipe.projection(proj.name).index_settings(), index_targets)
+                "uptodate": [StageInputs({**recipe.projection(proj.name).index_settings(),
+                                          "index_format": INDEX_FORMAT}, index_targets)
                              if log_exists else False],
                 "verbosity": 2,
             }

@@ -39,11 +39,18 @@ class Verdict:
 
     export: bool
     reason: str
+    #: Decided on people's questions (query sets), not on the held-out split.
+    decided_by_queries: bool = False
 
 
 def verdict(metrics: dict) -> Verdict:
     """Export only a projection that beats the raw embedding on the test split: patina measured
-    its own projection far below raw E5 and dropped it."""
+    its own projection far below raw E5 and dropped it. With query sets (``eval.queries``),
+    people's questions decide instead: the projection's dense MRR@10 against the raw
+    embedding's, averaged over every query of the sets (patina searches the projection dense
+    and fuses its own lexical side)."""
+    if metrics.get("query_sets"):
+        return _query_set_verdict(metrics["query_sets"])
     metric = metrics.get("primary_metric", "mrr@10")
     queries = metrics.get("heldout_queries") or 0
     if not queries:
@@ -57,6 +64,18 @@ def verdict(metrics: dict) -> Verdict:
                              f"({queries:,} queries)")
     return Verdict(False, f"test {metric} {proj:.3f} does not beat the raw embedding's {base:.3f} "
                           f"({queries:,} queries)")
+
+
+def _query_set_verdict(sets: list[dict]) -> Verdict:
+    n = sum(s["queries"] for s in sets)
+    mine = sum(s["results"]["projection dense"]["mrr@10"] * s["queries"] for s in sets) / n
+    raw = sum(s["results"]["raw dense"]["mrr@10"] * s["queries"] for s in sets) / n
+    names = ", ".join(s["name"] for s in sets)
+    if mine > raw:
+        return Verdict(True, f"on the query sets ({names}; {n} queries) mrr@10 {mine:.3f} beats "
+                             f"the raw embedding's {raw:.3f}", decided_by_queries=True)
+    return Verdict(False, f"on the query sets ({names}; {n} queries) mrr@10 {mine:.3f} does not "
+                          f"beat the raw embedding's {raw:.3f}", decided_by_queries=True)
 
 
 def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, model_record: dict,
@@ -99,7 +118,8 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     with EmbeddingCache(cache_file, f"{model_fp}@{platform_key()}", dim) as cache:
         raw, stats = embed_with_cache(population.texts, cache, encoder,
                                       progress_label=f"{label} patina export")
-    if projection == "temporal":  # judge on the texts patina searches, not oxidize's own
+    if projection == "temporal" and not decided.decided_by_queries:
+        # judge on the texts patina searches, not oxidize's own
         decided = _judged_on_patina_texts(out_dir, population, raw, weights) or decided
     tensors = fold(weights) if decided.export else None
     vectors = forward(tensors, raw) if tensors is not None else np.asarray(raw, np.float32)

@@ -1,0 +1,114 @@
+"""How to fuse the lexical and the dense lists: a grid of reciprocal-rank-fusion constants
+scored on query sets (how oxidize/fusion.py's constants were chosen).
+
+    python -m benchmarks.bench_fusion [--project DIR] [--quick]
+
+Builds (or reuses) a project over patina-dev.db with the default recipe (``semantic`` and
+``temporal``) and oxidize's own query sets (benchmarks/queries/), then for each query keeps
+the top 100 of the lexical list, the projection's dense list and the raw embedding's dense
+list once, and fuses them under every setting of the grid (RRF k, the lexical weight, the
+pool size, and whether the raw dense list joins as a third list). It prints MRR@10 per set
+and the mean over sets, best first, and the plain-RRF line for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+from pathlib import Path
+
+from benchmarks._common import DATA_DB, REPO, header, run, python
+
+SETS = {"semantic": REPO / "benchmarks/queries/patina-dev-sessions.json",
+        "temporal": REPO / "benchmarks/queries/patina-dev-files.json"}
+POOL = 100
+
+
+def build_project(project: Path) -> None:
+    recipe = project / "recipes" / "dev" / "oxidize.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["version: 1", f"eventlog: {DATA_DB}", "projections:"]
+    for name, path in SETS.items():
+        lines += [f"  {name}:", "    eval:", f"      queries: [{path}]"]
+    recipe.write_text("\n".join(lines) + "\n")
+    (project / "dodo.py").write_text("from oxidize.loader import DOIT_CONFIG, task_oxidize  # noqa: F401\n")
+    run([python(), "-m", "doit"], cwd=project)
+
+
+def lists(project: Path):
+    """{projection: [(query, [lexical keys], [projection keys], [raw keys], {key: source id})]}"""
+    from oxidize.queryset import load_query_set
+    from oxidize.search import open_search
+
+    out = {}
+    for name, path in SETS.items():
+        search = open_search(f"dev:{name}", project)
+        searcher, base = search.searcher(False), search.searcher(True)
+        rows = []
+        for q in load_query_set(path).queries:
+            from oxidize.projection import project as apply
+
+            vector = search.embed_query(q.query)
+            projected = [k for k, _ in searcher.nearest(apply(search.weights, vector[None])[0], POOL)]
+            raw = [k for k, _ in base.nearest(vector, POOL)]
+            lexical = [k for k, _ in searcher.lexical(q.query, POOL)]
+            keys = set(projected) | set(raw) | set(lexical)
+            ids = {row[0]: row[1] for row in searcher.db.execute(
+                f"SELECT key, source_id FROM items WHERE key IN ({','.join('?' * len(keys))})",
+                list(keys))} if keys else {}
+            rows.append((q, lexical, projected, raw, ids))
+        out[name] = rows
+    return out
+
+
+def mrr(rows, rank) -> float:
+    total = 0.0
+    for q, lexical, projected, raw, ids in rows:
+        total += q.reciprocal_rank([ids[k] for k in rank(lexical, projected, raw)])
+    return total / len(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=Path, default=Path("/tmp/oxidize-bench-fusion"))
+    args = parser.parse_args(argv)
+    if not DATA_DB.is_file():
+        print(f"skipped: {DATA_DB} is absent")
+        return 0
+    sys.path.insert(0, str(REPO))
+    os.chdir(REPO)
+    header("fusion constants on oxidize's query sets (patina-dev.db, default recipe)")
+    build_project(args.project)
+    data = lists(args.project)
+    from oxidize.fusion import fuse
+
+    def single(which):
+        return lambda lexical, projected, raw: {"lexical": lexical, "projection": projected,
+                                                 "raw": raw}[which][:10]
+
+    table = []
+    for name in ("raw", "projection", "lexical"):
+        table.append((f"{name} alone", {s: mrr(rows, single(name)) for s, rows in data.items()}))
+    for k, w_lex, pool, with_raw in itertools.product((5, 10, 20, 30, 60, 100), (0.5, 0.75, 1.0, 1.5),
+                                                     (20, 50, 100), (0.0, 0.5, 1.0)):
+        def rank(lexical, projected, raw, k=k, w=w_lex, pool=pool, r=with_raw):
+            fused = fuse(projected[:pool], lexical[:pool], POOL, rrf_k=k, lexical_weight=w)
+            if r:  # the raw dense list as a third list
+                scores = {key: score for key, score, *_ in fused}
+                for rank_, key in enumerate(raw[:pool], 1):
+                    scores[key] = scores.get(key, 0.0) + r / (k + rank_)
+                return sorted(scores, key=lambda key: -scores[key])[:10]
+            return [key for key, *_ in fused][:10]
+
+        label = f"k {k:>3}, lexical weight {w_lex:<4}, pool {pool:>3}, raw list weight {with_raw}"
+        table.append((label, {s: mrr(rows, rank) for s, rows in data.items()}))
+    for label, scores in sorted(table, key=lambda t: -sum(t[1].values())):
+        mean = sum(scores.values()) / len(scores)
+        print(f"{label:<62} mean {mean:.3f}  " + "  ".join(f"{s} {v:.3f}" for s, v in scores.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
