@@ -20,6 +20,13 @@ from project_factory import make_project
 from oxidize import __version__
 from oxidize.engine.stages import cache_key
 from oxidize.platform import platform_key
+from oxidize.train.blas import kernel_family
+
+
+def lock_key() -> str:
+    """The lock's platform key of a build in this environment: the platform and the OpenBLAS
+    kernel training ran on."""
+    return f"{platform_key()}/openblas-{kernel_family()}"
 from test_stale import executed, run
 
 LOCKS = ("recipes/a/oxidize.lock", "recipes/b.lock")
@@ -41,7 +48,7 @@ def test_two_clean_builds_give_the_same_lock_and_weights(tmp_path: Path):
     lock = (one / "recipes/a/oxidize.lock").read_text()
     assert lock.splitlines()[3:7] == ["version = 2", f'oxidize_version = "{__version__}"', 'recipe = "a"',
                                      f'recipe_hash = "{_field(lock, "recipe_hash")}"']
-    outputs = f'[outputs."{platform_key()}"'
+    outputs = f'[outputs."{lock_key()}"'
     sha = hashlib.sha256((one / "build/a/other/weights.safetensors").read_bytes()).hexdigest()
     assert f'weights_sha256 = "{sha}"' in lock.split(f"{outputs}.other]")[1].split("\n\n")[0]
     assert "\n[eventlog]\nevents = 30\nmax_seq = 30\n" in lock
@@ -73,7 +80,7 @@ def test_locked_mode_fails_naming_each_differing_field(tmp_path: Path):
     proc = run(root, env={"OXIDIZE_LOCKED": "1"}, expect=None)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
-    field = f'outputs."{platform_key()}".other.weights_sha256'
+    field = f'outputs."{lock_key()}".other.weights_sha256'
     assert f'{field}: committed "{"0" * 64}" vs built "{built_sha}"' in out
     assert "Traceback" not in out
     assert lock_file.read_text() == edited  # locked mode never writes the lock

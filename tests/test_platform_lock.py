@@ -116,16 +116,20 @@ def test_a_lock_written_on_a_passes_on_a_and_within_tolerance_on_b(tmp_path: Pat
     assert run(root).returncode == 0
     lock = root / "recipes/a/oxidize.lock"
     a_text = lock.read_text()
-    assert f'[outputs."{plat.platform_key()}".semantic]' in a_text
+    from oxidize.train.blas import kernel_family
+
+    a_key = f"{plat.platform_key()}/openblas-{kernel_family()}"  # the OpenBLAS kernel too
+    assert f'[outputs."{a_key}".semantic]' in a_text
     # "A": byte-exact
     proc = run(root, env={"OXIDIZE_LOCKED": "1"})
     assert proc.returncode == 0 and "a:lock: build matches recipes/a/oxidize.lock" in proc.stdout
     # "B": the same project as another CPU family would build it (a fresh build folder)
     mask = {"OXIDIZE_CPU_FEATURES": "-vnni,-avx512,-avx2,-sse"}
     b_key = subprocess.run([sys.executable, "-c", "from oxidize.platform import platform_key; "
-                            "print(platform_key())"], env={**os.environ, **mask},
-                           capture_output=True, text=True).stdout.strip()
-    assert b_key != plat.platform_key()
+                            "from oxidize.train.blas import kernel_family; "
+                            "print(platform_key() + '/openblas-' + kernel_family())"],
+                           env={**os.environ, **mask}, capture_output=True, text=True).stdout.strip()
+    assert b_key != a_key
     import shutil
 
     shutil.rmtree(root / "build")
@@ -139,7 +143,7 @@ def test_a_lock_written_on_a_passes_on_a_and_within_tolerance_on_b(tmp_path: Pat
     # Writing on "B" adds its entry beside "A"'s
     assert run(root, env=mask).returncode == 0
     both = lock.read_text()
-    assert f'[outputs."{b_key}".semantic]' in both and f'[outputs."{plat.platform_key()}".semantic]' in both
+    assert f'[outputs."{b_key}".semantic]' in both and f'[outputs."{a_key}".semantic]' in both
     # An input change fails on either platform
     from eventlog_factory import append_session
 
@@ -147,3 +151,40 @@ def test_a_lock_written_on_a_passes_on_a_and_within_tolerance_on_b(tmp_path: Pat
     for env in ({}, mask):
         proc = run(root, env={**env, "OXIDIZE_LOCKED": "1"})
         assert proc.returncode == 1 and "eventlog.events: committed 30 vs built 31" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ the OpenBLAS kernel
+
+
+def _kernel(env: dict) -> str:
+    return subprocess.run([sys.executable, "-c", "from oxidize.train.blas import kernel_family; "
+                           "print(kernel_family())"], env={**os.environ, **env},
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.skipif(plat.machine() != "x86_64", reason="OPENBLAS_CORETYPE names x86 kernels")
+def test_the_lock_names_the_openblas_kernel_training_ran_on():
+    """OPENBLAS_CORETYPE changes training's bits (SkylakeX against Haswell kernels gave the
+    example other weights), so the kernel is part of the lock's platform key; kernels that
+    gave the same bits share a name."""
+    assert _kernel({"OPENBLAS_CORETYPE": "Haswell"}) == "haswell"
+    assert _kernel({"OPENBLAS_CORETYPE": "Zen"}) == "haswell"
+    assert _kernel({"OPENBLAS_CORETYPE": "Sandybridge"}) == "sandybridge"
+
+
+def test_the_committed_example_lock_holds_on_a_fresh_copy(tmp_path: Path):
+    """`OXIDIZE_LOCKED=1 doit` on the repository's own example, as a fresh clone runs it:
+    byte-exact where the lock records this platform and kernel, else within tolerance."""
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    root = tmp_path / "clone"
+    shutil.copytree(repo / "recipes/example", root / "recipes/example",
+                    ignore=shutil.ignore_patterns("build", "*.pyc"))
+    shutil.copy(repo / "dodo.py", root / "dodo.py")
+    committed = (root / "recipes/example/oxidize.lock").read_text()
+    proc = run(root, env={"OXIDIZE_LOCKED": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ("example:lock: build matches recipes/example/oxidize.lock" in proc.stdout
+            or "is new to the lock" in proc.stdout)
+    assert (root / "recipes/example/oxidize.lock").read_text() == committed

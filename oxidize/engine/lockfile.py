@@ -171,7 +171,7 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     from oxidize.platform import platform_key
 
     lock[""]["oxidize_version"] = __version__
-    platform = platform_key()
+    platform = f"{platform_key()}/openblas-{_blas_kernel(recipe, root)}"
     for proj_name in sorted(recipe.projections):
         out = Layout(recipe.name, proj_name, build_dir(root))
         try:
@@ -192,6 +192,22 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
             "base_mrr": metrics.get("base"),
         }
     return lock
+
+
+def _blas_kernel(recipe, root: Path) -> str:
+    """The OpenBLAS kernel the recipe's projections were trained on (``training.json``; the
+    platform key alone does not say it: oxidize/train/blas.py), ``unknown`` if not recorded."""
+    from oxidize.engine.layout import Layout, build_dir
+
+    kernels = set()
+    for proj_name in recipe.projections:
+        try:
+            training = json.loads((root / Layout(recipe.name, proj_name, build_dir(root)).training_json)
+                                  .read_text(encoding="utf-8"))
+            kernels.add(str(training.get("blas_kernel") or "unknown"))
+        except (OSError, ValueError, AttributeError):
+            kernels.add("unknown")
+    return "+".join(sorted(kernels)) or "unknown"
 
 
 # --------------------------------------------------------------------------- the task action

@@ -24,6 +24,32 @@ PROBE_TRIPLETS = 512
 #: starts) then spoils one probe, not the choice.
 PROBE_ROUNDS = 2
 
+#: OpenBLAS kernels that gave training the same bits as another (measured on the example
+#: recipe by setting OPENBLAS_CORETYPE on one AMD EPYC; docs/ci.md): they share a name in
+#: the lock's platform key. Any other kernel is named as OpenBLAS names it.
+KERNEL_FAMILIES = {"zen": "haswell", "cooperlake": "skylakex"}
+
+
+def kernel_family() -> str:
+    """The OpenBLAS kernel training's products and the start map's LAPACK calls run on, as
+    one name (``skylakex``, ``haswell``, …; ``a+b`` when numpy's and SciPy's differ, ``none``
+    without OpenBLAS).
+
+    OpenBLAS picks its kernel from the CPU unless ``OPENBLAS_CORETYPE`` says otherwise, and
+    the kernel changes training's bits (SkylakeX and Haswell kernels gave other weights for
+    the example recipe on one machine); the CPU's SIMD class in the platform key does not say
+    which was used, so training records it (``training.json``) and the lock names it.
+    """
+    import numpy  # noqa: F401 - both BLAS libraries loaded, as in training
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    names = sorted({KERNEL_FAMILIES.get(arch, arch) for arch in
+                    ((info.get("architecture") or "unknown").lower()
+                     for info in threadpool_info() if info.get("internal_api") == "openblas")})
+    return "+".join(names) or "none"
+
+
 def blas_threads() -> int | None:
     """``OXIDIZE_BLAS_THREADS`` as a number of BLAS threads for training (``0``: leave BLAS
     as it is), or ``None`` (unset or not a number): choose by measuring (:class:`BlasThreads`)."""

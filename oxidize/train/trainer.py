@@ -417,6 +417,8 @@ def save_weights(path: Path | str, result: TrainResult) -> None:
     ``training.json`` holds the per-epoch losses, the per-epoch held-out MRR@10 (index 0 =
     the initial weights), the chosen epoch, the config, the seconds and the shapes.
     """
+    from oxidize.train.blas import kernel_family
+
     path = Path(path)
     shapes = write_weights(path, result.weights, result.config.get("layers"))
     write_json(path.with_name("training.json"), {
@@ -430,4 +432,6 @@ def save_weights(path: Path | str, result: TrainResult) -> None:
         "shapes": shapes,
         "weights": path.name,
         "oxidize_version": __version__,
+        # which OpenBLAS kernel made these bits (oxidize/train/blas.py; the lock's platform key)
+        "blas_kernel": kernel_family(),
     })
