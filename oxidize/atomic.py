@@ -10,6 +10,7 @@ renamed onto the target name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -46,10 +47,60 @@ def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise unwritable(Path(exc.filename or path).parent if exc.filename else path.parent) from None
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        cause = out_of_room(exc, path.parent)
+        if cause:
+            raise no_room(path, cause) from None
         raise
+
+
+#: errno values that mean "no room to write": a full disk, a quota, a file size limit.
+_ROOM_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EFBIG: "file too large "
+                "(the file size limit, ulimit -f, was reached)"}
+if hasattr(errno, "EDQUOT"):
+    _ROOM_ERRNOS[errno.EDQUOT] = "disk quota exceeded"
+
+
+def out_of_room(exc: BaseException, folder: Path | None = None) -> str | None:
+    """Why a write failed for want of room — a full disk, a quota, a file size limit — in
+    words, or ``None`` for any other failure. Knows OSError's errno, SQLite's "database or
+    disk is full" and USearch's "Failed to serialize" (which says nothing more: the folder's
+    free space and the file size limit are looked at)."""
+    if isinstance(exc, OSError) and exc.errno in _ROOM_ERRNOS:
+        return _ROOM_ERRNOS[exc.errno]
+    text = str(exc)
+    if "database or disk is full" in text:
+        return "no space left on device, or the file size limit was reached (database or disk is full)"
+    if (isinstance(exc, RuntimeError) and "serialize" in text.lower()) or "disk I/O error" in text:
+        return _why_no_room(folder) or None  # SQLite's WAL writes say only "disk I/O error"
+    return None
+
+
+def _why_no_room(folder: Path | None) -> str:
+    import resource
+    import shutil
+
+    try:
+        if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            return _ROOM_ERRNOS[errno.EFBIG]
+    except (ValueError, OSError):
+        pass
+    try:
+        if folder is not None and shutil.disk_usage(folder).free < (64 << 20):
+            return _ROOM_ERRNOS[errno.ENOSPC]
+    except OSError:
+        pass
+    return ""
+
+
+def no_room(path: Path | str, cause: str):
+    """The error for a write that found no room (a BuildError naming the file)."""
+    from oxidize.errors import BuildError
+
+    return BuildError(f"cannot write {path}: {cause}; nothing half-written was kept — make room "
+                      f"and run `doit` again")
 
 
 def unwritable(folder: Path):

@@ -63,3 +63,8 @@ class BuildError(OxidizeError):
 
 class SearchError(OxidizeError):
     """A search index that is missing, damaged or out of step, or a query that cannot run."""
+
+
+class CacheWarning(UserWarning):
+    """A cache entry or file was unusable and has been dropped or set aside; what it held is
+    computed again (shown as one ``oxidize: warning:`` line)."""

@@ -201,14 +201,19 @@ def test_wrong_dim_entry_is_invalid(tmp_path):
             assert other.lookup(["a"])[1] == [0]
 
 
-def test_not_a_database_says_it_can_be_deleted(tmp_path):
+def test_not_a_database_is_set_aside_and_the_cache_heals(tmp_path):
+    """Only a cache: a file that is not a database is moved to damaged/ (kept to look at),
+    one warning names it, and a new cache works (issue: caches heal)."""
     path = tmp_path / "embeddings.sqlite"
-    path.write_bytes(b"this is certainly not sqlite " * 100)
-    with pytest.raises(CacheError) as info:
-        EmbeddingCache(path, "fp", DIM)
-    msg = str(info.value)
-    assert str(path) in msg and "not a usable SQLite database" in msg
-    assert "can be deleted safely" in msg
+    junk = b"this is certainly not sqlite " * 100
+    path.write_bytes(junk)
+    with pytest.warns(CacheWarning, match=r"embeddings.sqlite was damaged .*moved it to .*damaged"):
+        cache = EmbeddingCache(path, "fp", DIM)
+    with cache:
+        cache.store(["a"], np.ones((1, DIM), np.float32))
+        assert cache.count() == 1
+    (kept,) = (tmp_path / "damaged").iterdir()
+    assert kept.read_bytes() == junk
 
 
 def test_foreign_schema_version_is_an_error(tmp_path):

@@ -21,11 +21,13 @@ Why these choices are safe:
   (or a cluster's shard) is embedded: a killed build keeps all the work done before the kill.
 * **Validated on read.** An entry whose blob length is not ``dim * 4`` or that holds a
   NaN/inf is deleted, reported with a :class:`CacheWarning` and embedded again.
-* **Only a cache.** A file that is not a database is a CacheError saying it may be deleted.
+* **Only a cache, so it heals.** A damaged file (SQLite's "malformed", "not a database") is
+  moved to ``damaged/`` beside it with one warning and a new cache starts (cache_guard.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import time
@@ -37,14 +39,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from oxidize.errors import CacheError, ModelError
+from oxidize.errors import CacheError, CacheWarning, ModelError  # noqa: F401 - CacheWarning: public here
 from oxidize.progress import Progress
+from oxidize.embed.cache_guard import BUSY_TIMEOUT_S, SqliteGuard, _heals, _inode, heal, is_damage  # noqa: F401
 
 if TYPE_CHECKING:  # the encoder (onnxruntime) is loaded only when something must be embedded
     from oxidize.embed.encoder import Encoder
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 60.0
 #: Texts embedded (and then stored) per step of :func:`embed_with_cache`.
 CHUNK = 1024
 _SQL_VARS = 500  # keys per SELECT ... IN (...), well below SQLite's variable limit
@@ -61,10 +63,6 @@ CREATE TABLE IF NOT EXISTS embeddings (
 """
 
 
-class CacheWarning(UserWarning):
-    """A cache entry was unusable and has been dropped; its text is embedded again."""
-
-
 def text_key(text: str) -> bytes:
     """sha256 of the exact text (UTF-8; lone surrogates kept as-is rather than failing)."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
@@ -79,8 +77,12 @@ class EmbeddingCache:
         dim: the model's embedding dimension; entries of another length are invalid.
         kind: ``"passage"`` or ``"query"`` — the same text gets another prefix, so another vector.
 
+    A damaged file (SQLite: "malformed", "not a database") heals itself: it is moved to
+    ``damaged/`` beside it, one :class:`CacheWarning` names it, and a new cache starts.
+
     Raises:
-        CacheError: the file is not a usable SQLite database (the message says it can be deleted).
+        CacheError: the file cannot be used and is not damaged (busy past the timeout, an
+            unknown schema version, not writable); the message says it can be deleted.
     """
 
     def __init__(self, path: Path | str, model_fp: str, dim: int, kind: str = "passage"):
@@ -103,12 +105,17 @@ class EmbeddingCache:
         # opens). Such a failure is retried, with short sleeps, for up to BUSY_TIMEOUT_S.
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         delay = 0.01
+        healed = False
         while True:
             try:
                 with self._guard("open"):
                     self._open_once()
                 return
             except CacheError as err:
+                if is_damage(err) and not healed:
+                    healed = True
+                    self._heal(err, reopen=False)
+                    continue
                 locked = isinstance(err.__cause__, sqlite3.OperationalError) \
                     and "locked" in str(err.__cause__)
                 if not locked or time.monotonic() + delay > deadline:
@@ -119,6 +126,7 @@ class EmbeddingCache:
 
     def _open_once(self) -> None:
         self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._inode = _inode(self.path)
         self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -132,6 +140,7 @@ class EmbeddingCache:
 
     # --- public API ----------------------------------------------------------------------
 
+    @_heals
     def lookup(self, texts: Sequence[str], out: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
         """Cached vectors for ``texts``: ``(float32 [n, dim], missing indices)``.
 
@@ -186,6 +195,7 @@ class EmbeddingCache:
                           CacheWarning, stacklevel=2)
         return out, np.flatnonzero(~filled).tolist()
 
+    @_heals
     def missing(self, texts: Sequence[str]) -> list[int]:
         """Indices of ``texts`` with no entry of the right size (vectors are not decoded).
 
@@ -212,6 +222,7 @@ class EmbeddingCache:
                           CacheWarning, stacklevel=2)
         return np.flatnonzero(~present).tolist()
 
+    @_heals
     def store(self, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Store ``vectors[i]`` for ``texts[i]``, all in one transaction.
 
@@ -234,9 +245,11 @@ class EmbeddingCache:
                                  "(model, kind, text_sha256, dim, vector) VALUES (?, ?, ?, ?, ?)", rows)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # not a second error over the first
+                    conn.execute("ROLLBACK")
                 raise
 
+    @_heals
     def count(self) -> int:
         """How many entries this model and kind have in the cache."""
         with self._guard("read"):
@@ -271,7 +284,8 @@ class EmbeddingCache:
                                  [(self.model_fp, self.kind, k) for k in keys])
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # not a second error over the first
+                    conn.execute("ROLLBACK")
                 raise
 
     def _delete_hint(self) -> str:
@@ -279,28 +293,10 @@ class EmbeddingCache:
                 f"the texts will be embedded again")
 
     def _guard(self, what: str):
-        return _SqliteGuard(self, what)
+        return SqliteGuard(self, what)
 
-
-class _SqliteGuard:
-    """Turn sqlite3 errors into a CacheError that names the file and says it may be deleted."""
-
-    def __init__(self, cache: EmbeddingCache, what: str):
-        self.cache, self.what = cache, what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None and issubclass(exc_type, sqlite3.Error):
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                detail = (f"it stayed locked by another process for {BUSY_TIMEOUT_S:.0f} s; "
-                          f"retry when the other build has finished, or")
-                raise CacheError(f"embedding cache {self.cache.path}: cannot {self.what}: {exc}; "
-                                 f"{detail} {self.cache._delete_hint()}") from exc
-            raise CacheError(f"embedding cache {self.cache.path} is not a usable SQLite database "
-                             f"({self.what}: {exc}); {self.cache._delete_hint()}") from exc
-        return False
+    def _heal(self, err: CacheError, reopen: bool = True) -> None:
+        heal(self, err, reopen)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def selected_executor(root: Path | str = ".") -> Executor:
     if value == "dask":
         return Executor("dask", source=source, shard_texts=shard)
     count = value.removeprefix("dask:").removeprefix("local:")
-    if value.startswith(("local:", "dask:local:")) and count.isdigit() and int(count) >= 1:
+    if value.startswith(("local:", "dask:local:")) and _number(count) >= 1:
         return Executor("dask", local_workers=int(count), source=source, shard_texts=shard)
     raise BuildError(f"{source} is {value!r}; expected 'local' (this process), 'dask' (the scheduler "
                      f"of Dask's configuration, e.g. $DASK_SCHEDULER_ADDRESS) or 'dask:local:N' "
@@ -89,9 +89,15 @@ def _shard_texts() -> int:
     value = os.environ.get(SHARD_ENV, "").strip()
     if not value:
         return SHARD_TEXTS
-    if not value.isdigit() or int(value) < 1:
+    if _number(value) < 1:
         raise BuildError(f"${SHARD_ENV} is {value!r}; expected a positive number of texts per shard")
     return int(value)
+
+
+def _number(text: str) -> int:
+    """``text`` as a plain decimal number (ASCII digits only: ``"²".isdigit()`` is true but
+    ``int("²")`` fails), else -1."""
+    return int(text) if text.isascii() and text.isdigit() else -1
 
 
 class EncoderFactory:

@@ -7,8 +7,11 @@ the optimised graph is saved once (weights as external data, so a later session 
 instead of parsing them) under a key of the model fingerprint, the onnxruntime version and
 the CPU (layout optimisations are hardware-specific), and later sessions load it with
 optimisation off: the same graph, bit-identical vectors, ~4× faster session creation. The
-entry is written to a temporary directory and renamed into place; an entry that fails to
-load is ignored (and rebuilt), never trusted.
+entry is written to a temporary directory and renamed into place. Every file of an entry is
+checked against the sha256 recorded when it was written before the entry is used: a file
+damaged in place (same size, other bytes) would otherwise give wrong vectors that the
+embedding cache then keeps under the true model fingerprint. A damaged entry is moved to
+``damaged/`` (one warning line) and the graph optimised again.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from pathlib import Path
 import onnxruntime as ort
 
 from oxidize.platform import platform_key
+from oxidize.quarantine import FOLDER
 
 #: Version of the optimised-graph cache layout (part of every entry's key).
-GRAPH_FORMAT = 3  # 3: int8_matmuls counts a model's own dynamic quantisation
+GRAPH_FORMAT = 4  # 3: int8_matmuls counts a model's own dynamic quantisation; 4: files' sha256
 #: Optimised graphs kept in a ``graph_cache_dir``; the least recently used beyond are removed.
 GRAPH_KEEP = 4
 _GRAPH_MODEL = "model.onnx"
@@ -88,8 +92,11 @@ def graph_key(model_fp: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def _graph_files(directory: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(directory.iterdir())
+def _graph_files(directory: Path) -> dict[str, list]:
+    """Each file of an entry (but the record itself): ``[size, sha256]``."""
+    from oxidize.engine.fingerprint import file_sha256
+
+    return {p.name: [p.stat().st_size, file_sha256(p)] for p in sorted(directory.iterdir())
             if p.is_file() and p.name != _GRAPH_META}
 
 
@@ -101,18 +108,40 @@ def _load_cached_graph(entry: Path, threads: int) -> tuple[ort.InferenceSession,
         return None
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        if meta.get("key") != entry.name or meta.get("files") != _graph_files(entry):
-            raise ValueError("not this key's entry, or a file was truncated or replaced")
+        if meta.get("key") != entry.name:
+            raise ValueError("the record names another entry")
+        recorded, found = meta.get("files") or {}, _graph_files(entry)
+        changed = sorted(set(recorded) ^ set(found) | {n for n in recorded if found.get(n) != recorded[n]})
+        if changed:
+            raise ValueError(f"{', '.join(changed)} differ{'s' if len(changed) == 1 else ''} from "
+                             f"what was written")
         int8_matmuls = int(meta.get("int8_matmuls", 0))
         session = _create_session(entry / _GRAPH_MODEL, threads, optimise=False)
-    except Exception:  # unreadable or damaged: drop it, optimise again and save it afresh
-        shutil.rmtree(entry, ignore_errors=True)
+    except Exception as exc:  # unreadable or damaged: set it aside, optimise again, save afresh
+        _set_aside(entry, exc)
         return None
     try:
         os.utime(meta_file)  # recently used: kept by _evict
     except OSError:
         pass
     return session, int8_matmuls
+
+
+def _set_aside(entry: Path, exc: Exception) -> None:
+    import warnings
+
+    from oxidize.errors import CacheWarning
+    from oxidize.quarantine import move_aside
+
+    try:
+        dest = move_aside(entry, companions=())
+    except OSError:
+        shutil.rmtree(entry, ignore_errors=True)
+        dest = None
+    reason = str(exc).strip() or type(exc).__name__
+    where = f"moved it to {dest}" if dest else "removed it"
+    warnings.warn(f"optimised-graph cache {entry} was damaged ({reason}); {where}; optimising the "
+                  f"model again", CacheWarning, stacklevel=3)
 
 
 def _new_graph_tmp(cache_dir: Path) -> Path | None:
@@ -155,7 +184,7 @@ def _evict(cache_dir: Path) -> None:
             if path.name.startswith(_GRAPH_TMP):
                 if now - path.stat().st_mtime > _STALE_TMP_S:
                     shutil.rmtree(path, ignore_errors=True)
-            elif path.is_dir():
+            elif path.is_dir() and path.name != FOLDER:  # damaged entries are kept for a look
                 meta = path / _GRAPH_META
                 entries.append((meta.stat().st_mtime if meta.exists() else 0.0, path))
         except OSError:

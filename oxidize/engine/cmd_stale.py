@@ -100,7 +100,7 @@ class Stale(DoitCmdBase):
         """``--locked``: compare each chosen recipe's build outputs with its lock file."""
         from oxidize.engine import lockfile
         from oxidize.engine.staleness import LockDiffers, LockMissing
-        from oxidize.engine.lock_text import flatten, parse_lock
+        from oxidize.engine.lock_text import flatten, read_lock
         from oxidize.engine.tasks import _rel, load_recipes
 
         recipes = {n.split(":", 1)[0] for n in chosen}
@@ -114,7 +114,7 @@ class Stale(DoitCmdBase):
                 reasons.append(LockMissing(shown))
                 continue
             built = flatten(lockfile.compute_lock(recipe, root))
-            committed = parse_lock(path.read_text(encoding="utf-8"), shown)
+            committed = read_lock(path, shown)
             diffs, note = lockfile.check(committed, built, strict=lockfile.strict())
             reasons += [LockDiffers(shown, field, old, new) for field, old, new in diffs]
             if note:

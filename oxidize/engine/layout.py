@@ -92,6 +92,27 @@ def patina_projections_dir(model: str) -> str:
     return f".patina/local/data/embeddings/{model}/projections"
 
 
+def check_folders(root: Path | str = ".") -> None:
+    """Raise a BuildError when a folder oxidize writes in (the build folder, its caches,
+    ``.patina/local`` and patina's projections folders) exists as something else — a file
+    named ``build``, say — rather than failing later with a traceback."""
+    from oxidize.errors import BuildError
+
+    root = Path(root)
+    base = build_dir(root)
+    folders = [base, f"{base}/.cache", f"{base}/.cache/onnx"]
+    if (root / ".patina").is_dir():
+        folders += [".patina/local", ".patina/local/data", ".patina/local/data/embeddings"]
+        embeddings = root / ".patina/local/data/embeddings"
+        if embeddings.is_dir():
+            folders += [str(p.relative_to(root) / "projections") for p in embeddings.iterdir() if p.is_dir()]
+    for folder in folders:
+        path = root / folder
+        if os.path.lexists(path) and not path.is_dir():
+            raise BuildError(f"{folder} is a file, not a folder; oxidize writes its build outputs, "
+                             f"caches and state there: move it away or delete it, then run again")
+
+
 def eventlog_path(recipe: Recipe, root: Path) -> Path:
     """The event log a recipe reads: its ``eventlog:`` key, else patina's own database.
 

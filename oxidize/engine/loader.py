@@ -75,10 +75,16 @@ def task_oxidize():
 
     root = Path.cwd()
     try:
+        from oxidize.engine.layout import check_folders
+
+        check_folders(root)
         # `doit`/`doit -n 2`/`forget` wait for another build of the project; `list`,
         # `info` and `stale` do not (see oxidize/engine/buildlock.py).
         runs_tasks = buildlock.needs_lock(buildlock.current_command())
         if runs_tasks:
+            from oxidize.embed.executor import selected_executor
+
+            selected_executor(root)  # a bad $OXIDIZE_EXECUTOR is one line before any step runs
             buildlock.acquire(root)
             from oxidize.engine import interrupt
 

@@ -63,6 +63,25 @@ def render_flat(flat: dict[str, str], recipe: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_lock(path: Path | str, shown: Path | str | None = None) -> dict[str, str]:
+    """:func:`parse_lock` of the file at ``path`` (``shown``: its name in messages).
+
+    Raises:
+        BuildError: the file is not UTF-8 text, or not a lock (names the file).
+    """
+    from oxidize.errors import BuildError
+
+    shown = shown or path
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BuildError(f"{shown}: not a lock file (not UTF-8 text: bad byte at offset {exc.start}); "
+                         f"`doit` writes it: restore it from git, or delete it and run `doit`") from None
+    except OSError as exc:
+        raise BuildError(f"{shown}: cannot read the lock file ({exc.strerror or exc})") from None
+    return parse_lock(text, shown)
+
+
 def parse_lock(text: str, path: Path | str = "oxidize.lock") -> dict[str, str]:
     """A lock file as ``{"section.key": raw value text}`` (``key`` alone at the top level).
 

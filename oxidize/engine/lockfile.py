@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from oxidize.engine.lock_text import compare, flatten, parse_lock, render_flat, section_key
+from oxidize.engine.lock_text import compare, flatten, read_lock, render_flat, section_key
 from oxidize.errors import BuildError, OxidizeError
 
 #: The lock file format written by this module (2: outputs under the platform key).
@@ -171,6 +171,7 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
     from oxidize.platform import platform_key
 
     lock[""]["oxidize_version"] = __version__
+    _check_built_from_this_recipe(recipe, root)
     platform = f"{platform_key()}/openblas-{_blas_kernel(recipe, root)}"
     for proj_name in sorted(recipe.projections):
         out = Layout(recipe.name, proj_name, build_dir(root))
@@ -192,6 +193,28 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
             "base_mrr": metrics.get("base"),
         }
     return lock
+
+
+def _check_built_from_this_recipe(recipe, root: Path) -> None:
+    """Refuse a lock whose recipe hash would not match its outputs: each projection's pairs
+    and weights record the keys they were made with (``settings_sha256``); a recipe edited
+    while (or after) they were built has other keys, and the lock would pair the new recipe
+    with the old outputs."""
+    from oxidize.engine.fingerprint import digest
+    from oxidize.engine.layout import Layout, build_dir
+
+    for name, proj in sorted(recipe.projections.items()):
+        out = Layout(recipe.name, name, build_dir(root))
+        for record, settings, what in ((out.pairs_json, proj.pair_settings(), "pairs"),
+                                       (out.training_json, proj.train_settings(), "weights")):
+            try:
+                made_with = json.loads((root / record).read_text(encoding="utf-8")).get("settings_sha256")
+            except (OSError, ValueError, AttributeError):
+                continue  # absent: the completeness check names it
+            if made_with is not None and made_with != digest(settings):
+                raise BuildError(f"{recipe.name}:{name}: its {what} were made with other keys than "
+                                 f"{recipe.path} has now (it changed during or after the build); "
+                                 f"run `doit` again and the lock follows")
 
 
 def _blas_kernel(recipe, root: Path) -> str:
@@ -231,7 +254,7 @@ def build_lock(recipe_file: str, recipe_name: str, lock_file: str):
         _check_same_snapshot(lock, recipe, Path.cwd())
         built = flatten(lock)
         path = Path(lock_file)
-        committed = parse_lock(path.read_text(encoding="utf-8"), path) if path.is_file() else None
+        committed = read_lock(path) if path.is_file() else None
         if not locked():
             text = render_flat(merge(committed, built), recipe_name)
             if not path.is_file() or path.read_text(encoding="utf-8") != text:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from oxidize import __version__
+from oxidize.engine.fingerprint import digest
 from oxidize.errors import OxidizeError, TrainingError
 
 
@@ -44,6 +45,17 @@ def _user_errors(func):
             from doit.exceptions import TaskFailed
 
             return TaskFailed(f"oxidize: {err}")
+        except Exception as exc:  # a write with no room left that no atomic_path named
+            from doit.exceptions import TaskFailed
+
+            from oxidize.atomic import out_of_room
+
+            cause = out_of_room(exc)
+            if cause is None:
+                raise
+            where = getattr(exc, "filename", None)
+            return TaskFailed(f"oxidize: {'cannot write ' + str(where) if where else 'a write failed'}: "
+                              f"{cause}; make room and run `doit` again")
         finally:
             _show_warnings(caught)  # outside catch_warnings, so others are shown as usual
 
@@ -98,6 +110,8 @@ def build_pairs(recipe_file: str, recipe_name: str, projection: str, eventlog: s
     start = time.perf_counter()
     with open_eventlog(Path(eventlog)) as log:
         pairset = generate_pairs(log, proj.training, label=label)
+    # The keys these pairs were made with: the lock checks them against the recipe it records.
+    pairset.stats["settings_sha256"] = digest(proj.pair_settings())
     write_pairs(pairset, Path(out_dir))
     _say(label, f"pairs written to {out_dir} ({time.perf_counter() - start:.2f}s)")
 
@@ -268,10 +282,11 @@ def build_weights(recipe_file: str, recipe_name: str, projection: str, out_dir: 
         init=t.init, heldout=validation, patience=t.patience, start_penalty=t.start_penalty,
         loss=t.loss, temperature=t.temperature, report=test,
         reference_start=REFERENCE_STARTS[t.pair_type])
-    save_weights(out / "weights.safetensors", result)
+    save_weights(out / "weights.safetensors", result, settings_sha256=digest(proj.train_settings()))
     export_onnx(out / "projection.onnx", result.weights)
     _say(label, f"trained {len(triplets):,} triplets × {len(result.losses)} epochs in {result.seconds:.1f}s, "
-                f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}; {training_verdict(result)}")
+                f"loss {result.losses[0]:.4f} → {result.losses[-1]:.4f}; {training_verdict(result)}"
+                + (f"; {result.stop_note}" if result.stop_note else ""))
 
 
 def training_verdict(result) -> str:

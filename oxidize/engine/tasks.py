@@ -29,6 +29,10 @@ from oxidize.index import INDEX_FORMAT
 from oxidize.recipe import Recipe
 
 
+#: Tasks of a recipe itself (``R:model``, ``R:lock``): names no projection may take.
+RECIPE_TASKS = frozenset({"model", "lock"})
+
+
 def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = None) -> Iterator[dict]:
     """Yield doit task dictionaries for every recipe and projection under ``root``.
 
@@ -60,6 +64,10 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
             # Listing must work without the model; building says what is missing.
             model_deps, model_dim = [], None
         for proj in recipe.projections.values():
+            if proj.name in RECIPE_TASKS:  # R:<projection> would be the recipe's own task
+                raise RecipeError(recipe.path, f"projections.{proj.name}",
+                                  f"projection name '{proj.name}' is taken by the recipe's task "
+                                  f"{name}:{proj.name}; choose another name")
             if proj.name in RECIPE_FILES:  # build/R/<projection>/ would collide with build/R/<file>
                 raise RecipeError(recipe.path, f"projections.{proj.name}",
                                   f"projection name '{proj.name}' is the name of a file oxidize writes "

@@ -29,6 +29,8 @@ No numpy here: doit imports task modules when it merely lists tasks.
 
 from __future__ import annotations
 
+import os
+
 import json
 
 from collections.abc import Iterator, Sequence
@@ -150,14 +152,34 @@ class EventLogWarning(UserWarning):
 
 
 def check_eventlog_path(path: Path) -> None:
-    """Raise :class:`EventLogError` when ``path`` is missing or a directory: what can be seen
-    before reading it, so a build can refuse at load time rather than in its pairs step."""
-    if not path.exists():
-        raise EventLogError(
-            f"event log not found: {path}; set `eventlog:` in the recipe to a patina database "
-            f"(SQLite) or a .jsonl event log, or create patina's .patina/data/patina.db")
-    if path.is_dir():
-        raise EventLogError(f"event log {path} is a directory; expected a SQLite database or a .jsonl file")
+    """Raise :class:`EventLogError` when ``path`` is not a regular file one can read: missing,
+    a directory, a FIFO, socket or device (reading a FIFO would wait forever), a symlink loop
+    or a dangling symlink — what can be seen before reading it, so a build refuses at load
+    time rather than hanging or failing in its pairs step."""
+    import errno
+    import stat
+
+    expected = "expected a SQLite database or a .jsonl file"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise EventLogError(f"event log {path} is a symlink loop; {expected}") from None
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            raise EventLogError(f"event log {path} is a symlink to {os.readlink(path)}, which does "
+                                f"not exist; {expected}") from None
+        if exc.errno == errno.ENOENT:
+            raise EventLogError(
+                f"event log not found: {path}; set `eventlog:` in the recipe to a patina database "
+                f"(SQLite) or a .jsonl event log, or create patina's .patina/data/patina.db") from None
+        raise EventLogError(f"event log {path}: cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(mode):
+        raise EventLogError(f"event log {path} is a directory; {expected}")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise EventLogError(f"event log {path} is {kind}, not a file; {expected} "
+                            f"(copy the log to a file first)")
 
 
 def open_eventlog(path: Path | str) -> EventLog:

@@ -28,29 +28,39 @@ class JsonlEventLog(EventLog):
     def __init__(self, path: Path):
         self.path = path
         self.skipped = {}
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise EventLogError(f"{path} is not UTF-8 text ({err}); expected one JSON object per line") from None
-        except OSError as err:
-            raise EventLogError(f"cannot read event log {path}: {err}") from None
         events: list[Event] = []
         held_back: list[Event] = []
         line_of_seq: dict[int, int] = {}
-        # split("\n"), not splitlines(): U+2028 and friends may appear inside JSON strings.
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            event = self._parse_line(lineno, line)
-            if _unclean(line):
-                self.skipped[event.seq] = LONE_SURROGATE
-                held_back.append(event)
-                continue
-            if event.seq in line_of_seq:
-                raise EventLogError(f"{path}: line {lineno}: seq={event.seq} already used on line "
-                                    f"{line_of_seq[event.seq]}; expected unique seq numbers")
-            line_of_seq[event.seq] = lineno
-            events.append(event)
+        try:
+            # Line by line, never the whole file at once (a log of gigabytes would need it
+            # three times over: bytes, text, lines). Lines end at "\n" only: U+2028 and
+            # friends may appear inside JSON strings.
+            with open(path, "rb") as handle:
+                for lineno, raw in enumerate(handle, start=1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as err:
+                        raise EventLogError(f"{path}: line {lineno} is not UTF-8 text ({err}); expected "
+                                            f"one JSON object per line") from None
+                    if not line.strip():
+                        continue
+                    event = self._parse_line(lineno, line)
+                    if _unclean(line):
+                        self.skipped[event.seq] = LONE_SURROGATE
+                        held_back.append(event)
+                        continue
+                    if event.seq in line_of_seq:
+                        raise EventLogError(f"{path}: line {lineno}: seq={event.seq} already used on "
+                                            f"line {line_of_seq[event.seq]}; expected unique seq numbers")
+                    line_of_seq[event.seq] = lineno
+                    events.append(event)
+        except MemoryError:
+            events.clear()
+            raise EventLogError(f"event log {path} ({_size(path)}) does not fit in the memory this "
+                                f"process may use; a JSON-lines log is read whole — convert it to "
+                                f"patina's SQLite schema, which is read row by row") from None
+        except OSError as err:
+            raise EventLogError(f"cannot read event log {path}: {err}") from None
         events.sort(key=lambda e: e.seq)
         self._events: list[Event] | None = events
         self._held_back = held_back  # rows skipped as not clean Unicode: still in the digest
@@ -109,3 +119,10 @@ class JsonlEventLog(EventLog):
 
     def close(self) -> None:
         self._events = None
+
+
+def _size(path: Path) -> str:
+    try:
+        return f"{path.stat().st_size / 2**30:.1f} GB"
+    except OSError:
+        return "size unknown"

@@ -37,7 +37,7 @@ class SqliteEventLog(EventLog):
             if "not a database" in str(err) or "malformed" in str(err):
                 raise EventLogError(f"{path} is not a SQLite database ({err}); an event log is "
                                     f"patina's SQLite database or a .jsonl file") from None
-            raise EventLogError(f"cannot read event log {path}: {err}") from None
+            raise EventLogError(f"cannot read event log {path}: {err}{_room(err)}") from None
         if "eventlog" not in tables:
             self.close()
             found = ", ".join(tables) if tables else "none"
@@ -94,7 +94,7 @@ class SqliteEventLog(EventLog):
                 rows = cursor.fetchmany(4096)
             except sqlite3.OperationalError as err:
                 if "decode" not in str(err).lower():
-                    raise EventLogError(f"cannot read event log {path}: {err}") from None
+                    raise EventLogError(f"cannot read event log {path}: {err}{_room(err)}") from None
                 # A row holds bytes that are not UTF-8: read on row by row as bytes, skip it.
                 yield from self._events_from_bytes(sql, params, last)
                 return
@@ -179,7 +179,7 @@ class SqliteEventLog(EventLog):
                 if type(row[0]) is int:
                     max_seq = max(max_seq, row[0])
         except sqlite3.OperationalError as err:
-            raise EventLogError(f"cannot read event log {self.path}: {err}") from None
+            raise EventLogError(f"cannot read event log {self.path}: {err}{_room(err)}") from None
         finally:
             conn.text_factory = str
         return count, max_seq, h.hexdigest()
@@ -234,3 +234,14 @@ def _as_stored(row: tuple) -> list:
         except ValueError:
             pass
     return out
+
+
+def _room(err: Exception) -> str:
+    """Why SQLite's read failed when it was for want of room: it writes temporary files (a
+    sort, a snapshot's shared memory) even for a read-only database."""
+    import tempfile
+
+    from oxidize.atomic import out_of_room
+
+    cause = out_of_room(err, Path(tempfile.gettempdir()))
+    return f" ({cause}: SQLite could not write its temporary files)" if cause else ""

@@ -54,7 +54,7 @@ def blas_threads() -> int | None:
     """``OXIDIZE_BLAS_THREADS`` as a number of BLAS threads for training (``0``: leave BLAS
     as it is), or ``None`` (unset or not a number): choose by measuring (:class:`BlasThreads`)."""
     value = os.environ.get("OXIDIZE_BLAS_THREADS", "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def threads_change_bits(in_dim: int, hidden: int, out: int, rows: tuple[int, ...]) -> bool:

@@ -36,17 +36,16 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oxidize import __version__
-from oxidize.atomic import write_json
 from oxidize.errors import TrainingError
 from oxidize.losses import InBatchLoss, TripletLoss
 from oxidize.evaluate import HeldoutScorer, clearly_better
-from oxidize.projection import WEIGHT_KEYS, load_weights, project, write_weights
+from oxidize.train.early_stop import EarlyStop
+from oxidize.train.record import save_weights  # noqa: F401 - imported from here too
+from oxidize.projection import WEIGHT_KEYS, load_weights, project  # noqa: F401 - load_weights, project: public here
 from oxidize.train import blas
 from oxidize.train.inputs import _check_heldout, _check_positive_int, _fail, _validate
 from oxidize.train.params import FlatParams, init_weights, work_buffers
@@ -99,6 +98,8 @@ class TrainResult:
     heldout_mrr: list[float] = field(default_factory=list)
     chosen_epoch: int | None = None
     stopped_early: bool = False
+    #: Why training stopped before its epochs and patience ran out (oxidize/train/early_stop.py).
+    stop_note: str = ""
     test_mrr: list[float] = field(default_factory=list)
 
 
@@ -259,6 +260,7 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     run(np.zeros(0, dtype=np.int64), batch_losses[:0], 0)
     losses: list[float] = []
     stopped_early = False
+    stopper = EarlyStop(start_ranks, best_mrr, n_batches) if scorer is not None else None
     step = 0
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -282,9 +284,20 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
                 print(f"{prefix}train: about {_duration(per_epoch)} per epoch, so up to "
                       f"{_duration(per_epoch * epochs)} for {epochs} epochs (estimated from the "
                       f"first {hi - lo:,} triplets)", file=sys.stderr, flush=True)
-            done += seg_done
+            before, done = done, done + seg_done
             if seg_done < todo:
                 break
+            if stopper is not None and done < n_batches and stopper.due(epoch, before, done):
+                mrr, ranks = scorer.score(p)  # reads the weights only: no change to the bytes
+                if stopper.check(ranks, mrr, epoch, done):
+                    break
+        if stopper is not None and stopper.stopped_at is not None and done < n_batches:
+            losses.append(float(np.dot(batch_losses[:done], sizes[:done]) / sizes[:done].sum()))
+            heldout_mrr.append(stopper.below[-1])
+            if reporter is not None:
+                test_mrr.append(reporter.mrr(p))
+            stopped_early = True
+            break
         if done < n_batches:
             raise _fail(label, f"training diverged in epoch {epoch}/{epochs} (minibatch "
                                f"{done + 1}/{n_batches}): the loss became "
@@ -310,8 +323,12 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
             note = (" (best so far)" if best_epoch == epoch else
                     " (not clearly above the start map)" if seen_epoch == epoch else "")
             line += f" validation mrr@10 {mrr:.4f}{note}"
+            if stopper.check(ranks, mrr, epoch, n_batches) and epoch < epochs:
+                stopped_early = True
         if progress:
             print(f"{line} ({time.perf_counter() - epoch_start:.1f}s)", file=sys.stderr, flush=True)
+        if stopped_early:
+            break
         if scorer is not None and patience is not None and epoch - seen_epoch >= patience \
                 and epoch < epochs:
             stopped_early = True
@@ -320,6 +337,11 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
                       f"stopping, keeping epoch {best_epoch}", file=sys.stderr, flush=True)
             break
     seconds = time.perf_counter() - start
+    stop_note = ""
+    if stopper is not None and stopper.stopped_at is not None:
+        stop_note = stopper.words(n_batches, epochs, seconds)
+        if progress:
+            print(f"{prefix}train: {stop_note}; keeping epoch {best_epoch}", file=sys.stderr, flush=True)
     if best_flat is not None:
         params.flat[...] = best_flat
 
@@ -353,7 +375,7 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     return TrainResult(weights=weights, losses=losses, seconds=seconds, config=config,
                        heldout_mrr=heldout_mrr, test_mrr=test_mrr,
                        chosen_epoch=best_epoch if scorer else None,
-                       stopped_early=stopped_early)
+                       stopped_early=stopped_early, stop_note=stop_note)
 
 
 def _duration(seconds: float) -> str:
@@ -406,32 +428,3 @@ def _with_w0(weights: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
     if "w0" not in w:
         w["w0"] = np.zeros((w["w2"].shape[0], w["w1"].shape[1]), dtype)
     return w
-
-
-
-
-def save_weights(path: Path | str, result: TrainResult) -> None:
-    """Write ``path`` (``weights.safetensors``, :func:`oxidize.projection.write_weights`) and
-    ``training.json`` beside it, both atomically.
-
-    ``training.json`` holds the per-epoch losses, the per-epoch held-out MRR@10 (index 0 =
-    the initial weights), the chosen epoch, the config, the seconds and the shapes.
-    """
-    from oxidize.train.blas import kernel_family
-
-    path = Path(path)
-    shapes = write_weights(path, result.weights, result.config.get("layers"))
-    write_json(path.with_name("training.json"), {
-        "losses": [float(v) for v in result.losses],
-        "heldout_mrr": [float(v) for v in result.heldout_mrr],
-        "test_mrr": [float(v) for v in result.test_mrr],
-        "chosen_epoch": result.chosen_epoch,
-        "stopped_early": bool(result.stopped_early),
-        "config": result.config,
-        "seconds": round(float(result.seconds), 3),
-        "shapes": shapes,
-        "weights": path.name,
-        "oxidize_version": __version__,
-        # which OpenBLAS kernel made these bits (oxidize/train/blas.py; the lock's platform key)
-        "blas_kernel": kernel_family(),
-    })
