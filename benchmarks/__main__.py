@@ -21,6 +21,8 @@ BENCHMARKS = {
     "scale": "benchmarks.bench_scale",
     "query": "benchmarks.bench_query",
     "dask": "benchmarks.bench_dask",
+    "build": "benchmarks.bench_build",
+    "fusion": "benchmarks.bench_fusion",
 }
 
 

@@ -73,6 +73,7 @@ def mrr(rows, rank) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, default=Path("/tmp/oxidize-bench-fusion"))
+    parser.add_argument("--quick", action="store_true", help="the same run (it is one build of the dev log)")
     args = parser.parse_args(argv)
     if not DATA_DB.is_file():
         print(f"skipped: {DATA_DB} is absent")

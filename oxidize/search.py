@@ -66,7 +66,7 @@ class ProjectionSearch:
 
     def encoder(self):
         if self._encoder is None:
-            from oxidize.embed.encoder import Encoder
+            from oxidize.embed.executor import shared_encoder
 
             resolved = self.recipe.resolve_model()
             model_fp = None
@@ -74,7 +74,7 @@ class ProjectionSearch:
                 model_fp = json.loads((self.directory.parent / "model.json").read_text())["fingerprint"]
             except (OSError, ValueError, KeyError):
                 pass  # no record: the encoder fingerprints the model itself
-            self._encoder = Encoder(resolved, graph_cache_dir=self._cache_dir / "onnx", model_fp=model_fp)
+            self._encoder = shared_encoder(resolved, model_fp, self._cache_dir / "onnx")
         return self._encoder
 
     def searcher(self, base: bool = False) -> Searcher:

@@ -343,3 +343,25 @@ def test_an_unwritable_export_folder_is_one_line_and_nothing_half_written(tmp_pa
     assert f"cannot write in {EXPORTS}: permission denied" in out
     assert list(exports.iterdir()) == []
     assert not (root / BUILD / "semantic/export.json").exists()
+
+
+def test_query_sets_decide_the_export_when_given():
+    """With eval.queries, people's questions decide whether patina gets the projection: its
+    dense MRR@10 against the raw embedding's, weighted by each set's questions."""
+    from oxidize.patina.export import verdict
+
+    held = {"primary_metric": "mrr@10", "heldout_queries": 40,
+            "projection": {"mrr@10": 0.7}, "base": {"mrr@10": 0.6}}
+    assert verdict(held).export and not verdict(held).decided_by_queries
+
+    def sets(mine_a, raw_a, mine_b, raw_b):
+        return [{"name": "a", "queries": 30, "results": {"projection dense": {"mrr@10": mine_a},
+                                                         "raw dense": {"mrr@10": raw_a}}},
+                {"name": "b", "queries": 10, "results": {"projection dense": {"mrr@10": mine_b},
+                                                         "raw dense": {"mrr@10": raw_b}}}]
+
+    losing = verdict({**held, "query_sets": sets(0.5, 0.6, 0.9, 0.7)})  # 0.6 against 0.625
+    assert not losing.export and losing.decided_by_queries
+    assert "query sets (a, b; 40 queries)" in losing.reason and "does not beat" in losing.reason
+    winning = verdict({**held, "query_sets": sets(0.7, 0.6, 0.5, 0.6)})  # 0.65 against 0.6
+    assert winning.export and "beats the raw embedding's 0.600" in winning.reason

@@ -100,6 +100,25 @@ def _number(text: str) -> int:
     return int(text) if text.isascii() and text.isdigit() else -1
 
 
+#: Encoders made in this process, by model fingerprint and graph cache: doit runs every task of
+#: a build in one process (without -n), so the embed and index steps of all projections of a
+#: recipe, and the eval step's query sets, load the model once (docs/benchmarks.md).
+_ENCODERS: dict[tuple, Any] = {}
+
+
+def shared_encoder(resolved: Any, model_fp: str | None, graph_cache_dir: Path | None):
+    """This process's :class:`~oxidize.embed.encoder.Encoder` of ``resolved``, made once."""
+    key = (model_fp, str(resolved.model_file), resolved.spec, str(graph_cache_dir))
+    if model_fp is None or key not in _ENCODERS:
+        from oxidize.embed.encoder import Encoder
+
+        encoder = Encoder(resolved, graph_cache_dir=graph_cache_dir, model_fp=model_fp)
+        if model_fp is None:
+            return encoder
+        _ENCODERS[key] = encoder
+    return _ENCODERS[key]
+
+
 class EncoderFactory:
     """Makes the encoder of one model at most once, and only when called (when some text is
     missing from the cache): oxidize's :class:`~oxidize.embed.encoder.Encoder` in this
@@ -120,10 +139,7 @@ class EncoderFactory:
 
                 self.made = DaskEncoder(self.executor, self.resolved, self.model_record, self.model_fp)
             else:
-                from oxidize.embed.encoder import Encoder
-
-                self.made = Encoder(self.resolved, graph_cache_dir=self.graph_cache_dir,
-                                    model_fp=self.model_fp)
+                self.made = shared_encoder(self.resolved, self.model_fp, self.graph_cache_dir)
         return self.made
 
     def describe(self) -> dict:
