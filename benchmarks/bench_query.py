@@ -87,6 +87,50 @@ print(sorted(top.tolist()))
 """
 
 
+SIZE_LINE = r"""
+import json, resource, sys, time, numpy as np
+import onnxruntime  # noqa: F401 - before usearch (oxidize/index.py)
+from oxidize.index import EXACT_MAX, _exact_top, calibrate, new_index
+n, dim = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+centres = rng.normal(size=(max(1, n // 50), dim)).astype(np.float32)
+x = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+keys = np.arange(1, n + 1, dtype=np.uint64)
+start = time.perf_counter()
+index = new_index(dim)
+index.add(keys, x, threads=0)
+searched = calibrate(index, x, keys)
+seconds = time.perf_counter() - start
+# recall on other queries than the calibration's, as oxidize searches (exact up to EXACT_MAX)
+q = x[rng.choice(n, 300, replace=False)] + rng.normal(scale=(4 / 3) / dim ** 0.5, size=(300, dim)).astype(np.float32)
+q /= np.linalg.norm(q, axis=1, keepdims=True)
+exact = [set(keys[r].tolist()) for r in _exact_top(x, q, 10)]
+graph = n > EXACT_MAX
+times, found = [], []
+for v in q:
+    t = time.perf_counter()
+    found.append(index.search(v, 10, exact=not graph).keys)
+    times.append(time.perf_counter() - t)
+recall = float(np.mean([len(set(f.tolist()) & e) / 10 for f, e in zip(found, exact)]))
+print(json.dumps({"recall": recall, "seconds": seconds, "ms": float(np.median(times) * 1e3),
+                  "ef": searched["expansion_search"], "calibrated": searched["recall@10"],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def size_lines(sizes: list[int]) -> None:
+    """One line per size, as issue #24 asks: oxidize's own index (M 16, ef_add 128, the
+    expansion calibrated to recall 0.99, exact search up to EXACT_MAX), 256-d clustered
+    stand-in vectors, recall on 300 queries other than the calibration's."""
+    header("Index per size: what a projection's index costs and finds (projected side, 256-d)")
+    for n in sizes:
+        r = json.loads(run([python(), "-c", SIZE_LINE, str(n), str(DIM)]).stdout)
+        print(f"items {n}: recall@10 {r['recall']:.3f}, build {r['seconds']:.1f} s, peak {r['rss_mb']:.0f} MB, "
+              f"warm query {r['ms']:.2f} ms  (expansion {r['ef']}, calibrated recall {r['calibrated']:.3f})",
+              flush=True)
+
+
 def build_figures(sizes: list[int]) -> None:
     header("Index build from stand-in vectors (256-d, clustered)")
     print(f"{'items':>9} {'M':>3} {'ef':>4} {'vectors/s':>10} {'build s':>8} {'peak MB':>8} "
@@ -249,7 +293,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default="")
     parser.add_argument("--hybrid", action="store_true", help="only the hybrid-against-dense figures")
+    parser.add_argument("--lines", action="store_true", help="only the one-line-per-size figures")
     args = parser.parse_args(argv)
+    if args.lines:
+        size_lines([int(s) for s in args.sizes.split(",") if s] or [10_000, 100_000, 1_000_000])
+        return
     if args.hybrid:
         os.environ.setdefault("OXIDIZE_QUIET", "1")
         hybrid_figures([int(s) for s in args.sizes.split(",") if s] or [10_000, 100_000], repeats=50)
@@ -257,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s] or ([10_000, 100_000] if args.quick
                                                              else [10_000, 100_000, 1_000_000])
     os.environ.setdefault("OXIDIZE_QUIET", "1")
+    size_lines(sizes)
     build_figures(sizes)
     cold_figures(100_000 if not args.quick else 10_000, repeats=3 if args.quick else 5)
     warm_figures(max(sizes), repeats=20 if args.quick else 100)

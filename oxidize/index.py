@@ -17,8 +17,14 @@ as many vectors as the table says: a search during a rebuild reads the old or th
 and a mismatch (the moment between two renames) is retried, then reported, never mixed.
 
 Search: exact (brute force over the stored vectors) up to :data:`EXACT_MAX` items, where it
-is both exact and as fast as the graph; above it, USearch's HNSW graph with
-:data:`EXPANSION_SEARCH` (docs/benchmarks.md, "Index", has the recall and speed figures).
+is both exact and as fast as the graph; above it, USearch's HNSW graph. How wide the graph
+search looks (``expansion_search``) is not a constant: when the index is written,
+:func:`calibrate` searches a sample of the index's own vectors (with noise) in the graph and
+exactly, and raises the expansion step by step until recall@10 against exact search reaches
+:data:`RECALL_TARGET`; the expansion and the recall it measured go into ``meta`` and every
+search uses them. Why: a fixed expansion of 128 found 0.690 of the true 10 nearest at a
+million clustered items (docs/benchmarks.md, "Index"), and recall falls with size and with
+how clustered the vectors are — so it is measured on the vectors themselves, per index.
 """
 
 from __future__ import annotations
@@ -48,8 +54,17 @@ TABLE_FILE = "index.sqlite"
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
-#: Up to this many items a search is exact (brute force over the stored vectors).
-EXACT_MAX = 100_000
+#: Up to this many items a search is exact (brute force over the stored vectors). Above, the
+#: graph at its calibrated expansion: at 100k stand-in items exact search took 7.6 ms a query,
+#: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size").
+EXACT_MAX = 20_000
+#: Recall@10 against exact search that a graph search must reach (measured per index).
+RECALL_TARGET = 0.99
+#: Expansions tried in turn by :func:`calibrate`; the last is kept if none reaches the target.
+EXPANSION_STEPS = (128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+#: Queries of the calibration sample, and how far each is moved from the item it is drawn from.
+CALIBRATION_QUERIES = 200
+QUERY_NOISE = 4 / 3
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
 #: exact only up to this many items, then read from the graph (recall@10 ≥ 0.99 up to 100k):
 #: exact, it took as long as the rest of a hybrid query (docs/benchmarks.md, "Hybrid search").
@@ -85,10 +100,14 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
     from oxidize.atomic import atomic_path
 
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
+    searched: dict[str, Any] = {}
     for name, vectors in ((INDEX_FILE, projected), (BASE_FILE, base)):
         index = new_index(vectors.shape[1])
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(items):
-            index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=os.cpu_count() or 1)
+            index.add(keys, vectors, threads=os.cpu_count() or 1)
+        searched[name] = calibrate(index, vectors, keys) if len(items) > EXACT_MAX_FUSED else \
+            {"expansion_search": EXPANSION_SEARCH, "recall@10": 1.0, "exact": True}
         with atomic_path(out_dir / name) as tmp:
             index.save(str(tmp))
     with atomic_path(out_dir / TABLE_FILE) as tmp:
@@ -101,7 +120,7 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
                             for i in items))
             db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT)")
             meta = {**meta, "count": len(items), "dim": int(projected.shape[1]),
-                    "base_dim": int(base.shape[1])}
+                    "base_dim": int(base.shape[1]), "search": searched}
             db.executemany("INSERT INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in meta.items()))
             lexical.create(db)
             if weights_file is not None:
@@ -110,6 +129,50 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             db.commit()
         finally:
             db.close()
+
+
+def calibrate(index, vectors: np.ndarray, keys: np.ndarray, target: float = RECALL_TARGET) -> dict[str, Any]:
+    """The smallest of :data:`EXPANSION_STEPS` whose graph search finds ``target`` of the true
+    10 nearest neighbours of a sample of ``vectors`` (row ``i`` stored under ``keys[i]``; each
+    moved by a little noise, as a query near the data is), and the recall it measured; sets
+    it on ``index``."""
+    import numpy as np
+
+    n, dim = vectors.shape
+    rng = np.random.default_rng(0)
+    sample = vectors[rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False)]
+    # A query sits as far from its nearest items as people's questions do from theirs (cosine
+    # about 0.6 to the item it was drawn from: noise of norm 4/3 on a unit vector).
+    queries = sample + rng.normal(scale=QUERY_NOISE / max(dim, 1) ** 0.5, size=sample.shape).astype(np.float32)
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    k = min(10, n)
+    exact = [{int(keys[row]) for row in rows} for rows in _exact_top(vectors, queries, k)]
+    recall, expansion = 0.0, EXPANSION_STEPS[0]
+    for expansion in EXPANSION_STEPS:
+        index.expansion_search = expansion
+        found = index.search(queries, k).keys
+        recall = float(np.mean([len(set(found[i].tolist()) & exact[i]) / k for i in range(len(queries))]))
+        if recall >= target:
+            break
+    return {"expansion_search": int(expansion), "recall@10": round(recall, 4), "exact": False}
+
+
+def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65_536) -> list[list[int]]:
+    """Row numbers of each query's ``k`` nearest vectors (cosine: the vectors are unit rows
+    or are normalised here), read in blocks so a million rows never sit in one product."""
+    import numpy as np
+
+    best = np.full((len(queries), k), -np.inf, np.float32)
+    rows = np.zeros((len(queries), k), np.int64)
+    for lo in range(0, len(vectors), block):
+        part = vectors[lo:lo + block]
+        sims = queries @ (part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)).T
+        cand = np.concatenate([best, sims], axis=1)
+        ids = np.concatenate([rows, np.arange(lo, lo + len(part))[None, :].repeat(len(queries), 0)], axis=1)
+        top = np.argpartition(-cand, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(cand, top, axis=1)
+        rows = np.take_along_axis(ids, top, axis=1)
+    return [r.tolist() for r in rows]
 
 
 def _usearch_index_class():
@@ -170,6 +233,8 @@ class Searcher:
                               f"delete it and run `doit`") from None
         if self.index is None:
             raise SearchError(f"{path}: not a readable USearch index; delete it and run `doit`")
+        self.searched = (self.meta.get("search") or {}).get(name) or {}
+        self.index.expansion_search = int(self.searched.get("expansion_search", EXPANSION_SEARCH))
         dim = self.meta.get("base_dim" if self.base else "dim")
         if self.index.ndim != dim:
             raise SearchError(f"{path}: holds {self.index.ndim}-dimensional vectors but the table "

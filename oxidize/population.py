@@ -68,7 +68,7 @@ def _session_notes(log: Any, event_types: tuple[str, ...], min_chars: int) -> li
 
 
 def _files(log: Any) -> list[Item]:
-    from oxidize.pairs.co_changed import describe_file, read_commits
+    from oxidize.pairs.co_changed import describe_file, file_texts, read_commits
 
     first: dict[str, tuple[int | None, str]] = {}
     for files, timestamp, seq in read_commits(log):
@@ -77,7 +77,8 @@ def _files(log: Any) -> list[Item]:
     for a, b, _count in (log.co_changes() or []) if hasattr(log, "co_changes") else []:
         for path in (a, b):
             first.setdefault(path, (None, ""))
-    return [Item(stable_key(path), seq, "file", path, timestamp, describe_file(path))
+    described = file_texts(log)  # a file at HEAD of a scraped repository: from its content
+    return [Item(stable_key(path), seq, "file", path, timestamp, described.get(path) or describe_file(path))
             for path, (seq, timestamp) in first.items()]
 
 

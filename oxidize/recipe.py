@@ -28,8 +28,9 @@ from oxidize.errors import RecipeError
 from oxidize.memory import batch_memory, physical_memory, training_memory
 # Parsed YAML is cached by text: a no-op doit neither imports nor runs PyYAML (see there).
 from oxidize.recipe_yaml import PARSED, _parse_yaml  # noqa: F401 - PARSED: tasks.py's cache
-from oxidize.recipe_checks import (Key, _bool, _choice, _float, _found, _int, _is_int, _optional,
-                                   _path, _read_block, _short, _string, _suggest, _Where)
+from oxidize.recipe_checks import (GitSource, Key, _bool, _choice, _eventlog_source, _float, _found,  # noqa: F401
+                                   _int, _is_int, _optional, _path, _read_block, _short, _string,
+                                   _suggest, _Where)
 
 DEFAULT_MODEL = "all-minilm-l6-v2"
 #: Session notes a ``same_session`` index holds by default: every type patina writes a note in.
@@ -151,7 +152,7 @@ class Recipe:
     embedding_model: str
     embedding_int8: bool
     model_dir: Path | None
-    eventlog: Path | None
+    eventlog: Path | GitSource | None
     projections: dict[str, Projection]
 
     def resolve_model(self):
@@ -371,7 +372,7 @@ TOP_KEYS: dict[str, Key] = {
     # int8 kernels for a model's int8-stored weights, one text per run (oxidize/embed/int8.py)
     "embedding_int8": Key(_bool, True, stages=("model",)),
     "model_dir": Key(_optional(_path), None),
-    "eventlog": Key(_optional(_path), None),
+    "eventlog": Key(_optional(_eventlog_source), None),
     "projections": Key(_projections, missing=_NO_PROJECTIONS),
 }
 PROJECTION_KEYS: dict[str, Key] = {

@@ -195,3 +195,24 @@ def _path(value: Any, where: _Where) -> Path:
     if not isinstance(value, str) or not value:
         raise where.fail(f"expected a path (a non-empty string), found {_found(value)}")
     return Path(os.path.abspath(where.path.parent / Path(value).expanduser()))
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """``eventlog: {git: PATH}``: a git repository whose history the build scrapes into an
+    event log of its own (oxidize/gitlog/scrape.py). ``repo`` is absolute."""
+
+    repo: Path
+
+
+def _eventlog_source(value: Any, where: _Where) -> Path | GitSource:
+    """``eventlog:`` — a path to an event log, or ``{git: PATH}`` (both relative to the recipe)."""
+    if isinstance(value, dict):
+        unknown = sorted(str(k) for k in value if k != "git")
+        if unknown or "git" not in value:
+            raise where.fail(f"expected {{git: PATH}} (a git repository, relative to the recipe), "
+                             f"found the key(s) {', '.join(unknown) or 'none'}")
+        return GitSource(_path(value["git"], where))
+    if not isinstance(value, str):
+        raise where.fail(f"expected a path to an event log or {{git: PATH}}, found {_found(value)}")
+    return _path(value, where)

@@ -86,6 +86,7 @@ class ProjectionSearch:
                 stored = searcher.weights()
                 self._weights = stored if stored is not None else \
                     load_weights(self.directory / "weights.safetensors")
+            self._recall_notice(searcher)
             want = self._weights["w1"].shape[1] if base else self._weights["w2"].shape[0]
             if searcher.dim != want:
                 raise SearchError(f"{self.directory}: the index holds {searcher.dim}-dimensional "
@@ -110,9 +111,10 @@ class ProjectionSearch:
         ``mode``: ``hybrid`` (reciprocal-rank fusion of the lexical list, the projection's
         dense list and the plain embedding's, oxidize/fusion.py), ``dense`` (the projection's
         nearest items; with ``base`` the plain embedding's) or ``lexical`` (BM25 alone).
-        ``base`` leaves the projection out: the plain embedding alone is the dense side. A hit's ``score`` is its cosine (dense), its
-        BM25 score (lexical) or its fused score (hybrid). ``snippets=False`` skips choosing
-        each hit's best sentence by embedding (its first matching sentence is still shown).
+        ``base`` leaves the projection out: the plain embedding alone is the dense side. A
+        hit's ``score`` is its cosine (dense), its BM25 score (lexical) or its fused score
+        (hybrid). ``snippets=False`` skips choosing each hit's best sentence by embedding
+        (its first matching sentence is still shown).
         """
         from oxidize import fusion
 
@@ -183,6 +185,17 @@ class ProjectionSearch:
             return int(np.argmax(embedded @ query))
 
         return nearest
+
+    def _recall_notice(self, searcher: Searcher) -> None:
+        """One line when the index's graph search was measured below the recall target."""
+        from oxidize.index import EXACT_MAX_FUSED, RECALL_TARGET
+
+        measured = searcher.searched.get("recall@10")
+        if measured is not None and measured < RECALL_TARGET and not searcher.searched.get("exact") \
+                and len(searcher) > EXACT_MAX_FUSED:
+            which = "plain-embedding" if searcher.base else "projected"
+            self._notice(f"the {which} index of {self.label} finds about {measured:.2f} of the true "
+                         f"10 nearest items in its graph (measured when built; target {RECALL_TARGET})")
 
     def _notice(self, line: str) -> None:
         if line not in self.notices:

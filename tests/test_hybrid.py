@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventlog_factory import make_sqlite_eventlog
+from test_search import run  # doit in a subprocess, the same way
 from tiny_model import make_tiny_model
 
 RECIPE = """\
@@ -46,14 +45,6 @@ QUESTIONS = {"name": "tiny-questions", "queries": [
     {"id": "parser", "query": "what happened to the parser grammar?", "relevant_docs": ["s1", "s7"]},
     {"id": "cache", "query": "cache eviction", "relevant": ["s2"]},
 ]}
-
-
-def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=root, capture_output=True,
-                          text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
 
 
 def notes() -> dict[str, list[str]]:

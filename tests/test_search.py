@@ -72,7 +72,15 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def project(built: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(built, tmp_path / "proj", symlinks=True))
+    # A SQLite reader's -wal/-shm files come and go with its connection; copying beside one
+    # can list a file that is gone a moment later. Such a copy is tried again.
+    for attempt in range(3):
+        try:
+            return Path(shutil.copytree(built, tmp_path / "proj", symlinks=True))
+        except shutil.Error:
+            shutil.rmtree(tmp_path / "proj", ignore_errors=True)
+            if attempt == 2:
+                raise
 
 
 def test_index_holds_the_search_population_keyed_by_seq(built: Path):

@@ -54,6 +54,17 @@ def cache_key_inputs(root: Path, names: list[str] | None = None) -> dict:
         if names and recipe.name not in names:
             continue
         log = eventlog_path(recipe, root)
+        from oxidize.recipe_checks import GitSource
+
+        if isinstance(recipe.eventlog, GitSource):  # the history is named by its HEAD
+            from oxidize.gitlog.scrape import head_state
+
+            out["recipes"][recipe.name] = {
+                "settings": lockfile.recipe_settings(recipe),
+                "git_head": head_state(recipe.eventlog.repo),
+                "model_fingerprint": models.fingerprint(recipe.resolve_model()),
+            }
+            continue
         if not log.is_file():  # a key without the log's content would match any log
             from oxidize.eventlog import check_eventlog_path
 

@@ -29,7 +29,7 @@ RECIPE_CACHE = "build/.cache/recipes.json"
 RECIPE_CACHE_ENTRIES = 64
 #: Files written directly in ``build/<recipe>/``, beside the projection folders: names no
 #: projection may take.
-RECIPE_FILES = frozenset({"model.json"})
+RECIPE_FILES = frozenset({"model.json", "eventlog.sqlite"})
 #: Where patina keeps its event log, relative to the project root, in order of preference.
 PATINA_EVENTLOGS = (".patina/data/patina.db", ".patina/local/data/patina.db")
 
@@ -61,6 +61,11 @@ class Layout:
     @property
     def model_json(self) -> Path:
         return Path(self.base) / self.recipe / "model.json"
+
+    @property
+    def scraped_eventlog(self) -> Path:
+        """The event log scraped from a git repository (``eventlog: {git: …}``)."""
+        return Path(self.base) / self.recipe / "eventlog.sqlite"
 
     texts = property(lambda self: self.dir / "texts.jsonl")
     triplets = property(lambda self: self.dir / "triplets.npy")
@@ -119,6 +124,10 @@ def eventlog_path(recipe: Recipe, root: Path) -> Path:
     Returns the path even when the file does not exist (the pairs task then fails with a
     clear message), so listing tasks works before the log is there.
     """
+    from oxidize.recipe_checks import GitSource
+
+    if isinstance(recipe.eventlog, GitSource):
+        return root / Layout(recipe.name, "", build_dir(root)).scraped_eventlog
     if recipe.eventlog is not None:
         return recipe.eventlog
     for candidate in PATINA_EVENTLOGS:

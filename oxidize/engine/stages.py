@@ -99,6 +99,22 @@ def build_model_fingerprint(recipe_file: str, recipe_name: str, target: str) -> 
 
 
 @_user_errors
+def build_git_eventlog(recipe_file: str, recipe_name: str, target: str) -> None:
+    """Scrape the recipe's git repository into its event log (oxidize/gitlog/scrape.py)."""
+    from oxidize.gitlog.scrape import scrape
+
+    recipe = _recipe(recipe_file, recipe_name)
+    label = f"{recipe_name}:eventlog"
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    done = scrape(recipe.eventlog.repo, Path(target), say=lambda line: _say(label, line))
+    skipped = ", ".join(f"{n} {why}" for why, n in (done.get("files_skipped") or {}).items())
+    _say(label, f"{done['new_commits']:,} new commit(s) up to {done['head'][:10]}"
+                + (f"; {done.get('files_described', 0):,} file(s) described from their content"
+                   if "files_described" in done else "")
+                + (f" ({skipped} skipped)" if skipped else "") + f": {target}")
+
+
+@_user_errors
 def build_pairs(recipe_file: str, recipe_name: str, projection: str, eventlog: str, out_dir: str) -> None:
     """Read the event log (one snapshot) and write the texts table and triplets."""
     from oxidize.eventlog import open_eventlog

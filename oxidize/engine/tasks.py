@@ -29,8 +29,8 @@ from oxidize.index import INDEX_FORMAT
 from oxidize.recipe import Recipe
 
 
-#: Tasks of a recipe itself (``R:model``, ``R:lock``): names no projection may take.
-RECIPE_TASKS = frozenset({"model", "lock"})
+#: Tasks of a recipe itself (``R:model``, ``R:lock``, ``R:eventlog``): names no projection may take.
+RECIPE_TASKS = frozenset({"model", "lock", "eventlog"})
 
 
 def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = None) -> Iterator[dict]:
@@ -89,7 +89,11 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
             "verbosity": 2,
         }
         log = eventlog_path(recipe, root)
-        log_exists = log.is_file()
+        scraped = _git_eventlog_task(recipe, root)
+        if scraped is not None:
+            yield scraped
+        # A scraped log is the target of R:eventlog: a dependency before it exists.
+        log_exists = log.is_file() or scraped is not None
         from oxidize.platform import platform_key
 
         platform = platform_key()
@@ -208,6 +212,29 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                          lockfile.LockedModeCheck()],
             "verbosity": 2,
         }
+
+
+def _git_eventlog_task(recipe: Recipe, root: Path) -> dict | None:
+    """``R:eventlog`` for a recipe whose ``eventlog`` is ``{git: PATH}``: the repository's
+    history scraped into ``build/R/eventlog.sqlite`` (oxidize/gitlog/scrape.py), re-run when
+    HEAD moves (the history, not the work tree's mtimes), else ``None``."""
+    from oxidize.engine import stages
+    from oxidize.gitlog.scrape import head_state
+    from oxidize.recipe_checks import GitSource
+
+    if not isinstance(recipe.eventlog, GitSource):
+        return None
+    target = str(Layout(recipe.name, "", build_dir(root)).scraped_eventlog)
+    repo = _rel(recipe.eventlog.repo, root)
+    return {
+        "basename": recipe.name,
+        "name": "eventlog",
+        "doc": f"scrape the git history of {repo} into {target}",
+        "actions": [(stages.build_git_eventlog, (_rel(recipe.path, root), recipe.name, target))],
+        "targets": [target],
+        "uptodate": [StageInputs({"git.HEAD": head_state(recipe.eventlog.repo)}, [target])],
+        "verbosity": 2,
+    }
 
 
 def _patina_export_task(recipe: Recipe, projection: str, root: Path, out: Layout, log: Path,

@@ -122,6 +122,15 @@ def describe_file(path: str) -> str:
     return f"file {path}: {about}, {kind}" if about else f"file {path}: {kind}"
 
 
+def file_texts(log) -> dict[str, str]:
+    """Texts of files described from their content, where the log has them (the
+    ``file_texts`` table of a log scraped from git: oxidize/gitlog/), by path; ``{}`` else —
+    a file then keeps its path text (:func:`describe_file`)."""
+    rows = log.table("file_texts") if hasattr(log, "table") else None
+    return {r["path"]: r["text"] for r in rows or ()
+            if isinstance(r.get("path"), str) and isinstance(r.get("text"), str) and r["text"]}
+
+
 def _commit_files(data: dict) -> list[str] | None:
     files = data.get("files")
     if not isinstance(files, list):
@@ -258,7 +267,8 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
                 if i is not None and first_events[i] is None:
                     first_events[i] = (timestamp, seq)
 
-    texts = [describe_file(f) for f in files]
+    described = file_texts(log)
+    texts = [described.get(f) or describe_file(f) for f in files]
     return graph_pairset(
         log, training, label, pair_type=PAIR_TYPE, noun="files", texts=texts,
         positive=positive, related=related, first_events=first_events,

@@ -1,0 +1,247 @@
+"""Any git repository as an event log: its history scraped into patina's schema.
+
+``eventlog: {git: PATH}`` in a recipe makes the task ``R:eventlog`` write
+``build/R/eventlog.sqlite``:
+
+* ``eventlog`` — one ``git.commit`` event per commit reachable from HEAD, oldest first:
+  ``source_id`` the sha, ``timestamp`` the author date, ``data`` ``{sha, message, author,
+  date, files}`` (the paths the commit touched, renames as delete + add);
+* ``co_changes(file_a, file_b, count)`` — how often two files changed in one commit
+  (commits of more than :data:`MAX_FILES` files left out, as patina does);
+* ``file_texts(path, blob, text)`` — every text file at HEAD described from its content
+  (:mod:`oxidize.gitlog.describe`); files deleted from HEAD keep their path text in the
+  search population (a question about a past change may still want them);
+* ``scrape(name, value)`` — the HEAD scraped, for the next run.
+
+Incremental: a rebuild reads only the commits after the HEAD it scraped last (``git log
+OLD..HEAD``) and re-describes only files whose blob changed; a rewritten history (the old
+HEAD no longer an ancestor: a force-push, a rebase) is said in one line and scraped again.
+The repository is only read (``git log``, ``ls-tree``, ``cat-file``): never written. The
+output is written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+
+from oxidize.errors import EventLogError
+
+#: Commits touching more files than this are left out of ``co_changes`` (bulk moves).
+MAX_FILES = 50
+#: Files larger than this are not read for their text.
+MAX_FILE_BYTES = 1 << 20
+_FORMAT = "%x1e%H%x1f%aI%x1f%an%x1f%B%x1f"
+
+
+def git(repo: Path, *args: str) -> bytes:
+    """Output of ``git -C repo args``; an EventLogError with git's own words on failure."""
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
+    except FileNotFoundError:
+        raise EventLogError("git is not installed (needed for `eventlog: {git: …}`)") from None
+    if proc.returncode != 0:
+        said = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise EventLogError(f"{repo}: git {args[0]} failed: {said[-1] if said else proc.returncode}")
+    return proc.stdout
+
+
+def head_state(repo: Path) -> str:
+    """What the history is now, for up-to-date checks: HEAD's sha, or why there is none."""
+    if not repo.is_dir():
+        return "missing"
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD"],
+                          capture_output=True)
+    return proc.stdout.decode().strip() if proc.returncode == 0 else f"no-head-{proc.returncode}"
+
+
+def scrape(repo: Path, out: Path, say=print) -> dict:
+    """Scrape ``repo`` into ``out`` (see the module docstring); return what was done."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise EventLogError(f"{repo}: no such folder (eventlog: {{git: …}} names a git repository)")
+    inside = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True)
+    if inside.returncode != 0:
+        raise EventLogError(f"{repo} is not a git repository (git rev-parse found none); "
+                            f"point eventlog: {{git: …}} at a clone")
+    head = head_state(repo)
+    if head.startswith("no-head"):
+        raise EventLogError(f"{repo}: the repository has no commits yet; commit something first")
+    if git(repo, "rev-parse", "--is-shallow-repository").strip() == b"true":
+        say(f"{repo} is a shallow clone: only the history it holds is scraped "
+            f"(git fetch --unshallow for all of it)")
+    previous = _previous(out)
+    start = time.perf_counter()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    incremental = False
+    if previous and previous.get("head") == head:
+        return {"head": head, "new_commits": 0, "rescraped": False}
+    if previous:
+        ancestor = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor",
+                                   previous["head"], head], capture_output=True).returncode == 0
+        if ancestor:
+            shutil.copyfile(out, tmp)
+            incremental = True
+        else:
+            say(f"{repo}: the history was rewritten (the scraped HEAD {previous['head'][:10]} is no "
+                f"longer an ancestor of HEAD {head[:10]}): scraping it again")
+    try:
+        db = sqlite3.connect(tmp)
+        try:
+            if not incremental:
+                _schema(db)
+            seq = db.execute("SELECT coalesce(max(seq), 0) FROM eventlog").fetchone()[0]
+            span = f"{previous['head']}..{head}" if incremental else head
+            added = _commits(repo, span, db, seq, say)
+            _co_changes(db)
+            described, skipped = _file_texts(repo, db)
+            db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
+            db.commit()
+        finally:
+            db.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - start
+    return {"head": head, "new_commits": added, "rescraped": bool(previous) and not incremental,
+            "files_described": described, "files_skipped": skipped, "seconds": round(seconds, 2)}
+
+
+def _previous(out: Path) -> dict | None:
+    if not out.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{out}?mode=ro", uri=True)
+        try:
+            return dict(db.execute("SELECT name, value FROM scrape"))
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None  # unreadable: scrape afresh
+
+
+def _schema(db: sqlite3.Connection) -> None:
+    db.executescript("""
+        CREATE TABLE eventlog (seq INTEGER PRIMARY KEY, event_type TEXT, timestamp TEXT,
+                               source_id TEXT, source_file TEXT, data TEXT);
+        CREATE TABLE co_changes (file_a TEXT, file_b TEXT, count INTEGER);
+        CREATE TABLE file_texts (path TEXT PRIMARY KEY, blob TEXT, text TEXT);
+        CREATE TABLE scrape (name TEXT PRIMARY KEY, value TEXT);
+    """)
+
+
+def _commits(repo: Path, span: str, db: sqlite3.Connection, seq: int, say) -> int:
+    """Stream ``git log --reverse`` of ``span`` into events; return how many were added."""
+    proc = subprocess.Popen(["git", "-C", str(repo), "log", "--reverse", "--no-renames",
+                             "--name-only", "-z", f"--format={_FORMAT}", span, "--"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    added, buffer, last_said = 0, b"", time.perf_counter()
+    rows = []
+    for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+        buffer += chunk
+        records = buffer.split(b"\x1e")
+        buffer = records.pop()
+        for record in records:
+            if record.strip(b"\0\n"):
+                seq += 1
+                rows.append(_event(seq, record))
+        if len(rows) >= 2000:
+            db.executemany("INSERT INTO eventlog VALUES (?, ?, ?, ?, ?, ?)", rows)
+            added += len(rows)
+            rows = []
+            if time.perf_counter() - last_said > 2:
+                say(f"{repo}: {added:,} commits read")
+                last_said = time.perf_counter()
+    if buffer.strip(b"\0\n"):
+        seq += 1
+        rows.append(_event(seq, buffer))
+    db.executemany("INSERT INTO eventlog VALUES (?, ?, ?, ?, ?, ?)", rows)
+    added += len(rows)
+    error = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    if proc.wait() != 0:
+        said = error.decode("utf-8", "replace").strip().splitlines()
+        raise EventLogError(f"{repo}: git log failed: {said[-1] if said else proc.returncode}")
+    return added
+
+
+def _event(seq: int, record: bytes) -> tuple:
+    sha, date, author, message, files = record.split(b"\x1f", 4)
+    text = lambda b: b.decode("utf-8", "replace")  # noqa: E731 - non-UTF-8 names and messages kept readable
+    paths = [text(p) for p in files.strip(b"\n\0").split(b"\0") if p.strip()]
+    data = {"sha": text(sha), "message": text(message).strip(), "author": text(author),
+            "date": text(date), "files": [p.strip("\n") for p in paths]}
+    return (seq, "git.commit", text(date), text(sha), None, json.dumps(data, ensure_ascii=False))
+
+
+def _co_changes(db: sqlite3.Connection) -> None:
+    counts: Counter = Counter()
+    for (data,) in db.execute("SELECT data FROM eventlog WHERE event_type = 'git.commit'"):
+        files = sorted(set(json.loads(data).get("files") or []))
+        if 2 <= len(files) <= MAX_FILES:
+            counts.update(combinations(files, 2))
+    db.execute("DELETE FROM co_changes")
+    db.executemany("INSERT INTO co_changes VALUES (?, ?, ?)", ((a, b, n) for (a, b), n in counts.items()))
+
+
+def _file_texts(repo: Path, db: sqlite3.Connection) -> tuple[int, dict[str, int]]:
+    """Describe every text file at HEAD whose blob is new; return (described, skipped by why)."""
+    from oxidize.gitlog.describe import describe_content
+
+    listing = git(repo, "ls-tree", "-r", "-z", "--long", "HEAD")
+    known = dict(db.execute("SELECT path, blob FROM file_texts"))
+    wanted, present, skipped = [], set(), Counter()
+    for entry in listing.split(b"\0"):
+        if not entry:
+            continue
+        meta, _, raw_path = entry.partition(b"\t")
+        mode, kind, blob, size = meta.split()
+        path = raw_path.decode("utf-8", "replace")
+        present.add(path)
+        if kind != b"blob":
+            skipped["submodule"] += 1
+            continue
+        if not size.isdigit():  # ls-tree cannot read it: a blob missing from a partial clone
+            skipped["missing blob (partial clone)"] += 1
+            continue
+        if int(size) > MAX_FILE_BYTES:
+            skipped["larger than 1 MB"] += 1
+            continue
+        if known.get(path) != blob.decode():
+            wanted.append((path, blob.decode()))
+    db.executemany("DELETE FROM file_texts WHERE path = ?", [(p,) for p in set(known) - present])
+    described = 0
+    if wanted:
+        # A partial clone must not fetch a missing blob from its remote: read what is here.
+        env = {**os.environ, "GIT_NO_LAZY_FETCH": "1"}
+        proc = subprocess.Popen(["git", "-C", str(repo), "cat-file", "--batch"], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        for path, blob in wanted:
+            proc.stdin.write(blob.encode() + b"\n")
+            proc.stdin.flush()
+            header = proc.stdout.readline().split()
+            if len(header) < 3 or header[1] == b"missing":  # a partial clone without the blob
+                skipped["missing blob (partial clone)"] += 1
+                continue
+            data = proc.stdout.read(int(header[2]))
+            proc.stdout.read(1)  # the newline after the content
+            if b"\0" in data[:8192]:
+                skipped["binary"] += 1
+                continue
+            db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
+                       (path, blob, describe_content(path, data)))
+            described += 1
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.wait()
+    return described, dict(skipped)

@@ -1,0 +1,174 @@
+"""Any git repository as an event log (oxidize/gitlog/): file texts from content, the scrape
+as a build target that follows HEAD, incrementally, and never writes to the repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_model import make_tiny_model
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+FILES = {
+    "src/fusion.py": '"""Reciprocal rank fusion of ranked lists."""\n\ndef fuse(a, b):\n    return a\n\nclass Fuser:\n    pass\n',
+    "src/rank.py": '"""Ranking helpers."""\n\ndef rank(xs):\n    return sorted(xs)\n',
+    "core/store.rs": "//! Where vectors are stored on disk.\npub struct Store;\npub fn open() {}\n",
+    "core/index.rs": "//! The nearest-neighbour index.\npub fn search() {}\n",
+    "docs/guide.md": "# Guide\n\nHow to build.\n\n## Install\n",
+    "docs/faq.md": "# FAQ\n\n## Why is the cache slow\n",
+    "cmd/main.go": "// Package main starts the server.\npackage main\nfunc main() {}\n",
+    "cmd/serve.go": "// Serving requests.\npackage main\nfunc serve() {}\n",
+}
+PAIRS = [("src/fusion.py", "src/rank.py"), ("core/store.rs", "core/index.rs"),
+         ("docs/guide.md", "docs/faq.md"), ("cmd/main.go", "cmd/serve.go")]
+RECIPE = """\
+version: 1
+embedding_model: tiny
+model_dir: ../../model
+eventlog: {git: ../../repo}
+projections:
+  temporal:
+    layers: [null, 16, 8]
+    epochs: 1
+    batch_size: 8
+    training:
+      pairs: 100
+      holdout: 0
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com",
+                           *args], capture_output=True, text=True, check=True).stdout
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> None:
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def make_repo(repo: Path) -> None:
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q")
+    for a, b in PAIRS:  # each pair born together, never with another pair
+        commit(repo, {a: FILES[a], b: FILES[b]}, f"add {a} and {b}")
+    for round_ in range(3):
+        for a, b in PAIRS:
+            commit(repo, {a: FILES[a] + f"# {round_}\n", b: FILES[b] + f"# {round_}\n"}, f"change {a} and {b}")
+
+
+def run(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "doit", *args], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    make_repo(root / "repo")
+    make_tiny_model(root / "model", dim=8)
+    (root / "pyproject.toml").write_text('[tool.doit]\nloader = "oxidize"\n')
+    (root / "recipes/g").mkdir(parents=True)
+    (root / "recipes/g/oxidize.yaml").write_text(RECIPE)
+    return root
+
+
+def scraped(root: Path) -> sqlite3.Connection:
+    return sqlite3.connect(root / "build/g/eventlog.sqlite")
+
+
+def test_describe_content_reads_what_a_file_says_and_defines():
+    from oxidize.gitlog.describe import describe_content
+
+    py = describe_content("src/fusion.py", FILES["src/fusion.py"].encode())
+    assert py.startswith("file src/fusion.py: ") and "Reciprocal rank fusion" in py and "defines: fuse, Fuser" in py
+    rs = describe_content("core/store.rs", FILES["core/store.rs"].encode())
+    assert "Where vectors are stored on disk." in rs and "defines: Store, open" in rs
+    md = describe_content("docs/faq.md", FILES["docs/faq.md"].encode())
+    assert "defines: FAQ, Why is the cache slow" in md
+    go = describe_content("cmd/main.go", FILES["cmd/main.go"].encode())
+    assert "Package main starts the server." in go and "defines: main" in go
+    ts = describe_content("web/app.ts", b"// The app\nexport function start() {}\nexport class App {}\n")
+    assert "The app" in ts and "defines: start, App" in ts
+    c = describe_content("lib/m.c", b"/* Matrix helpers */\nint add(int a, int b) { return a + b; }\n")
+    assert "Matrix helpers" in c and "*/" not in c and "defines: add" in c
+    assert describe_content("x.py", b"def (:\n") == "file x.py: x, python source"  # unparsable: the path
+    assert len(describe_content("big.py", ('"""' + "word " * 2000 + '"""').encode())) <= 700
+
+
+def test_a_repository_builds_and_its_files_are_described_by_content(project: Path):
+    proc = run(project)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "16 new commit(s)" in proc.stdout and "8 file(s) described from their content" in proc.stdout
+    db = scraped(project)
+    commits = db.execute("SELECT data FROM eventlog WHERE event_type = 'git.commit' ORDER BY seq").fetchall()
+    assert len(commits) == 16 and json.loads(commits[0][0])["files"] == ["src/fusion.py", "src/rank.py"]
+    pairs = {(a, b): n for a, b, n in db.execute("SELECT file_a, file_b, count FROM co_changes")}
+    assert pairs[("src/fusion.py", "src/rank.py")] == 4  # added together, then three rounds
+    assert ("core/index.rs", "src/fusion.py") not in pairs
+    items = sqlite3.connect(project / "build/g/temporal/index.sqlite").execute(
+        "SELECT source_id, text FROM items").fetchall()
+    assert dict(items)["core/store.rs"].endswith("Where vectors are stored on disk.; defines: Store, open")
+    hits = json.loads(run(project, "query", "--json", "--mode", "lexical", "-k", "1", "reciprocal").stdout)
+    assert hits[0]["source_id"] == "src/fusion.py"  # a word of its content, not of its path
+    assert git(project / "repo", "status", "--porcelain") == ""  # the repository is only read
+
+
+def test_a_new_commit_is_stale_and_scraped_incrementally(project: Path):
+    assert run(project).returncode == 0
+    before = scraped(project).execute("SELECT max(seq) FROM eventlog").fetchone()[0]
+    assert run(project, "stale", "--check").returncode == 0
+    commit(project / "repo", {"src/rank.py": FILES["src/rank.py"] + "def best(xs):\n    return xs[0]\n"}, "add best")
+    stale = run(project, "stale", "--check")
+    assert stale.returncode == 1 and "g:eventlog" in stale.stdout and "git.HEAD" in stale.stdout
+    proc = run(project)
+    assert proc.returncode == 0 and "1 new commit(s)" in proc.stdout and "1 file(s) described" in proc.stdout
+    db = scraped(project)
+    assert db.execute("SELECT max(seq) FROM eventlog").fetchone()[0] == before + 1
+    text = db.execute("SELECT text FROM file_texts WHERE path = 'src/rank.py'").fetchone()[0]
+    assert "defines: rank, best" in text
+
+
+def test_a_rewritten_history_is_noticed_and_scraped_again(project: Path):
+    assert run(project).returncode == 0
+    git(project / "repo", "commit", "-q", "--amend", "-m", "the last message, rewritten")
+    proc = run(project)
+    assert proc.returncode == 0 and "the history was rewritten" in proc.stdout
+    messages = [json.loads(d)["message"] for (d,) in scraped(project).execute(
+        "SELECT data FROM eventlog ORDER BY seq")]
+    assert len(messages) == 16 and messages[-1] == "the last message, rewritten"
+
+
+@pytest.mark.parametrize("kind", ["not a repository", "empty repository"])
+def test_a_folder_that_is_no_history_is_one_line(project: Path, kind: str):
+    shutil.rmtree(project / "repo")
+    (project / "repo").mkdir()
+    if kind == "empty repository":
+        git(project / "repo", "init", "-q")
+    proc = run(project)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out
+    assert ("is not a git repository" if kind == "not a repository" else "has no commits yet") in out
+    assert not (project / "build/g/eventlog.sqlite").exists()
+
+
+def test_the_git_key_is_checked_when_the_recipe_loads(tmp_path: Path):
+    from oxidize.errors import RecipeError
+    from oxidize.recipe import parse_recipe
+    from oxidize.recipe_checks import GitSource
+
+    recipe = parse_recipe({"version": 1, "eventlog": {"git": "../repo"}, "projections": {"t": None}},
+                          tmp_path / "r" / "oxidize.yaml", "r")
+    assert recipe.eventlog == GitSource((tmp_path / "repo").resolve())
+    with pytest.raises(RecipeError, match=r"eventlog: expected \{git: PATH\}.*found the key\(s\) svn"):
+        parse_recipe({"version": 1, "eventlog": {"svn": "x"}, "projections": {"t": None}}, tmp_path / "r.yaml", "r")

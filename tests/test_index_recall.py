@@ -1,0 +1,83 @@
+"""Recall that holds: each index measures how wide its graph search must look to find 0.99 of
+the true nearest neighbours, records it, and every search uses it (oxidize/index.py)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from oxidize import index as ix
+
+
+def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // 50), dim)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_exact_top_reads_in_blocks_and_agrees_with_one_product():
+    x = clustered(1000)
+    q = clustered(7, seed=1)
+    whole = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    blocks = ix._exact_top(x, q, 10, block=64)
+    assert [sorted(b) for b in blocks] == [sorted(w.tolist()) for w in whole]
+
+
+def test_calibration_reports_the_recall_of_the_expansion_it_sets():
+    x = clustered(3000)
+    keys = np.arange(100, 3100, dtype=np.uint64)
+    index = ix.new_index(x.shape[1])
+    index.add(keys, x)
+    got = ix.calibrate(index, x, keys)
+    assert got["expansion_search"] in ix.EXPANSION_STEPS and index.expansion_search == got["expansion_search"]
+    assert got["recall@10"] >= ix.RECALL_TARGET
+    unreachable = ix.calibrate(index, x, keys, target=1.01)  # every step tried, the last kept
+    assert unreachable["expansion_search"] == ix.EXPANSION_STEPS[-1] and unreachable["recall@10"] <= 1.0
+
+
+def test_the_written_index_records_its_search_and_the_searcher_uses_it(tmp_path: Path, monkeypatch):
+    from oxidize.population import Item
+
+    monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 100)  # calibrate even this small index
+    n = 600
+    base, projected = clustered(n, 24, 2), clustered(n, 16, 3)
+    items = [Item(i + 1, i + 1, "session.decision", f"s{i // 5}", "2025-01-01", f"note {i}") for i in range(n)]
+    ix.write_index(tmp_path, items, base, projected, {})
+    meta = {k: json.loads(v) for k, v in sqlite3.connect(tmp_path / ix.TABLE_FILE).execute("SELECT * FROM meta")}
+    for name in (ix.INDEX_FILE, ix.BASE_FILE):
+        assert meta["search"][name]["recall@10"] >= ix.RECALL_TARGET and not meta["search"][name]["exact"]
+    # USearch forgets the expansion on restore (it came back as 64): the searcher sets it
+    table = sqlite3.connect(tmp_path / ix.TABLE_FILE)
+    searched = dict(meta["search"])
+    searched[ix.INDEX_FILE] = {**searched[ix.INDEX_FILE], "expansion_search": 777}
+    table.execute("UPDATE meta SET value = ? WHERE name = 'search'", (json.dumps(searched),))
+    table.commit()
+    table.close()
+    assert ix.Searcher(tmp_path).index.expansion_search == 777
+
+
+def test_a_search_says_when_the_recorded_recall_is_below_target():
+    from types import SimpleNamespace
+
+    from oxidize.search import ProjectionSearch
+
+    class FakeSearcher:
+        def __init__(self, n, searched, base=False):
+            self.n, self.searched, self.base = n, searched, base
+
+        def __len__(self):
+            return self.n
+
+    search = ProjectionSearch(SimpleNamespace(name="r"), "p", "/nowhere")
+    search._recall_notice(FakeSearcher(ix.EXACT_MAX_FUSED + 1, {"recall@10": 0.71, "exact": False}))
+    assert search.notices == ["the projected index of r:p finds about 0.71 of the true 10 nearest "
+                              "items in its graph (measured when built; target 0.99)"]
+    quiet = ProjectionSearch(SimpleNamespace(name="r"), "p", "/nowhere")
+    quiet._recall_notice(FakeSearcher(ix.EXACT_MAX_FUSED + 1, {"recall@10": 0.995, "exact": False}))
+    quiet._recall_notice(FakeSearcher(50, {"recall@10": 0.5, "exact": False}))  # searched exactly
+    assert quiet.notices == []
