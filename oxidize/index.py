@@ -58,8 +58,11 @@ EXPANSION_SEARCH = 128
 #: graph at its calibrated expansion: at 100k stand-in items exact search took 7.6 ms a query,
 #: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size").
 EXACT_MAX = 20_000
-#: Recall@10 against exact search that a graph search must reach (measured per index).
+#: Recall@10 against exact search that a graph search must reach (measured per index) …
 RECALL_TARGET = 0.99
+#: … on the calibration sample with this much to spare: 200 queries measure recall to about
+#: ±0.005, and at a million items a calibrated 0.995 gave 0.986 on 300 other queries.
+CALIBRATION_MARGIN = 0.005
 #: Expansions tried in turn by :func:`calibrate`; the last is kept if none reaches the target.
 EXPANSION_STEPS = (128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 #: Queries of the calibration sample, and how far each is moved from the item it is drawn from.
@@ -131,7 +134,8 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             db.close()
 
 
-def calibrate(index, vectors: np.ndarray, keys: np.ndarray, target: float = RECALL_TARGET) -> dict[str, Any]:
+def calibrate(index, vectors: np.ndarray, keys: np.ndarray,
+              target: float = RECALL_TARGET + CALIBRATION_MARGIN) -> dict[str, Any]:
     """The smallest of :data:`EXPANSION_STEPS` whose graph search finds ``target`` of the true
     10 nearest neighbours of a sample of ``vectors`` (row ``i`` stored under ``keys[i]``; each
     moved by a little noise, as a query near the data is), and the recall it measured; sets
