@@ -59,6 +59,20 @@ class RecipeKeyChanged(Reason):
 
 
 @dataclass(frozen=True)
+class GitHistoryMoved(Reason):
+    """The scraped repository's HEAD moved: ``commits`` new ones on ``branch``, or a
+    rewritten history (the old HEAD is no longer an ancestor)."""
+
+    kind: ClassVar[str] = "git_history_moved"
+    repo: str
+    old: str
+    new: str
+    commits: int | None
+    branch: str
+    rewritten: bool
+
+
+@dataclass(frozen=True)
 class EventLogChanged(Reason):
     """The event log's content changed; counts are ``None`` where they cannot be known."""
 
@@ -227,6 +241,13 @@ def render(reason: Reason) -> str:
                     f"(same size and modification time)")
         case LastBuildFailed(message=message):
             return f"last build failed: {message.splitlines()[0] if message else 'no message'}"
+        case GitHistoryMoved(repo=repo, old=old, new=new, rewritten=True):
+            return (f"the history of {repo} was rewritten: {old[:10]} is no longer an ancestor "
+                    f"of HEAD {new[:10]}")
+        case GitHistoryMoved(repo=repo, commits=int() as n, branch=branch):
+            return f"{n} new commit{'s' if n != 1 else ''} on {branch} in {repo}"
+        case GitHistoryMoved(repo=repo, new=new):
+            return f"the HEAD of {repo} moved to {new[:10]}"
         case RecipeKeyChanged(key=key, old=None, new=new):
             return f"recipe key {key} was added: {_value(new)}"
         case RecipeKeyChanged(key=key, old=old, new=None):

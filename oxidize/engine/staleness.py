@@ -86,6 +86,16 @@ class Entry:
                 "targets": list(self.targets), "reasons": [to_json(r) for r in self.reasons]}
 
 
+def _git_reason(settings: dict, old: str, new: str) -> Reason:
+    """The scraped repository's HEAD moved: how many commits, or a rewritten history."""
+    from oxidize.engine.stale_reasons import GitHistoryMoved
+    from oxidize.gitlog.scrape import history_change
+
+    repo = str(settings.get("git.repository", "the repository"))
+    commits, branch, rewritten = history_change(Path(repo), old, new)
+    return GitHistoryMoved(repo, old, new, commits, branch, rewritten)
+
+
 def is_lock_task(name: str) -> bool:
     return name.endswith(":lock")
 
@@ -246,7 +256,8 @@ class StaleChecker:
             return []
         if isinstance(utd, StageInputs):
             stored = self.dep.get_values(task.name).get(VALUES_KEY) or {}
-            found: list[Reason] = [RecipeKeyChanged(k, old, new)
+            found: list[Reason] = [_git_reason(utd.settings, old, new) if k == "git.HEAD" and old
+                                   else RecipeKeyChanged(k, old, new)
                                    for k, old, new in changed_keys(stored.get("keys"), utd.settings)]
             if stored.get("version") != __version__:
                 found.append(VersionChanged(stored.get("version"), __version__))

@@ -62,6 +62,19 @@ def head_state(repo: Path) -> str:
     return proc.stdout.decode().strip() if proc.returncode == 0 else f"no-head-{proc.returncode}"
 
 
+def history_change(repo: Path, old: str, new: str) -> tuple[int | None, str, bool]:
+    """How HEAD moved from ``old`` to ``new``: (new commits or None, branch, rewritten)."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+
+    branch = run("rev-parse", "--abbrev-ref", "HEAD").stdout.strip() or "HEAD"
+    if run("merge-base", "--is-ancestor", old, new).returncode != 0:
+        return None, branch, True
+    count = run("rev-list", "--count", f"{old}..{new}")
+    return (int(count.stdout) if count.returncode == 0 and count.stdout.strip().isdigit() else None,
+            branch, False)
+
+
 def scrape(repo: Path, out: Path, say=print) -> dict:
     """Scrape ``repo`` into ``out`` (see the module docstring); return what was done."""
     repo = Path(repo)
