@@ -17,7 +17,7 @@ from tiny_model import make_tiny_model
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 FILES = {
-    "src/fusion.py": '"""Reciprocal rank fusion of ranked lists."""\n\ndef fuse(a, b):\n    return a\n\nclass Fuser:\n    pass\n',
+    "src/fusion.py": '"""Reciprocal rank fusion of ranked lists."""\n\ndef fuse(a, b):\n    return rank(a)\n\nclass Fuser:\n    pass\n',
     "src/rank.py": '"""Ranking helpers."""\n\ndef rank(xs):\n    return sorted(xs)\n',
     "core/store.rs": "//! Where vectors are stored on disk.\npub struct Store;\npub fn open() {}\n",
     "core/index.rs": "//! The nearest-neighbour index.\npub fn search() {}\n",
@@ -126,7 +126,8 @@ def test_a_repository_builds_and_its_files_are_described_by_content(project: Pat
 
 def test_a_new_commit_is_stale_and_scraped_incrementally(project: Path):
     assert run(project).returncode == 0
-    before = scraped(project).execute("SELECT max(seq) FROM eventlog").fetchone()[0]
+    commits = "SELECT count(*), max(seq) FROM eventlog WHERE event_type = 'git.commit'"
+    before, last = scraped(project).execute(commits).fetchone()
     assert run(project, "stale", "--check").returncode == 0
     commit(project / "repo", {"src/rank.py": FILES["src/rank.py"] + "def best(xs):\n    return xs[0]\n"}, "add best")
     stale = run(project, "stale", "--check")
@@ -135,7 +136,11 @@ def test_a_new_commit_is_stale_and_scraped_incrementally(project: Path):
     proc = run(project)
     assert proc.returncode == 0 and "1 new commit(s)" in proc.stdout and "1 file(s) described" in proc.stdout
     db = scraped(project)
-    assert db.execute("SELECT max(seq) FROM eventlog").fetchone()[0] == before + 1
+    count, newest = db.execute(commits).fetchone()
+    assert count == before + 1 and newest > last  # appended after what was there
+    calls = db.execute("SELECT count(*) FROM eventlog WHERE event_type = 'code.function' "
+                       "AND source_id = 'src/rank.py::best'").fetchone()[0]
+    assert calls == 1  # the changed file's code events were replaced, not doubled
     text = db.execute("SELECT text FROM file_texts WHERE path = 'src/rank.py'").fetchone()[0]
     assert "defines: rank, best" in text
 
@@ -148,7 +153,7 @@ def test_a_rewritten_history_is_noticed_and_scraped_again(project: Path):
     proc = run(project)
     assert proc.returncode == 0 and "the history was rewritten" in proc.stdout
     messages = [json.loads(d)["message"] for (d,) in scraped(project).execute(
-        "SELECT data FROM eventlog ORDER BY seq")]
+        "SELECT data FROM eventlog WHERE event_type = 'git.commit' ORDER BY seq")]
     assert len(messages) == 16 and messages[-1] == "the last message, rewritten"
 
 
@@ -175,3 +180,15 @@ def test_the_git_key_is_checked_when_the_recipe_loads(tmp_path: Path):
     assert recipe.eventlog == GitSource((tmp_path / "repo").resolve())
     with pytest.raises(RecipeError, match=r"eventlog: expected \{git: PATH\}.*found the key\(s\) svn"):
         parse_recipe({"version": 1, "eventlog": {"svn": "x"}, "projections": {"t": None}}, tmp_path / "r.yaml", "r")
+
+
+def test_functions_and_calls_become_code_events_the_call_graph_reads(project: Path):
+    from oxidize.eventlog import open_eventlog
+    from oxidize.pairs.code_graph import read_call_graph
+
+    assert run(project).returncode == 0
+    with open_eventlog(project / "build/g/eventlog.sqlite") as log:
+        graph = read_call_graph(log)
+    assert {"src/fusion.py::fuse", "src/rank.py::rank", "core/store.rs::open", "cmd/main.go::main"} <= set(graph.functions)
+    assert ("src/fusion.py::fuse", "src/rank.py::rank") in graph.edges  # resolved across files
+    assert graph.functions["src/rank.py::rank"].signature == "def rank(xs)"

@@ -5,7 +5,9 @@
 
 * ``eventlog`` — one ``git.commit`` event per commit reachable from HEAD, oldest first:
   ``source_id`` the sha, ``timestamp`` the author date, ``data`` ``{sha, message, author,
-  date, files}`` (the paths the commit touched, renames as delete + add);
+  date, files}`` (the paths the commit touched, renames as delete + add); and patina's
+  ``code.function`` / ``code.call`` events of the files at HEAD (oxidize/gitlog/code.py),
+  dated by the last commit that touched their file, so ``caller_callee`` works;
 * ``co_changes(file_a, file_b, count)`` — how often two files changed in one commit
   (commits of more than :data:`MAX_FILES` files left out, as patina does);
 * ``file_texts(path, blob, text)`` — every text file at HEAD described from its content
@@ -114,8 +116,8 @@ def scrape(repo: Path, out: Path, say=print) -> dict:
             seq = db.execute("SELECT coalesce(max(seq), 0) FROM eventlog").fetchone()[0]
             span = f"{previous['head']}..{head}" if incremental else head
             added = _commits(repo, span, db, seq, say)
-            _co_changes(db)
-            described, skipped = _file_texts(repo, db)
+            last_touched = _co_changes(db)
+            described, skipped = _file_texts(repo, db, last_touched)
             db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
             db.commit()
         finally:
@@ -197,18 +199,45 @@ def _event(seq: int, record: bytes) -> tuple:
     return (seq, "git.commit", text(date), text(sha), None, json.dumps(data, ensure_ascii=False))
 
 
-def _co_changes(db: sqlite3.Connection) -> None:
+def _code_events(db: sqlite3.Connection, path: str, data: bytes, date: str, seq: int) -> int:
+    """``code.function`` / ``code.call`` events of one file (oxidize/gitlog/code.py)."""
+    from oxidize.gitlog.code import functions_and_calls
+
+    functions, calls = functions_and_calls(path, data)
+    rows = []
+    for fn in functions:
+        seq += 1
+        rows.append((seq, "code.function", date, f"{path}::{fn['name']}", path, json.dumps(
+            {"file": path, "name": fn["name"], "signature": fn["signature"], "doc": fn["doc"],
+             "line_number": fn["line"]}, ensure_ascii=False)))
+    for call in calls:
+        seq += 1
+        rows.append((seq, "code.call", date, f"{path}::{call['caller']}\u2192{call['callee']}", path,
+                     json.dumps({"caller": call["caller"], "callee": call["callee"], "file": path,
+                                 "call_type": "direct", "line_number": call["line"]}, ensure_ascii=False)))
+    db.executemany("INSERT INTO eventlog VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return seq
+
+
+def _co_changes(db: sqlite3.Connection) -> dict[str, str]:
+    """Recount ``co_changes``; return each file's last commit date (its code events' time)."""
     counts: Counter = Counter()
-    for (data,) in db.execute("SELECT data FROM eventlog WHERE event_type = 'git.commit'"):
+    last: dict[str, str] = {}
+    for date, data in db.execute("SELECT timestamp, data FROM eventlog WHERE event_type = 'git.commit' "
+                                 "ORDER BY seq"):
         files = sorted(set(json.loads(data).get("files") or []))
+        last.update((f, date) for f in files)
         if 2 <= len(files) <= MAX_FILES:
             counts.update(combinations(files, 2))
     db.execute("DELETE FROM co_changes")
     db.executemany("INSERT INTO co_changes VALUES (?, ?, ?)", ((a, b, n) for (a, b), n in counts.items()))
+    return last
 
 
-def _file_texts(repo: Path, db: sqlite3.Connection) -> tuple[int, dict[str, int]]:
-    """Describe every text file at HEAD whose blob is new; return (described, skipped by why)."""
+def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str] | None = None
+                ) -> tuple[int, dict[str, int]]:
+    """Describe every text file at HEAD whose blob is new, and replace its code events;
+    return (described, skipped by why)."""
     from oxidize.gitlog.describe import describe_content
 
     listing = git(repo, "ls-tree", "-r", "-z", "--long", "HEAD")
@@ -232,7 +261,11 @@ def _file_texts(repo: Path, db: sqlite3.Connection) -> tuple[int, dict[str, int]
             continue
         if known.get(path) != blob.decode():
             wanted.append((path, blob.decode()))
-    db.executemany("DELETE FROM file_texts WHERE path = ?", [(p,) for p in set(known) - present])
+    gone = [(p,) for p in set(known) - present] + [(p,) for p, _ in wanted]
+    db.executemany("DELETE FROM file_texts WHERE path = ?", gone)
+    db.executemany("DELETE FROM eventlog WHERE event_type IN ('code.function', 'code.call') "
+                   "AND source_file = ?", gone)
+    seq = db.execute("SELECT coalesce(max(seq), 0) FROM eventlog").fetchone()[0]
     described = 0
     if wanted:
         # A partial clone must not fetch a missing blob from its remote: read what is here.
@@ -253,6 +286,7 @@ def _file_texts(repo: Path, db: sqlite3.Connection) -> tuple[int, dict[str, int]
                 continue
             db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
                        (path, blob, describe_content(path, data)))
+            seq = _code_events(db, path, data, (last_touched or {}).get(path, ""), seq)
             described += 1
         proc.stdin.close()
         proc.stdout.close()
