@@ -203,16 +203,22 @@ class GitSource:
     event log of its own (oxidize/gitlog/scrape.py). ``repo`` is absolute."""
 
     repo: Path
+    #: ``notes: GLOB`` — Markdown files (paths in the repository) read as sessions.
+    notes: str | None = None
 
 
 def _eventlog_source(value: Any, where: _Where) -> Path | GitSource:
     """``eventlog:`` — a path to an event log, or ``{git: PATH}`` (both relative to the recipe)."""
     if isinstance(value, dict):
-        unknown = sorted(str(k) for k in value if k != "git")
+        unknown = sorted(str(k) for k in value if k not in ("git", "notes"))
         if unknown or "git" not in value:
-            raise where.fail(f"expected {{git: PATH}} (a git repository, relative to the recipe), "
-                             f"found the key(s) {', '.join(unknown) or 'none'}")
-        return GitSource(_path(value["git"], where))
+            raise where.fail(f"expected {{git: PATH}} (a git repository, relative to the recipe; "
+                             f"optional notes: GLOB), found the key(s) {', '.join(unknown) or 'none'}")
+        notes = value.get("notes")
+        if notes is not None and (not isinstance(notes, str) or not notes.strip()):
+            raise where.fail(f"notes: expected a glob of Markdown files in the repository, e.g. "
+                             f"'layer/sessions/*.md', found {_found(notes)}")
+        return GitSource(_path(value["git"], where), notes)
     if not isinstance(value, str):
         raise where.fail(f"expected a path to an event log or {{git: PATH}}, found {_found(value)}")
     return _path(value, where)

@@ -192,3 +192,23 @@ def test_functions_and_calls_become_code_events_the_call_graph_reads(project: Pa
     assert {"src/fusion.py::fuse", "src/rank.py::rank", "core/store.rs::open", "cmd/main.go::main"} <= set(graph.functions)
     assert ("src/fusion.py::fuse", "src/rank.py::rank") in graph.edges  # resolved across files
     assert graph.functions["src/rank.py::rank"].signature == "def rank(xs)"
+
+
+def test_notes_become_sessions(project: Path):
+    from oxidize.gitlog.notes import session_events
+
+    note = ("# Session: cache work\n**ID**: 20250101-0900\n**Date**: July 27, 2025\n\n## Goals\n- [ ] speed up the cache\n\n"
+            "**Key decisions**:\n- keep the cache on disk\n\n## Challenges & Solutions\nThe disk filled up,\nso we prune.\n")
+    events = session_events("notes/a.md", note, "2025-01-02T00:00:00Z")
+    assert events[0][:3] == ("session.started", "2025-01-02T00:00:00Z", "20250101-0900")  # "July 27" is no ISO date
+    assert events[0][4]["title"] == "cache work"
+    assert [(k, d["content"]) for k, _, _, _, d in events[1:]] == [
+        ("session.goal", "speed up the cache"), ("session.decision", "keep the cache on disk"),
+        ("session.observation", "The disk filled up, so we prune.")]
+    commit(project / "repo", {"notes/a.md": note, "notes/b.md": "# Other\n- one thing\n- another thing\n"}, "notes")
+    recipe = project / "recipes/g/oxidize.yaml"
+    recipe.write_text(recipe.read_text().replace("eventlog: {git: ../../repo}",
+                                                 'eventlog: {git: ../../repo, notes: "notes/*.md"}'))
+    assert run(project).returncode == 0
+    rows = scraped(project).execute("SELECT event_type, source_id FROM eventlog WHERE event_type LIKE 'session.%'").fetchall()
+    assert ("session.decision", "20250101-0900") in rows and ("session.work", "b") in rows

@@ -81,3 +81,15 @@ def test_a_search_says_when_the_recorded_recall_is_below_target():
     quiet._recall_notice(FakeSearcher(ix.EXACT_MAX_FUSED + 1, {"recall@10": 0.995, "exact": False}))
     quiet._recall_notice(FakeSearcher(50, {"recall@10": 0.5, "exact": False}))  # searched exactly
     assert quiet.notices == []
+
+
+def test_identical_vectors_are_not_misses_between_themselves():
+    """The same text indexed twice (two notes with one content) gives two identical vectors:
+    whichever of them the graph returns is a true nearest neighbour."""
+    x = clustered(1500)
+    doubled = np.concatenate([x, x])
+    keys = np.arange(1, 3001, dtype=np.uint64)
+    index = ix.new_index(x.shape[1])
+    index.add(keys, doubled)
+    got = ix.calibrate(index, doubled, keys)
+    assert got["recall@10"] >= ix.RECALL_TARGET and got["expansion_search"] == ix.EXPANSION_STEPS[0]

@@ -106,7 +106,8 @@ def build_git_eventlog(recipe_file: str, recipe_name: str, target: str) -> None:
     recipe = _recipe(recipe_file, recipe_name)
     label = f"{recipe_name}:eventlog"
     Path(target).parent.mkdir(parents=True, exist_ok=True)
-    done = scrape(recipe.eventlog.repo, Path(target), say=lambda line: _say(label, line))
+    done = scrape(recipe.eventlog.repo, Path(target), say=lambda line: _say(label, line),
+                  notes=recipe.eventlog.notes)
     skipped = ", ".join(f"{n} {why}" for why, n in (done.get("files_skipped") or {}).items())
     _say(label, f"{done['new_commits']:,} new commit(s) up to {done['head'][:10]}"
                 + (f"; {done.get('files_described', 0):,} file(s) described from their content"

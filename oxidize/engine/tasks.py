@@ -232,8 +232,8 @@ def _git_eventlog_task(recipe: Recipe, root: Path) -> dict | None:
         "doc": f"scrape the git history of {repo} into {target}",
         "actions": [(stages.build_git_eventlog, (_rel(recipe.path, root), recipe.name, target))],
         "targets": [target],
-        "uptodate": [StageInputs({"git.repository": repo, "git.HEAD": head_state(recipe.eventlog.repo)},
-                                 [target])],
+        "uptodate": [StageInputs({"git.repository": repo, "git.HEAD": head_state(recipe.eventlog.repo),
+                                  "git.notes": recipe.eventlog.notes}, [target])],
         "verbosity": 2,
     }
 

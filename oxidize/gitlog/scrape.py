@@ -7,7 +7,8 @@
   ``source_id`` the sha, ``timestamp`` the author date, ``data`` ``{sha, message, author,
   date, files}`` (the paths the commit touched, renames as delete + add); and patina's
   ``code.function`` / ``code.call`` events of the files at HEAD (oxidize/gitlog/code.py),
-  dated by the last commit that touched their file, so ``caller_callee`` works;
+  dated by the last commit that touched their file, so ``caller_callee`` works; with
+  ``notes: GLOB``, each matching Markdown file's session events (oxidize/gitlog/notes.py);
 * ``co_changes(file_a, file_b, count)`` — how often two files changed in one commit
   (commits of more than :data:`MAX_FILES` files left out, as patina does);
 * ``file_texts(path, blob, text)`` — every text file at HEAD described from its content
@@ -24,6 +25,7 @@ output is written to a temporary file and renamed into place.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -77,7 +79,7 @@ def history_change(repo: Path, old: str, new: str) -> tuple[int | None, str, boo
             branch, False)
 
 
-def scrape(repo: Path, out: Path, say=print) -> dict:
+def scrape(repo: Path, out: Path, say=print, notes: str | None = None) -> dict:
     """Scrape ``repo`` into ``out`` (see the module docstring); return what was done."""
     repo = Path(repo)
     if not repo.is_dir():
@@ -97,6 +99,8 @@ def scrape(repo: Path, out: Path, say=print) -> dict:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     incremental = False
+    if previous and previous.get("notes", None) != notes:
+        previous = None  # other notes: read everything again
     if previous and previous.get("head") == head:
         return {"head": head, "new_commits": 0, "rescraped": False}
     if previous:
@@ -117,8 +121,11 @@ def scrape(repo: Path, out: Path, say=print) -> dict:
             span = f"{previous['head']}..{head}" if incremental else head
             added = _commits(repo, span, db, seq, say)
             last_touched = _co_changes(db)
-            described, skipped = _file_texts(repo, db, last_touched)
+            described, skipped = _file_texts(repo, db, last_touched, notes)
             db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
+            db.execute("DELETE FROM scrape WHERE name = 'notes'")
+            if notes:
+                db.execute("INSERT INTO scrape VALUES ('notes', ?)", (notes,))
             db.commit()
         finally:
             db.close()
@@ -199,6 +206,18 @@ def _event(seq: int, record: bytes) -> tuple:
     return (seq, "git.commit", text(date), text(sha), None, json.dumps(data, ensure_ascii=False))
 
 
+def _note_events(db: sqlite3.Connection, path: str, data: bytes, date: str, seq: int) -> int:
+    """A notes file's session events (oxidize/gitlog/notes.py)."""
+    from oxidize.gitlog.notes import session_events
+
+    rows = []
+    for kind, timestamp, session, source, payload in session_events(path, data.decode("utf-8", "replace"), date):
+        seq += 1
+        rows.append((seq, kind, timestamp, session, source, json.dumps(payload, ensure_ascii=False)))
+    db.executemany("INSERT INTO eventlog VALUES (?, ?, ?, ?, ?, ?)", rows)
+    return seq
+
+
 def _code_events(db: sqlite3.Connection, path: str, data: bytes, date: str, seq: int) -> int:
     """``code.function`` / ``code.call`` events of one file (oxidize/gitlog/code.py)."""
     from oxidize.gitlog.code import functions_and_calls
@@ -234,8 +253,8 @@ def _co_changes(db: sqlite3.Connection) -> dict[str, str]:
     return last
 
 
-def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str] | None = None
-                ) -> tuple[int, dict[str, int]]:
+def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str] | None = None,
+                notes: str | None = None) -> tuple[int, dict[str, int]]:
     """Describe every text file at HEAD whose blob is new, and replace its code events;
     return (described, skipped by why)."""
     from oxidize.gitlog.describe import describe_content
@@ -263,8 +282,8 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
             wanted.append((path, blob.decode()))
     gone = [(p,) for p in set(known) - present] + [(p,) for p, _ in wanted]
     db.executemany("DELETE FROM file_texts WHERE path = ?", gone)
-    db.executemany("DELETE FROM eventlog WHERE event_type IN ('code.function', 'code.call') "
-                   "AND source_file = ?", gone)
+    db.executemany("DELETE FROM eventlog WHERE (event_type IN ('code.function', 'code.call') "
+                   "OR event_type LIKE 'session.%') AND source_file = ?", gone)
     seq = db.execute("SELECT coalesce(max(seq), 0) FROM eventlog").fetchone()[0]
     described = 0
     if wanted:
@@ -286,7 +305,10 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
                 continue
             db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
                        (path, blob, describe_content(path, data)))
-            seq = _code_events(db, path, data, (last_touched or {}).get(path, ""), seq)
+            date = (last_touched or {}).get(path, "")
+            seq = _code_events(db, path, data, date, seq)
+            if notes and fnmatch.fnmatch(path, notes):
+                seq = _note_events(db, path, data, date, seq)
             described += 1
         proc.stdin.close()
         proc.stdout.close()
