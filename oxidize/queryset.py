@@ -170,12 +170,3 @@ def score(search: Any, query_set: QuerySet, configs=CONFIGS, timed: bool = True)
             entry["p95_ms"] = round(float(np.percentile(ms, 95)), 2)
         results[name] = entry
     return results
-
-
-def per_query(search: Any, query_set: QuerySet, mode: str, base: bool) -> list[float]:
-    """Each query's reciprocal rank under one search (for a paired comparison)."""
-    out = []
-    for q in query_set.queries:
-        hits = search.query(q.query, K, base=base, mode=mode, snippets=False)
-        out.append(q.reciprocal_rank([hit.source_id for hit in hits]))
-    return out

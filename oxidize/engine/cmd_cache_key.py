@@ -40,7 +40,8 @@ def cache_key_inputs(root: Path, names: list[str] | None = None) -> dict:
     from oxidize.engine import lockfile
     from oxidize.embed import models
     from oxidize.engine.fingerprint import file_sha256
-    from oxidize.engine.tasks import _rel, eventlog_path, load_recipes
+    from oxidize.engine.discovery import load_recipes
+    from oxidize.engine.tasks import _rel, eventlog_path
 
     recipes = load_recipes(root)
     known = {r.name for r in recipes}

@@ -101,7 +101,8 @@ class Stale(DoitCmdBase):
         from oxidize.engine import lockfile
         from oxidize.engine.staleness import LockDiffers, LockMissing
         from oxidize.engine.lock_text import flatten, read_lock
-        from oxidize.engine.tasks import _rel, load_recipes
+        from oxidize.engine.discovery import load_recipes
+        from oxidize.engine.tasks import _rel
 
         recipes = {n.split(":", 1)[0] for n in chosen}
         reasons = []

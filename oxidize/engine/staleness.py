@@ -283,7 +283,8 @@ class StaleChecker:
     def _unresolved_input(self, task) -> Reason:
         """tasks.py sets ``uptodate: False`` when the event log or the model is absent."""
         from oxidize.errors import OxidizeError
-        from oxidize.engine.tasks import eventlog_path, load_recipes
+        from oxidize.engine.discovery import load_recipes
+        from oxidize.engine.tasks import eventlog_path
 
         basename = task.name.split(":", 1)[0]
         try:

@@ -24,7 +24,7 @@ from oxidize.errors import BuildError, OxidizeError, RecipeError
 from oxidize.engine.fingerprint import StageInputs
 from oxidize.engine.layout import (CACHE_FILE, PATINA_NAMES, RECIPE_FILES, Layout, _rel, build_dir,
                                    eventlog_path, in_build, patina_projections_dir)
-from oxidize.engine.discovery import find_recipe_files, load_recipes  # noqa: F401 - also imported from here
+from oxidize.engine.discovery import load_recipes
 from oxidize.index import INDEX_FORMAT
 from oxidize.recipe import Recipe
 
