@@ -150,7 +150,8 @@ class ProjectionSearch:
                     from oxidize.index import EXACT_MAX_FUSED
 
                     base_searcher = self.searcher(True)
-                    raw = base_searcher.nearest(vector, pool, exact=len(base_searcher) <= EXACT_MAX_FUSED)
+                    raw = base_searcher.nearest(vector, pool, exact=len(base_searcher) <= EXACT_MAX_FUSED
+                                                 or base_searcher.exact)
         if mode == "dense":
             ranked = [(key, score, rank, None) for rank, (key, score) in enumerate(dense, 1)]
         else:
