@@ -29,7 +29,7 @@ RECIPE_CACHE = "build/.cache/recipes.json"
 RECIPE_CACHE_ENTRIES = 64
 #: Files written directly in ``build/<recipe>/``, beside the projection folders: names no
 #: projection may take.
-RECIPE_FILES = frozenset({"model.json", "eventlog.sqlite"})
+RECIPE_FILES = frozenset({"model.json", "eventlog.sqlite", "file_texts.sqlite"})
 #: Where patina keeps its event log, relative to the project root, in order of preference.
 PATINA_EVENTLOGS = (".patina/data/patina.db", ".patina/local/data/patina.db")
 
@@ -66,6 +66,11 @@ class Layout:
     def scraped_eventlog(self) -> Path:
         """The event log scraped from a git repository (``eventlog: {git: …}``)."""
         return Path(self.base) / self.recipe / "eventlog.sqlite"
+
+    @property
+    def described_files(self) -> Path:
+        """Texts of the files at HEAD of the repository a patina checkout's log lives in."""
+        return Path(self.base) / self.recipe / "file_texts.sqlite"
 
     texts = property(lambda self: self.dir / "texts.jsonl")
     triplets = property(lambda self: self.dir / "triplets.npy")
@@ -116,6 +121,21 @@ def check_folders(root: Path | str = ".") -> None:
         if os.path.lexists(path) and not path.is_dir():
             raise BuildError(f"{folder} is a file, not a folder; oxidize writes its build outputs, "
                              f"caches and state there: move it away or delete it, then run again")
+
+
+def files_repository(recipe: Recipe) -> Path | None:
+    """The git repository whose files a recipe's file population is described from, when
+    its event log is not scraped (``{git: …}`` describes its own): a patina checkout's root
+    (``.patina/oxidize.yaml``), where patina's log names the files of that very repository,
+    for a recipe with a ``co_changed`` projection. ``None`` elsewhere — a log anywhere else
+    may name files of a repository oxidize cannot know, and keeps path texts."""
+    from oxidize.recipe_checks import GitSource
+
+    if isinstance(recipe.eventlog, GitSource) or recipe.path.parent.name != ".patina":
+        return None
+    if not any(p.training.pair_type == "co_changed" for p in recipe.projections.values()):
+        return None
+    return recipe.path.parent.parent
 
 
 def eventlog_path(recipe: Recipe, root: Path) -> Path:

@@ -116,16 +116,48 @@ def build_git_eventlog(recipe_file: str, recipe_name: str, target: str) -> None:
 
 
 @_user_errors
+def build_described_files(recipe_file: str, recipe_name: str, target: str) -> None:
+    """Describe the files of the repository a patina checkout's log lives in, from their
+    content at HEAD (oxidize/gitlog/scrape.py: ``describe_files``)."""
+    from oxidize.engine.layout import files_repository
+    from oxidize.gitlog.scrape import describe_files
+
+    recipe = _recipe(recipe_file, recipe_name)
+    repo = files_repository(recipe)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    done = describe_files(repo, Path(target))
+    label = f"{recipe_name}:files"
+    if not done.get("repository", True):
+        _say(label, f"{repo} is not a git repository with commits: files keep their path texts")
+        return
+    skipped = ", ".join(f"{n} {why}" for why, n in (done.get("files_skipped") or {}).items())
+    _say(label, f"{done['files_described']:,} file(s) at {done['head'][:10]} described from their content"
+                + (f" ({skipped} skipped)" if skipped else "") + f": {target}")
+
+
+def _open_log(recipe, eventlog: str, out_dir: str):
+    """The event log, with the described files beside it where the build writes them for
+    this recipe (``build/R/file_texts.sqlite``, see :func:`build_described_files`)."""
+    from oxidize.engine.layout import files_repository
+    from oxidize.eventlog import open_eventlog
+
+    log = open_eventlog(Path(eventlog))
+    described = Path(out_dir).parent / "file_texts.sqlite"
+    if files_repository(recipe) is not None and described.is_file():
+        log.described_files = described
+    return log
+
+
+@_user_errors
 def build_pairs(recipe_file: str, recipe_name: str, projection: str, eventlog: str, out_dir: str) -> None:
     """Read the event log (one snapshot) and write the texts table and triplets."""
-    from oxidize.eventlog import open_eventlog
     from oxidize.pairs import generate_pairs, write_pairs
 
     recipe = _recipe(recipe_file, recipe_name)
     proj = recipe.projection(projection)
     label = f"{recipe_name}:{projection}"
     start = time.perf_counter()
-    with open_eventlog(Path(eventlog)) as log:
+    with _open_log(recipe, eventlog, out_dir) as log:
         pairset = generate_pairs(log, proj.training, label=label)
     # The keys these pairs were made with: the lock checks them against the recipe it records.
     pairset.stats["settings_sha256"] = digest(proj.pair_settings())
@@ -199,7 +231,6 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
     """Embed the projection's search population (through the cache), project it, and write
     the search index (oxidize/index.py)."""
     from oxidize.embed.cache import EmbeddingCache, embed_with_cache
-    from oxidize.eventlog import open_eventlog
     from oxidize.engine.fingerprint import file_sha256
     from oxidize.index import write_index
     from oxidize.population import search_population
@@ -210,7 +241,7 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
     label = f"{recipe_name}:{projection}"
     out = Path(out_dir)
     start = time.perf_counter()
-    with open_eventlog(Path(eventlog)) as log:
+    with _open_log(recipe, eventlog, out_dir) as log:
         items = search_population(log, proj)
     if not items:
         raise OxidizeError(f"{eventlog}: nothing to index for {label} ({proj.training.pair_type}): "

@@ -29,8 +29,9 @@ from oxidize.index import INDEX_FORMAT
 from oxidize.recipe import Recipe
 
 
-#: Tasks of a recipe itself (``R:model``, ``R:lock``, ``R:eventlog``): names no projection may take.
-RECIPE_TASKS = frozenset({"model", "lock", "eventlog"})
+#: Tasks of a recipe itself (``R:model``, ``R:lock``, ``R:eventlog``, ``R:files``): names no
+#: projection may take.
+RECIPE_TASKS = frozenset({"model", "lock", "eventlog", "files"})
 
 
 def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = None) -> Iterator[dict]:
@@ -92,6 +93,9 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
         scraped = _git_eventlog_task(recipe, root)
         if scraped is not None:
             yield scraped
+        described = _described_files_task(recipe, root)
+        if described is not None:
+            yield described
         # A scraped log is the target of R:eventlog: a dependency before it exists.
         log_exists = log.is_file() or scraped is not None
         from oxidize.platform import platform_key
@@ -117,7 +121,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "name": f"{proj.name}.pairs",
                 "doc": f"training pairs ({proj.training.pair_type}) from {_rel(log, root)}",
                 "actions": [(stages.build_pairs, (recipe_file, name, proj.name, _rel(log, root), str(out.dir)))],
-                "file_dep": [_rel(log, root)] if log_exists else [],
+                "file_dep": ([_rel(log, root)] if log_exists else []) + _files_dep(described, proj),
                 "targets": pairs_targets,
                 "uptodate": [StageInputs(recipe.pair_settings(proj.name), pairs_targets,
                                          inputs=[_rel(log, root)]) if log_exists else False],
@@ -172,7 +176,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                        f"projected (`doit query -p {label}`)",
                 "actions": [(stages.build_index, (recipe_file, name, proj.name, _rel(log, root),
                                                   str(out.dir), model_json, cache_file))],
-                "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights)],
+                "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights)]
+                            + _files_dep(described, proj),
                 "targets": index_targets,
                 "uptodate": [StageInputs({**recipe.projection(proj.name).index_settings(),
                                           "index_format": INDEX_FORMAT}, index_targets)
@@ -236,6 +241,34 @@ def _git_eventlog_task(recipe: Recipe, root: Path) -> dict | None:
                                   "git.notes": recipe.eventlog.notes}, [target])],
         "verbosity": 2,
     }
+
+
+def _described_files_task(recipe: Recipe, root: Path) -> dict | None:
+    """``R:files`` for a patina checkout with a ``co_changed`` projection: the files at the
+    repository's HEAD described from their content (``build/R/file_texts.sqlite``, used by
+    the file population's pairs and index instead of path texts), re-run when HEAD moves."""
+    from oxidize.engine import stages
+    from oxidize.engine.layout import files_repository
+    from oxidize.gitlog.scrape import head_state
+
+    repo = files_repository(recipe)
+    if repo is None:
+        return None
+    target = str(Layout(recipe.name, "", build_dir(root)).described_files)
+    return {
+        "basename": recipe.name,
+        "name": "files",
+        "doc": f"describe the files at HEAD of {_rel(repo, root) or '.'} from their content into {target}",
+        "actions": [(stages.build_described_files, (_rel(recipe.path, root), recipe.name, target))],
+        "targets": [target],
+        "uptodate": [StageInputs({"git.repository": _rel(repo, root), "git.HEAD": head_state(repo)}, [target])],
+        "verbosity": 2,
+    }
+
+
+def _files_dep(described: dict | None, proj) -> list[str]:
+    """The described files as a dependency of a ``co_changed`` projection's steps."""
+    return list(described["targets"]) if described and proj.training.pair_type == "co_changed" else []
 
 
 def _patina_export_task(recipe: Recipe, projection: str, root: Path, out: Layout, log: Path,

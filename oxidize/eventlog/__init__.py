@@ -83,6 +83,9 @@ class EventLog:
     """
 
     path: Path
+    #: Texts of the files this log names, described from a repository's content by the build
+    #: (``build/R/file_texts.sqlite``); set by the build for a patina checkout's log.
+    described_files: Path | None = None
 
     def events(self, types: Sequence[str] | None = None) -> Iterator[Event]:
         """Yield the events in ``seq`` order, only those of ``types`` when given.

@@ -138,6 +138,42 @@ def scrape(repo: Path, out: Path, say=print, notes: str | None = None) -> dict:
             "files_described": described, "files_skipped": skipped, "seconds": round(seconds, 2)}
 
 
+def describe_files(repo: Path, out: Path) -> dict:
+    """Only the texts of the files at ``repo``'s HEAD, into ``out``'s ``file_texts`` table
+    (no commits, no code events): for an event log that is not scraped but lives in that
+    repository (a patina checkout). Re-describes only changed blobs; a folder that is not a
+    repository, or one with no commits, gives an empty table (files keep their path texts)."""
+    head = head_state(repo)
+    previous = _previous(out)
+    if previous and previous.get("head") == head:
+        return {"head": head, "files_described": 0, "files_skipped": {}}
+    repository = not head.startswith(("no-head", "missing"))
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    described, skipped = 0, {}
+    try:
+        if previous:
+            shutil.copyfile(out, tmp)
+        db = sqlite3.connect(tmp)
+        try:
+            if not previous:
+                _schema(db)
+            if repository:
+                described, skipped = _file_texts(repo, db, code=False)
+            else:
+                db.execute("DELETE FROM file_texts")
+            db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
+            db.commit()
+        finally:
+            db.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"head": head, "files_described": described, "files_skipped": skipped,
+            "repository": repository}
+
+
 def _previous(out: Path) -> dict | None:
     if not out.is_file():
         return None
@@ -254,9 +290,9 @@ def _co_changes(db: sqlite3.Connection) -> dict[str, str]:
 
 
 def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str] | None = None,
-                notes: str | None = None) -> tuple[int, dict[str, int]]:
-    """Describe every text file at HEAD whose blob is new, and replace its code events;
-    return (described, skipped by why)."""
+                notes: str | None = None, code: bool = True) -> tuple[int, dict[str, int]]:
+    """Describe every text file at HEAD whose blob is new, and (``code``) replace its code
+    events; return (described, skipped by why)."""
     from oxidize.gitlog.describe import describe_content
 
     listing = git(repo, "ls-tree", "-r", "-z", "--long", "HEAD")
@@ -306,7 +342,8 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
             db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
                        (path, blob, describe_content(path, data)))
             date = (last_touched or {}).get(path, "")
-            seq = _code_events(db, path, data, date, seq)
+            if code:
+                seq = _code_events(db, path, data, date, seq)
             if notes and fnmatch.fnmatch(path, notes):
                 seq = _note_events(db, path, data, date, seq)
             described += 1

@@ -125,8 +125,19 @@ def describe_file(path: str) -> str:
 def file_texts(log) -> dict[str, str]:
     """Texts of files described from their content, where the log has them (the
     ``file_texts`` table of a log scraped from git: oxidize/gitlog/), by path; ``{}`` else —
-    a file then keeps its path text (:func:`describe_file`)."""
+    a file then keeps its path text (:func:`describe_file`). A log that is not scraped but
+    lives in a repository (a patina checkout) has them beside it: ``log.described_files``,
+    the ``file_texts.sqlite`` the build wrote (:func:`oxidize.gitlog.scrape.describe_files`)."""
     rows = log.table("file_texts") if hasattr(log, "table") else None
+    beside = getattr(log, "described_files", None)
+    if not rows and beside is not None:
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{beside}?mode=ro", uri=True)
+        try:
+            rows = [{"path": p, "text": t} for p, t in db.execute("SELECT path, text FROM file_texts")]
+        finally:
+            db.close()
     return {r["path"]: r["text"] for r in rows or ()
             if isinstance(r.get("path"), str) and isinstance(r.get("text"), str) and r["text"]}
 
