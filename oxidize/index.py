@@ -45,15 +45,40 @@ if TYPE_CHECKING:
     from oxidize.population import Item
 
 #: What the index files hold; a new format makes every index stale (the index task's inputs).
-#: 2: the lexical index and the weights in index.sqlite.
-INDEX_FORMAT = 2
+#: 2: the lexical index and the weights in index.sqlite. 3: f16 storage, expansion_add 64.
+INDEX_FORMAT = 3
 INDEX_FILE = "index.usearch"
 BASE_FILE = "base.usearch"
 TABLE_FILE = "index.sqlite"
-#: HNSW graph settings (chosen in benchmarks/bench_query.py: recall@10 against exact search).
+#: HNSW graph settings, chosen by measurement (docs/benchmarks.md, "Index settings"; 100k
+#: clustered stand-in vectors, 2 cores, recall@10 against exact search on 300 queries other
+#: than the calibration's, each setting with its expansion calibrated as below):
+#:
+#: ======  =========  ====  ==========  ==========  =======  ========
+#:  dim     storage   ef+   build (s)   recall@10    query   graph MB
+#: ======  =========  ====  ==========  ==========  =======  ========
+#:  256     f32       128      37.2       1.000     1.8 ms     145
+#:  256     f32        64      16.9       0.993     1.1 ms     145
+#:  256     **f16**  **64**    11.3       0.995     0.9 ms      81
+#:  256     i8         64       6.1       0.931     4.3 ms      81
+#:  768     f32       128     124.1       1.000     3.7 ms     529
+#:  768     **f16**  **64**    31.3       0.999     2.5 ms     273
+#:  768     i8         64      15.1       0.876     9.1 ms     145
+#: ======  =========  ====  ==========  ==========  =======  ========
+#:
+#: So: half-precision storage (the vectors are unit rows: f16 keeps three decimals of each
+#: cosine, and recall is measured on the stored index anyway) and a build-time expansion of
+#: 64 build 3.3–4× faster at the same recall once the search expansion is calibrated; ``i8``
+#: loses recall no expansion wins back (each unit-vector component is small, so 127 levels
+#: lose too much). Connectivity 16 stays (not re-measured).
 CONNECTIVITY = 16
-EXPANSION_ADD = 128
+EXPANSION_ADD = 64
 EXPANSION_SEARCH = 128
+#: How vectors are stored in oxidize's own indexes (patina's export stays ``f32``).
+STORAGE = "f16"
+#: patina's export is built as densely as oxidize's indexes were before (patina searches it
+#: at an expansion oxidize does not choose).
+PATINA_EXPANSION_ADD = 128
 #: Up to this many items a search is exact (brute force over the stored vectors). Above, the
 #: graph at its calibrated expansion: at 100k stand-in items exact search took 7.6 ms a query,
 #: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size").
@@ -127,8 +152,7 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
                            ((i.key, i.seq, i.event_type, i.source_id, i.timestamp, i.text)
                             for i in items))
             db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT)")
-            meta = {**meta, "count": len(items), "dim": int(projected.shape[1]),
-                    "base_dim": int(base.shape[1]), "search": searched}
+            meta = {**meta, **index_meta(items, base, projected), "search": searched}
             db.executemany("INSERT INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in meta.items()))
             lexical.create(db)
             if weights_file is not None:
@@ -137,6 +161,12 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             db.commit()
         finally:
             db.close()
+
+
+def index_meta(items: list[Item], base: np.ndarray, projected: np.ndarray) -> dict[str, Any]:
+    """What ``meta`` records of the index's shape (beside the caller's own keys)."""
+    return {"count": len(items), "dim": int(projected.shape[1]), "base_dim": int(base.shape[1]),
+            "format": INDEX_FORMAT, "storage": STORAGE}
 
 
 def _search_settings(index, vectors: np.ndarray, keys: np.ndarray) -> dict[str, Any]:
@@ -216,11 +246,12 @@ def _usearch_index_class():
     return Index
 
 
-def new_index(ndim: int):
-    """An empty USearch index of oxidize's settings: cosine, f32, u64 keys, the HNSW graph above."""
+def new_index(ndim: int, dtype: str = STORAGE, expansion_add: int = EXPANSION_ADD):
+    """An empty USearch index of oxidize's settings: cosine, u64 keys, the HNSW graph above,
+    vectors stored as ``dtype`` (:data:`STORAGE`; patina's export asks for ``f32``)."""
     Index = _usearch_index_class()
-    return Index(ndim=ndim, metric="cos", dtype="f32", connectivity=CONNECTIVITY,
-                 expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+    return Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
+                 expansion_add=expansion_add, expansion_search=EXPANSION_SEARCH)
 
 
 class Searcher:

@@ -147,8 +147,8 @@ def test_appending_events_embeds_only_the_new_texts_and_a_stale_index_warns(proj
     assert stale.stderr.startswith("oxidize: warning: the index of a:semantic is stale (")
     assert "event" in stale.stderr and len(stale.stderr.splitlines()) == 1
     out = run(project).stdout
-    line = next(l for l in out.splitlines() if "indexed" in l)
-    assert "1 embedded" in line, line
+    line = next(l for l in out.splitlines() if "indexed" in l or "updated the index" in l)
+    assert "1 embedded" in line and "(1 added, 0 removed" in line, line
     keys = {h["key"] for h in json.loads(run(project, "query", "--json", "-k", "40", "x").stdout)}
     assert max(keys) == sqlite3.connect(project / "events.db").execute(
         "SELECT max(seq) FROM eventlog").fetchone()[0]

@@ -233,6 +233,7 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
     from oxidize.embed.cache import EmbeddingCache, embed_with_cache
     from oxidize.engine.fingerprint import file_sha256
     from oxidize.index import write_index
+    from oxidize.index_update import summary, update_index
     from oxidize.population import search_population
     from oxidize.projection import load_weights, project
 
@@ -254,12 +255,17 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
         base, stats = embed_with_cache([item.text for item in items], cache, factory,
                                        progress_label=f"{label} index")
     projected = project(weights, base)
-    write_index(out, items, base, projected, {
-        "recipe": recipe_name, "projection": projection, "model": recipe.embedding_model,
-        "model_fingerprint": record["fingerprint"],
-        "weights_sha256": file_sha256(out / "weights.safetensors"),
-        "pair_type": proj.training.pair_type}, weights_file=out / "weights.safetensors")
-    _say(label, f"indexed {len(items):,} items ({stats.unique:,} distinct texts: {stats.embedded:,} "
+    meta = {"recipe": recipe_name, "projection": projection, "model": recipe.embedding_model,
+            "model_fingerprint": record["fingerprint"],
+            "weights_sha256": file_sha256(out / "weights.safetensors"),
+            "pair_type": proj.training.pair_type}
+    updated = update_index(out, items, base, projected, meta, out / "weights.safetensors")
+    if updated is None:
+        write_index(out, items, base, projected, meta, weights_file=out / "weights.safetensors")
+        how = f"indexed {len(items):,} items"
+    else:
+        how = summary(updated)
+    _say(label, f"{how} ({stats.unique:,} distinct texts: {stats.embedded:,} "
                 f"embedded, {stats.cached:,} from the cache) in {time.perf_counter() - start:.2f}s: "
                 f"{out / 'index.usearch'}")
 

@@ -93,7 +93,7 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     from oxidize.embed.executor import EncoderFactory
     from oxidize.embed.models import fingerprint_for
     from oxidize.engine.fingerprint import target_state
-    from oxidize.index import new_index
+    from oxidize.index import PATINA_EXPANSION_ADD, new_index
     from oxidize.patina.population import read_population
     from oxidize.patina.weights import fold, forward, write_patina_weights
     from oxidize.platform import platform_key
@@ -125,7 +125,9 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     vectors = forward(tensors, raw) if tensors is not None else np.asarray(raw, np.float32)
     try:
         if population.keys:
-            index = new_index(int(vectors.shape[1]))
+            # patina's usearch reads f32 only, and searches at its own expansion: the graph
+            # built as densely as before oxidize's own indexes changed (oxidize/index.py)
+            index = new_index(int(vectors.shape[1]), dtype="f32", expansion_add=PATINA_EXPANSION_ADD)
             index.add(np.asarray(population.keys, np.uint64), np.ascontiguousarray(vectors, np.float32),
                       threads=os.cpu_count() or 1)
             with atomic_path(index_file) as tmp:

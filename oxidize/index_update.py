@@ -1,0 +1,182 @@
+"""Adding to a search index instead of rebuilding it.
+
+A log grows by appending: a rebuilt index would insert every item into the HNSW graph again
+(a million items: minutes), while the few new ones are what changed. When the index on disk
+was written by this format from the same model (so every stored plain embedding is still
+right), and the population differs from it by at most :data:`UPDATE_MAX_FRACTION` of its
+items, :func:`update_index` changes only that difference:
+
+* items no longer in the population, and items whose text changed (a file re-described),
+  are removed from the graphs, from ``items`` and from the lexical index;
+* new and changed items are added to them;
+* the projected graph is updated the same way when the weights are the same; retrained
+  weights move every projected vector, so that graph alone is built again (the plain
+  embeddings' graph, the larger one, is still updated in place);
+* the search expansion is calibrated again on each whole graph (oxidize/index.py), so the
+  recall it records is the updated graph's.
+
+Each file is written to a temporary name and renamed, the table last, as a full write does:
+a search during the update reads the old or the new index. Anything else (a different model
+or weights, a damaged or older index, a large change) is a full :func:`~oxidize.index.write_index`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from oxidize.population import Item
+
+#: Above this share of the population changed (added + removed + re-texted), the index is
+#: rebuilt: a graph that lost many nodes searches worse, and a rebuild costs little more.
+UPDATE_MAX_FRACTION = 0.1
+#: What must match between the index on disk and the one to write for an update …
+SAME = ("format", "storage", "model_fingerprint", "base_dim", "pair_type")
+#: … and, for the projected graph to be updated rather than built again.
+SAME_PROJECTION = ("weights_sha256", "dim")
+
+
+def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
+                 meta: dict[str, Any], weights_file: Path) -> dict[str, Any] | None:
+    """Update the index in ``out_dir`` to ``items`` in place (see the module docstring);
+    return what changed (``added``, ``removed``, ``changed``, ``count``, and whether the
+    projected graph was ``rebuilt``), or ``None`` where it cannot be updated and must be
+    written in full. ``meta`` is what :func:`~oxidize.index.write_index` would record."""
+    from oxidize import index as ix
+
+    table = out_dir / ix.TABLE_FILE
+    if not all((out_dir / name).is_file() for name in (ix.TABLE_FILE, ix.INDEX_FILE, ix.BASE_FILE)):
+        return None
+    wanted = {**meta, **ix.index_meta(items, base, projected)}
+    try:
+        old_meta, removed, changed, added = _difference(table, items, wanted)
+    except (sqlite3.Error, ValueError, _NotUpdatable):
+        return None
+    change = len(removed) + len(changed) + len(added)
+    if change > UPDATE_MAX_FRACTION * max(len(items), 1):
+        return None
+    rebuild = any(old_meta.get(k) != wanted.get(k) for k in SAME_PROJECTION)
+    drop, add = removed + changed, [*changed, *added]
+    done = {"added": len(added), "removed": len(removed), "changed": len(changed),
+            "count": len(items), "rebuilt": rebuild}
+    if not (drop or add or rebuild):
+        return done  # the same items, model and weights: the index on disk is this one
+    try:
+        searched = _update_graphs(out_dir, items, base, projected, drop, add, old_meta, rebuild)
+    except _NotUpdatable:
+        return None
+    _update_table(table, items, drop, add, {**wanted, "search": searched},
+                  weights_file if rebuild else None)
+    return done
+
+
+def summary(done: dict[str, Any]) -> str:
+    """The index step's words for an update (what :func:`update_index` returned)."""
+    return (f"updated the index in place to {done['count']:,} items ({done['added']:,} added, "
+            f"{done['removed']:,} removed, {done['changed']:,} re-texted"
+            + ("; the projected graph built again for the new weights" if done["rebuilt"] else "") + ")")
+
+
+class _NotUpdatable(Exception):
+    pass
+
+
+def _difference(table: Path, items: list[Item], wanted: dict) -> tuple[dict, list[int], list[int], list[int]]:
+    """The index's meta, and the keys removed from, re-texted in and added to the population."""
+    db = sqlite3.connect(f"file:{table}?mode=ro", uri=True)
+    try:
+        old = {k: json.loads(v) for k, v in db.execute("SELECT name, value FROM meta")}
+        if any(old.get(k) != wanted.get(k) for k in SAME):
+            raise _NotUpdatable
+        db.execute("SELECT 1 FROM lexical LIMIT 1")  # an index of an older oxidize: rebuild
+        text_of = {item.key: item.text for item in items}
+        removed, changed, old_keys = [], [], set()
+        for key, text in db.execute("SELECT key, text FROM items"):
+            old_keys.add(key)
+            if key not in text_of:
+                removed.append(key)
+            elif text_of[key] != text:
+                changed.append(key)
+        if len(old_keys) != old.get("count"):
+            raise _NotUpdatable
+        added = [key for key in text_of if key not in old_keys]
+        return old, removed, changed, added
+    finally:
+        db.close()
+
+
+def _update_graphs(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
+                   drop: list[int], add: list[int], old_meta: dict, rebuild: bool) -> dict[str, Any]:
+    """Remove ``drop`` from and add ``add`` to the USearch files (the projected one built
+    again when ``rebuild``); return their search settings. Both graphs are made before
+    either file is replaced."""
+    import numpy as np
+
+    from oxidize import index as ix
+    from oxidize.atomic import atomic_path
+
+    keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
+    row = {int(key): i for i, key in enumerate(keys)}
+    rows = np.array([row[key] for key in add], dtype=np.int64)
+    searched = dict(old_meta.get("search") or {})
+    graphs = []
+    for name, vectors in ((ix.INDEX_FILE, projected), (ix.BASE_FILE, base)):
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if name == ix.INDEX_FILE and rebuild:
+            index = ix.new_index(vectors.shape[1])
+            index.add(keys, vectors, threads=os.cpu_count() or 1)
+        elif drop or len(rows) or name not in searched:
+            index = ix._usearch_index_class().restore(str(out_dir / name))
+            if index is None or len(index) != old_meta.get("count"):
+                raise _NotUpdatable
+            index.expansion_add = ix.EXPANSION_ADD  # not kept in the file
+            if drop:
+                index.remove(np.asarray(drop, dtype=np.uint64))
+            if len(rows):
+                index.add(keys[rows], vectors[rows], threads=os.cpu_count() or 1)
+        else:
+            continue  # nothing changed in this graph
+        searched[name] = ix._search_settings(index, vectors, keys)
+        graphs.append((name, index))
+    for name, index in graphs:
+        with atomic_path(out_dir / name) as tmp:
+            index.save(str(tmp))
+    return searched
+
+
+def _update_table(table: Path, items: list[Item], drop: list[int], add: list[int], meta: dict,
+                  weights_file: Path | None) -> None:
+    """The item table and its lexical index, changed by ``drop`` and ``add`` (and the stored
+    weights replaced by ``weights_file``'s bytes when given), in a copy renamed into place."""
+    from oxidize.atomic import atomic_path
+    from oxidize.lexical import FTS_TABLE
+
+    by_key = {item.key: item for item in items}
+    with atomic_path(table) as tmp:
+        shutil.copyfile(table, tmp)
+        db = sqlite3.connect(tmp)
+        try:
+            for key in drop:  # an external-content FTS5 row is deleted with its old text
+                db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) "
+                           f"SELECT 'delete', key, text FROM items WHERE key = ?", (key,))
+                db.execute("DELETE FROM items WHERE key = ?", (key,))
+            for key in add:
+                i = by_key[key]
+                db.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                           (i.key, i.seq, i.event_type, i.source_id, i.timestamp, i.text))
+                db.execute(f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (?, ?)", (i.key, i.text))
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                           ((k, json.dumps(v)) for k, v in meta.items()))
+            if weights_file is not None:
+                db.execute("DELETE FROM weights")
+                db.execute("INSERT INTO weights VALUES (?)", (Path(weights_file).read_bytes(),))
+            db.commit()
+        finally:
+            db.close()
