@@ -130,13 +130,13 @@ def _update_graphs(out_dir: Path, items: list[Item], base: np.ndarray, projected
     for name, vectors in ((ix.INDEX_FILE, projected), (ix.BASE_FILE, base)):
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if name == ix.INDEX_FILE and rebuild:
-            index = ix.new_index(vectors.shape[1])
+            index = ix.new_index(vectors.shape[1], expansion_add=ix.expansion_add_for(len(items)))
             index.add(keys, vectors, threads=os.cpu_count() or 1)
         elif drop or len(rows) or name not in searched:
             index = ix._usearch_index_class().restore(str(out_dir / name))
             if index is None or len(index) != old_meta.get("count"):
                 raise _NotUpdatable
-            index.expansion_add = ix.EXPANSION_ADD  # not kept in the file
+            index.expansion_add = ix.expansion_add_for(len(items))  # not kept in the file
             if drop:
                 index.remove(np.asarray(drop, dtype=np.uint64))
             if len(rows):

@@ -317,6 +317,9 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
         if known.get(path) != blob.decode():
             wanted.append((path, blob.decode()))
     gone = [(p,) for p in set(known) - present] + [(p,) for p, _ in wanted]
+    # Without it each file's DELETE below scans every event: 3,000 files of a 50,000-commit
+    # history took 36 s instead of 1 s (an older scrape gets it here too).
+    db.execute("CREATE INDEX IF NOT EXISTS eventlog_source_file ON eventlog(source_file)")
     db.executemany("DELETE FROM file_texts WHERE path = ?", gone)
     db.executemany("DELETE FROM eventlog WHERE (event_type IN ('code.function', 'code.call') "
                    "OR event_type LIKE 'session.%') AND source_file = ?", gone)
