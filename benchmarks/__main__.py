@@ -16,6 +16,7 @@ BENCHMARKS = {
     "noop": "benchmarks.bench_noop",
     "incremental": "benchmarks.bench_incremental",
     "embed": "benchmarks.bench_embed",
+    "embed_time": "benchmarks.bench_embed_time",
     "train": "benchmarks.bench_train",
     "coldstart": "benchmarks.bench_coldstart",
     "scale": "benchmarks.bench_scale",
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "dask": "benchmarks.bench_dask",
     "build": "benchmarks.bench_build",
     "fusion": "benchmarks.bench_fusion",
+    "git": "benchmarks.bench_git",
 }
 
 
