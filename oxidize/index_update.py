@@ -133,7 +133,10 @@ def _update_graphs(out_dir: Path, items: list[Item], base: np.ndarray, projected
             index = ix.new_index(vectors.shape[1], expansion_add=ix.expansion_add_for(len(items)))
             index.add(keys, vectors, threads=os.cpu_count() or 1)
         elif drop or len(rows) or name not in searched:
-            index = ix._usearch_index_class().restore(str(out_dir / name))
+            try:
+                index = ix._usearch_index_class().restore(str(out_dir / name))
+            except Exception:  # noqa: BLE001 - usearch raises RuntimeError/ValueError on damage
+                raise _NotUpdatable from None
             if index is None or len(index) != old_meta.get("count"):
                 raise _NotUpdatable
             index.expansion_add = ix.expansion_add_for(len(items))  # not kept in the file

@@ -105,7 +105,7 @@ def test_new_weights_rebuild_only_the_projected_graph(tmp_path: Path, weights: P
     assert db.execute("SELECT data FROM weights").fetchone()[0] == b"retrained weights"
 
 
-@pytest.mark.parametrize("why", ["model", "many", "damaged", "missing"])
+@pytest.mark.parametrize("why", ["model", "many", "damaged", "damaged graph", "missing"])
 def test_anything_else_is_a_full_write(tmp_path: Path, weights: Path, why: str):
     n = 200
     base, projected = clustered(n * 2, 24, 7), clustered(n * 2, 16, 8)
@@ -118,6 +118,9 @@ def test_anything_else_is_a_full_write(tmp_path: Path, weights: Path, why: str):
         upto = n * 2  # doubled: rebuilt, not patched
     elif why == "damaged":
         (out / ix.TABLE_FILE).write_bytes(b"not sqlite at all" * 100)
+    elif why == "damaged graph":
+        data = (out / ix.BASE_FILE).read_bytes()
+        (out / ix.BASE_FILE).write_bytes(data[: len(data) // 3])
     else:
         (out / ix.BASE_FILE).unlink()
     assert update_index(out, items[:upto], base[:upto], projected[:upto], meta, weights) is None
