@@ -2,7 +2,7 @@
 
 Files in ``build/R/P/`` (each written to a temporary name and renamed into place):
 
-* ``index.usearch`` — the projected vectors (USearch, cosine, f32, u64 keys: the stable keys
+* ``index.usearch`` — the projected vectors (USearch, cosine, stored as f16, u64 keys: the stable keys
   of :mod:`oxidize.population`);
 * ``base.usearch`` — the plain embeddings of the same items, for ``--base``/``--compare``;
 * ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)``, a
