@@ -4,7 +4,7 @@ Files in ``build/R/P/`` (each written to a temporary name and renamed into place
 
 * ``index.usearch`` — the projected vectors (USearch, cosine, stored as f16, u64 keys: the stable keys
   of :mod:`oxidize.population`);
-* ``base.usearch`` — the plain embeddings of the same items, for ``--base``/``--compare``;
+* ``base.usearch`` — the plain embeddings of the same items (hybrid search's raw list, ``--base``, ``--compare``);
 * ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)``, a
   ``meta`` table (item count, dimensions, model fingerprint, the weights' sha256), the
   lexical index ``lexical`` (FTS5 over ``items.text``, :mod:`oxidize.lexical`) and
