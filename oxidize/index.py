@@ -226,21 +226,25 @@ def calibrate(index, vectors: np.ndarray, keys: np.ndarray,
     return {"expansion_search": int(expansion), "recall@10": round(recall, 4), "exact": False}
 
 
-def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65_536) -> list[list[int]]:
+def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int | None = None) -> list[list[int]]:
     """Row numbers of each query's ``k`` nearest vectors (cosine: the vectors are unit rows
-    or are normalised here), read in blocks so a million rows never sit in one product."""
+    or are normalised here), read in blocks of about 16M similarities (64 MB), so a million
+    rows never sit in one product and memory does not grow with the index."""
     import numpy as np
 
+    block = block or max(256, (1 << 24) // max(1, len(queries)))
     best = np.full((len(queries), k), -np.inf, np.float32)
     rows = np.zeros((len(queries), k), np.int64)
     for lo in range(0, len(vectors), block):
         part = vectors[lo:lo + block]
         sims = queries @ (part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)).T
-        cand = np.concatenate([best, sims], axis=1)
-        ids = np.concatenate([rows, np.arange(lo, lo + len(part))[None, :].repeat(len(queries), 0)], axis=1)
-        top = np.argpartition(-cand, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(cand, top, axis=1)
-        rows = np.take_along_axis(ids, top, axis=1)
+        kk = min(k, sims.shape[1])
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        cand = np.concatenate([best, np.take_along_axis(sims, top, axis=1)], axis=1)
+        ids = np.concatenate([rows, top + lo], axis=1)
+        keep = np.argpartition(-cand, k - 1, axis=1)[:, :k]
+        best = np.take_along_axis(cand, keep, axis=1)
+        rows = np.take_along_axis(ids, keep, axis=1)
     return [r.tolist() for r in rows]
 
 
