@@ -21,6 +21,7 @@ BENCHMARKS = {
     "coldstart": "benchmarks.bench_coldstart",
     "scale": "benchmarks.bench_scale",
     "query": "benchmarks.bench_query",
+    "index_settings": "benchmarks.bench_index_settings",
     "dask": "benchmarks.bench_dask",
     "build": "benchmarks.bench_build",
     "fusion": "benchmarks.bench_fusion",

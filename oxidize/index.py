@@ -50,7 +50,8 @@ INDEX_FORMAT = 3
 INDEX_FILE = "index.usearch"
 BASE_FILE = "base.usearch"
 TABLE_FILE = "index.sqlite"
-#: HNSW graph settings, chosen by measurement (docs/benchmarks.md, "Index settings"; 100k
+#: HNSW graph settings, chosen by measurement (``python -m benchmarks.bench_index_settings``,
+#: docs/benchmarks.md, session 7; 100k
 #: clustered stand-in vectors, 2 cores, recall@10 against exact search on 300 queries other
 #: than the calibration's, each setting with its expansion calibrated as below):
 #:
