@@ -22,6 +22,7 @@ or weights, a damaged or older index, a large change) is a full :func:`~oxidize.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -126,31 +127,31 @@ def _update_graphs(out_dir: Path, items: list[Item], base: np.ndarray, projected
     row = {int(key): i for i, key in enumerate(keys)}
     rows = np.array([row[key] for key in add], dtype=np.int64)
     searched = dict(old_meta.get("search") or {})
-    graphs = []
-    for name, vectors in ((ix.INDEX_FILE, projected), (ix.BASE_FILE, base)):
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if name == ix.INDEX_FILE and rebuild:
-            index = ix.new_index(vectors.shape[1], expansion_add=ix.expansion_add_for(len(items)))
-            index.add(keys, vectors, threads=os.cpu_count() or 1)
-        elif drop or len(rows) or name not in searched:
-            try:
-                index = ix._usearch_index_class().restore(str(out_dir / name))
-            except Exception:  # noqa: BLE001 - usearch raises RuntimeError/ValueError on damage
-                raise _NotUpdatable from None
-            if index is None or len(index) != old_meta.get("count"):
-                raise _NotUpdatable
-            index.expansion_add = ix.expansion_add_for(len(items))  # not kept in the file
-            if drop:
-                index.remove(np.asarray(drop, dtype=np.uint64))
-            if len(rows):
-                index.add(keys[rows], vectors[rows], threads=os.cpu_count() or 1)
-        else:
-            continue  # nothing changed in this graph
-        searched[name] = ix._search_settings(index, vectors, keys)
-        graphs.append((name, index))
-    for name, index in graphs:
-        with atomic_path(out_dir / name) as tmp:
-            index.save(str(tmp))
+    # Each graph is saved to its temporary file as soon as it is made (so only one is in
+    # memory), and all are renamed into place together when every one succeeded.
+    with contextlib.ExitStack() as renames:
+        for name, vectors in ((ix.INDEX_FILE, projected), (ix.BASE_FILE, base)):
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            if name == ix.INDEX_FILE and rebuild:
+                index = ix.new_index(vectors.shape[1], expansion_add=ix.expansion_add_for(len(items)))
+                index.add(keys, vectors, threads=os.cpu_count() or 1)
+            elif drop or len(rows) or name not in searched:
+                try:
+                    index = ix._usearch_index_class().restore(str(out_dir / name))
+                except Exception:  # noqa: BLE001 - usearch raises RuntimeError/ValueError on damage
+                    raise _NotUpdatable from None
+                if index is None or len(index) != old_meta.get("count"):
+                    raise _NotUpdatable
+                index.expansion_add = ix.expansion_add_for(len(items))  # not kept in the file
+                if drop:
+                    index.remove(np.asarray(drop, dtype=np.uint64))
+                if len(rows):
+                    index.add(keys[rows], vectors[rows], threads=os.cpu_count() or 1)
+            else:
+                continue  # nothing changed in this graph
+            searched[name] = ix._search_settings(index, vectors, keys)
+            index.save(str(renames.enter_context(atomic_path(out_dir / name))))
+            del index
     return searched
 
 
