@@ -25,6 +25,7 @@ output is written to a temporary file and renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -96,43 +97,27 @@ def scrape(repo: Path, out: Path, say=print, notes: str | None = None) -> dict:
             f"(git fetch --unshallow for all of it)")
     previous = _previous(out)
     start = time.perf_counter()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
     incremental = False
     if previous and previous.get("notes", None) != notes:
         previous = None  # other notes: read everything again
     if previous and previous.get("head") == head:
         return {"head": head, "new_commits": 0, "rescraped": False}
     if previous:
-        ancestor = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor",
-                                   previous["head"], head], capture_output=True).returncode == 0
-        if ancestor:
-            shutil.copyfile(out, tmp)
-            incremental = True
-        else:
+        incremental = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor",
+                                      previous["head"], head], capture_output=True).returncode == 0
+        if not incremental:
             say(f"{repo}: the history was rewritten (the scraped HEAD {previous['head'][:10]} is no "
                 f"longer an ancestor of HEAD {head[:10]}): scraping it again")
-    try:
-        db = sqlite3.connect(tmp)
-        try:
-            if not incremental:
-                _schema(db)
-            seq = db.execute("SELECT coalesce(max(seq), 0) FROM eventlog").fetchone()[0]
-            span = f"{previous['head']}..{head}" if incremental else head
-            added = _commits(repo, span, db, seq, say)
-            last_touched = _co_changes(db)
-            described, skipped = _file_texts(repo, db, last_touched, notes)
-            db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
-            db.execute("DELETE FROM scrape WHERE name = 'notes'")
-            if notes:
-                db.execute("INSERT INTO scrape VALUES ('notes', ?)", (notes,))
-            db.commit()
-        finally:
-            db.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _rewriting(out, keep=incremental) as db:
+        seq = db.execute("SELECT coalesce(max(seq), 0) FROM eventlog").fetchone()[0]
+        span = f"{previous['head']}..{head}" if incremental else head
+        added = _commits(repo, span, db, seq, say)
+        last_touched = _co_changes(db)
+        described, skipped = _file_texts(repo, db, last_touched, notes)
+        db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
+        db.execute("DELETE FROM scrape WHERE name = 'notes'")
+        if notes:
+            db.execute("INSERT INTO scrape VALUES ('notes', ?)", (notes,))
     seconds = time.perf_counter() - start
     return {"head": head, "new_commits": added, "rescraped": bool(previous) and not incremental,
             "files_described": described, "files_skipped": skipped, "seconds": round(seconds, 2)}
@@ -148,21 +133,31 @@ def describe_files(repo: Path, out: Path) -> dict:
     if previous and previous.get("head") == head:
         return {"head": head, "files_described": 0, "files_skipped": {}}
     repository = not head.startswith(("no-head", "missing"))
+    described, skipped = 0, {}
+    with _rewriting(out, keep=bool(previous)) as db:
+        if repository:
+            described, skipped = _file_texts(repo, db, code=False)
+        else:
+            db.execute("DELETE FROM file_texts")
+        db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
+    return {"head": head, "files_described": described, "files_skipped": skipped,
+            "repository": repository}
+
+
+@contextlib.contextmanager
+def _rewriting(out: Path, keep: bool):
+    """A connection to a temporary copy of ``out`` (``keep``) or a new file with the schema;
+    committed and renamed over ``out`` when the block ends, removed when it raises."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    described, skipped = 0, {}
     try:
-        if previous:
+        if keep:
             shutil.copyfile(out, tmp)
         db = sqlite3.connect(tmp)
         try:
-            if not previous:
+            if not keep:
                 _schema(db)
-            if repository:
-                described, skipped = _file_texts(repo, db, code=False)
-            else:
-                db.execute("DELETE FROM file_texts")
-            db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
+            yield db
             db.commit()
         finally:
             db.close()
@@ -170,8 +165,6 @@ def describe_files(repo: Path, out: Path) -> dict:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"head": head, "files_described": described, "files_skipped": skipped,
-            "repository": repository}
 
 
 def _previous(out: Path) -> dict | None:
