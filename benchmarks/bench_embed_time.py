@@ -25,20 +25,14 @@ Not a test: nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-from benchmarks._common import DATA_DB, header
+from benchmarks._common import DATA_DB, header, median_time
 from benchmarks.bench_embed import load_texts
 
 
 def timed(func, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median of ``repeats`` runs (the callers warm up themselves)."""
+    return median_time(func, repeats, warmup=0)[0]
 
 
 def int8_rate() -> float:

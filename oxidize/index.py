@@ -157,9 +157,7 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
         try:
             db.execute("CREATE TABLE items (key INTEGER PRIMARY KEY, seq INTEGER, event_type TEXT, "
                        "source_id TEXT, timestamp TEXT, text TEXT)")
-            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                           ((i.key, i.seq, i.event_type, i.source_id, i.timestamp, i.text)
-                            for i in items))
+            db.executemany(INSERT_ITEM, map(item_row, items))
             db.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT)")
             meta = {**meta, **index_meta(items, base, projected), "search": searched}
             db.executemany("INSERT INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in meta.items()))
@@ -170,6 +168,15 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             db.commit()
         finally:
             db.close()
+
+
+#: One row of the ``items`` table, written by :func:`write_index` and by an update in place.
+INSERT_ITEM = "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def item_row(item: Item) -> tuple:
+    """``items(key, seq, event_type, source_id, timestamp, text)`` for one item."""
+    return (item.key, item.seq, item.event_type, item.source_id, item.timestamp, item.text)
 
 
 def index_meta(items: list[Item], base: np.ndarray, projected: np.ndarray) -> dict[str, Any]:

@@ -160,6 +160,7 @@ def _update_table(table: Path, items: list[Item], drop: list[int], add: list[int
     """The item table and its lexical index, changed by ``drop`` and ``add`` (and the stored
     weights replaced by ``weights_file``'s bytes when given), in a copy renamed into place."""
     from oxidize.atomic import atomic_path
+    from oxidize.index import INSERT_ITEM, item_row
     from oxidize.lexical import FTS_TABLE
 
     by_key = {item.key: item for item in items}
@@ -172,10 +173,9 @@ def _update_table(table: Path, items: list[Item], drop: list[int], add: list[int
                            f"SELECT 'delete', key, text FROM items WHERE key = ?", (key,))
                 db.execute("DELETE FROM items WHERE key = ?", (key,))
             for key in add:
-                i = by_key[key]
-                db.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                           (i.key, i.seq, i.event_type, i.source_id, i.timestamp, i.text))
-                db.execute(f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (?, ?)", (i.key, i.text))
+                item = by_key[key]
+                db.execute(INSERT_ITEM, item_row(item))
+                db.execute(f"INSERT INTO {FTS_TABLE}(rowid, text) VALUES (?, ?)", (item.key, item.text))
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                            ((k, json.dumps(v)) for k, v in meta.items()))
             if weights_file is not None:
