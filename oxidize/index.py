@@ -4,7 +4,8 @@ Files in ``build/R/P/`` (each written to a temporary name and renamed into place
 
 * ``index.usearch`` — the projected vectors (USearch, cosine, stored as f16, u64 keys: the stable keys
   of :mod:`oxidize.population`);
-* ``base.usearch`` — the plain embeddings of the same items (hybrid search's raw list, ``--base``, ``--compare``);
+* ``base.npy``, ``base_keys.npy`` — the plain embeddings of the same items, without a graph
+  (hybrid search's raw list, ``--base``, ``--compare``; :mod:`oxidize.plain_vectors`);
 * ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)``, a
   ``meta`` table (item count, dimensions, model fingerprint, the weights' sha256), the
   lexical index ``lexical`` (FTS5 over ``items.text``, :mod:`oxidize.lexical`) and
@@ -46,9 +47,9 @@ if TYPE_CHECKING:
 
 #: What the index files hold; a new format makes every index stale (the index task's inputs).
 #: 2: the lexical index and the weights in index.sqlite. 3: f16 storage, expansion_add 64.
-INDEX_FORMAT = 3
+#: 4: the plain embeddings as vectors searched exactly (no second graph).
+INDEX_FORMAT = 4
 INDEX_FILE = "index.usearch"
-BASE_FILE = "base.usearch"
 TABLE_FILE = "index.sqlite"
 #: HNSW graph settings, chosen by measurement (``python -m benchmarks.bench_index_settings``,
 #: docs/benchmarks.md, session 7; 100k
@@ -134,24 +135,25 @@ class Hit:
 
 def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
                 meta: dict[str, Any], weights_file: Path | None = None) -> None:
-    """Write the two USearch files and the table for ``items`` (row ``i`` of ``base`` and
-    ``projected`` is ``items[i]``), each atomically, the table (with the lexical index and
-    the bytes of ``weights_file``) last."""
+    """Write the projected graph, the plain embeddings and the table for ``items`` (row
+    ``i`` of ``base`` and ``projected`` is ``items[i]``), each atomically, the table (with
+    the lexical index and the bytes of ``weights_file``) last."""
     import numpy as np
 
-    from oxidize import lexical
+    from oxidize import lexical, plain_vectors
     from oxidize.atomic import atomic_path
 
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
-    searched: dict[str, Any] = {}
-    for name, vectors in ((INDEX_FILE, projected), (BASE_FILE, base)):
-        index = new_index(vectors.shape[1], expansion_add=expansion_add_for(len(items)))
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if len(items):
-            index.add(keys, vectors, threads=os.cpu_count() or 1)
-        searched[name] = _search_settings(index, vectors, keys)
-        with atomic_path(out_dir / name) as tmp:
-            index.save(str(tmp))
+    plain_vectors.write(out_dir, keys, base)
+    (out_dir / "base.usearch").unlink(missing_ok=True)  # the plain embeddings' graph of format 3
+    index = new_index(projected.shape[1], expansion_add=expansion_add_for(len(items)))
+    projected = np.ascontiguousarray(projected, dtype=np.float32)
+    if len(items):
+        index.add(keys, projected, threads=os.cpu_count() or 1)
+    searched = {INDEX_FILE: _search_settings(index, projected, keys), BASE_SEARCH: EXACT_SEARCH}
+    with atomic_path(out_dir / INDEX_FILE) as tmp:
+        index.save(str(tmp))
+    del index
     with atomic_path(out_dir / TABLE_FILE) as tmp:
         db = sqlite3.connect(tmp)
         try:
@@ -185,12 +187,17 @@ def index_meta(items: list[Item], base: np.ndarray, projected: np.ndarray) -> di
             "format": INDEX_FORMAT, "storage": STORAGE}
 
 
+#: ``meta.search``'s entry for the plain embeddings (always searched exactly).
+BASE_SEARCH = "base"
+EXACT_SEARCH = {"expansion_search": EXPANSION_SEARCH, "recall@10": 1.0, "exact": True}
+
+
 def _search_settings(index, vectors: np.ndarray, keys: np.ndarray) -> dict[str, Any]:
     """How ``index`` is to be searched: exactly when it is small, or when its graph cannot
     reach the recall target and exact search is still affordable; else at the calibrated
     expansion."""
     if len(keys) <= EXACT_MAX_FUSED:
-        return {"expansion_search": EXPANSION_SEARCH, "recall@10": 1.0, "exact": True}
+        return dict(EXACT_SEARCH)
     measured = calibrate(index, vectors, keys)
     if measured["recall@10"] < RECALL_TARGET and len(keys) <= EXACT_FALLBACK_MAX:
         return {**measured, "graph_recall@10": measured["recall@10"], "recall@10": 1.0, "exact": True}
@@ -256,16 +263,6 @@ def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int | No
     return [r.tolist() for r in rows]
 
 
-def _usearch_index_class():
-    """USearch's ``Index``, imported after onnxruntime: with usearch 2.26 and onnxruntime 1.32,
-    importing usearch first makes the later ``import onnxruntime`` crash the process
-    (segmentation fault), and a search process needs both (the query's embedding)."""
-    import onnxruntime  # noqa: F401 - the order matters, see above
-    from usearch.index import Index
-
-    return Index
-
-
 def expansion_add_for(count: int) -> int:
     """The build-time expansion for a graph of ``count`` items (measured: see above)."""
     return EXPANSION_ADD if count <= DENSE_BUILD_ABOVE else EXPANSION_ADD_LARGE
@@ -275,7 +272,9 @@ def new_index(ndim: int, dtype: str = STORAGE, expansion_add: int = EXPANSION_AD
     """An empty USearch index of oxidize's settings: cosine, u64 keys, the HNSW graph above,
     vectors stored as ``dtype`` (:data:`STORAGE`; patina's export asks for ``f32``), built at
     ``expansion_add`` (:func:`expansion_add_for` the number of items)."""
-    Index = _usearch_index_class()
+    from oxidize.usearch_import import usearch_index
+
+    Index = usearch_index().Index
     return Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
                  expansion_add=expansion_add, expansion_search=EXPANSION_SEARCH)
 
@@ -285,7 +284,8 @@ class Searcher:
 
     Args:
         directory: the projection's build folder (``build/R/P``).
-        base: search the plain embeddings (``base.usearch``) instead of the projection.
+        base: search the plain embeddings (:mod:`oxidize.plain_vectors`, exactly) instead
+            of the projection.
     """
 
     def __init__(self, directory: Path | str, base: bool = False, retries: int = 20):
@@ -302,8 +302,10 @@ class Searcher:
                 time.sleep(0.1)
 
     def _open(self) -> None:
+        from oxidize import plain_vectors
+
         table = self.directory / TABLE_FILE
-        name = BASE_FILE if self.base else INDEX_FILE
+        name = plain_vectors.VECTORS_FILE if self.base else INDEX_FILE
         path = self.directory / name
         if not table.is_file() or not path.is_file():
             raise SearchError(f"{self.directory}: no search index ({TABLE_FILE}, {name})")
@@ -313,15 +315,13 @@ class Searcher:
         except (sqlite3.Error, ValueError) as exc:
             raise SearchError(f"{table}: not a readable index table ({exc}); delete it and run "
                               f"`doit`") from None
-        Index = _usearch_index_class()
-        try:
-            self.index = Index.restore(str(path), view=True)
-        except Exception as exc:  # usearch raises RuntimeError/ValueError for damaged files
-            raise SearchError(f"{path}: not a readable USearch index ({str(exc).strip() or type(exc).__name__}); "
-                              f"delete it and run `doit`") from None
-        if self.index is None:
-            raise SearchError(f"{path}: not a readable USearch index; delete it and run `doit`")
-        self.searched = (self.meta.get("search") or {}).get(name) or {}
+        if self.base:
+            self.index = plain_vectors.PlainVectors(self.directory)
+            if not self.index.consistent:
+                raise _Mismatch(f"{plain_vectors.VECTORS_FILE} and {plain_vectors.KEYS_FILE} differ in length")
+        else:
+            self.index = self._restore_graph(path)
+        self.searched = (self.meta.get("search") or {}).get(BASE_SEARCH if self.base else name) or {}
         self.index.expansion_search = int(self.searched.get("expansion_search", EXPANSION_SEARCH))
         dim = self.meta.get("base_dim" if self.base else "dim")
         if self.index.ndim != dim:
@@ -331,10 +331,29 @@ class Searcher:
             raise _Mismatch(f"{name} holds {len(self.index):,} vectors, {TABLE_FILE} "
                             f"{self.meta.get('count'):,} items")
 
+    @staticmethod
+    def _restore_graph(path: Path):
+        from oxidize.usearch_import import usearch_index
+
+        Index = usearch_index().Index
+        try:
+            index = Index.restore(str(path), view=True)
+        except Exception as exc:  # usearch raises RuntimeError/ValueError for damaged files
+            raise SearchError(f"{path}: not a readable USearch index ({str(exc).strip() or type(exc).__name__}); "
+                              f"delete it and run `doit`") from None
+        if index is None:
+            raise SearchError(f"{path}: not a readable USearch index; delete it and run `doit`")
+        return index
+
     @property
     def exact(self) -> bool:
-        """The index was written to be searched exactly (:func:`_search_settings`)."""
-        return bool(self.searched.get("exact"))
+        """The index is searched exactly: the plain embeddings always, a graph where it was
+        written so (:func:`_search_settings`)."""
+        return self.base or bool(self.searched.get("exact"))
+
+    def rerank(self, vector: np.ndarray, keys: list[int], k: int) -> list[tuple[int, float]]:
+        """``keys`` ranked by cosine to the plain ``vector`` (a searcher with ``base=True``)."""
+        return self.index.rerank(vector, keys, k)
 
     @property
     def dim(self) -> int:

@@ -10,9 +10,10 @@ items, :func:`update_index` changes only that difference:
   are removed from the graphs, from ``items`` and from the lexical index;
 * new and changed items are added to them;
 * the projected graph is updated the same way when the weights are the same; retrained
-  weights move every projected vector, so that graph alone is built again (the plain
-  embeddings' graph, the larger one, is still updated in place);
-* the search expansion is calibrated again on each whole graph (oxidize/index.py), so the
+  weights move every projected vector, so the graph is built again;
+* the plain embeddings (:mod:`oxidize.plain_vectors`, no graph) are written again in full:
+  a million rows of f16 take seconds, a tenth of the graph's insertions;
+* the search expansion is calibrated again on the whole graph (oxidize/index.py), so the
   recall it records is the updated graph's.
 
 Each file is written to a temporary name and renamed, the table last, as a full write does:
@@ -22,7 +23,6 @@ or weights, a damaged or older index, a large change) is a full :func:`~oxidize.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -53,7 +53,10 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     from oxidize import index as ix
 
     table = out_dir / ix.TABLE_FILE
-    if not all((out_dir / name).is_file() for name in (ix.TABLE_FILE, ix.INDEX_FILE, ix.BASE_FILE)):
+    from oxidize import plain_vectors
+
+    if not all((out_dir / name).is_file() for name in (ix.TABLE_FILE, ix.INDEX_FILE,
+                                                       plain_vectors.VECTORS_FILE, plain_vectors.KEYS_FILE)):
         return None
     wanted = {**meta, **ix.index_meta(items, base, projected)}
     try:
@@ -70,9 +73,13 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     if not (drop or add or rebuild):
         return done  # the same items, model and weights: the index on disk is this one
     try:
-        searched = _update_graphs(out_dir, items, base, projected, drop, add, old_meta, rebuild)
+        searched = _update_graph(out_dir, items, projected, drop, add, old_meta, rebuild)
     except _NotUpdatable:
         return None
+    import numpy as np
+
+    keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
+    plain_vectors.write(out_dir, keys, base)
     _update_table(table, items, drop, add, {**wanted, "search": searched},
                   weights_file if rebuild else None)
     return done
@@ -113,45 +120,38 @@ def _difference(table: Path, items: list[Item], wanted: dict) -> tuple[dict, lis
         db.close()
 
 
-def _update_graphs(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
-                   drop: list[int], add: list[int], old_meta: dict, rebuild: bool) -> dict[str, Any]:
-    """Remove ``drop`` from and add ``add`` to the USearch files (the projected one built
-    again when ``rebuild``); return their search settings. Both graphs are made before
-    either file is replaced."""
+def _update_graph(out_dir: Path, items: list[Item], projected: np.ndarray, drop: list[int],
+                  add: list[int], old_meta: dict, rebuild: bool) -> dict[str, Any]:
+    """Remove ``drop`` from and add ``add`` to the projected graph (built again when
+    ``rebuild``), saved atomically; return the index's search settings."""
     import numpy as np
 
     from oxidize import index as ix
     from oxidize.atomic import atomic_path
+    from oxidize.usearch_import import usearch_index
 
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
-    row = {int(key): i for i, key in enumerate(keys)}
-    rows = np.array([row[key] for key in add], dtype=np.int64)
-    searched = dict(old_meta.get("search") or {})
-    # Each graph is saved to its temporary file as soon as it is made (so only one is in
-    # memory), and all are renamed into place together when every one succeeded.
-    with contextlib.ExitStack() as renames:
-        for name, vectors in ((ix.INDEX_FILE, projected), (ix.BASE_FILE, base)):
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            if name == ix.INDEX_FILE and rebuild:
-                index = ix.new_index(vectors.shape[1], expansion_add=ix.expansion_add_for(len(items)))
-                index.add(keys, vectors, threads=os.cpu_count() or 1)
-            elif drop or len(rows) or name not in searched:
-                try:
-                    index = ix._usearch_index_class().restore(str(out_dir / name))
-                except Exception:  # noqa: BLE001 - usearch raises RuntimeError/ValueError on damage
-                    raise _NotUpdatable from None
-                if index is None or len(index) != old_meta.get("count"):
-                    raise _NotUpdatable
-                index.expansion_add = ix.expansion_add_for(len(items))  # not kept in the file
-                if drop:
-                    index.remove(np.asarray(drop, dtype=np.uint64))
-                if len(rows):
-                    index.add(keys[rows], vectors[rows], threads=os.cpu_count() or 1)
-            else:
-                continue  # nothing changed in this graph
-            searched[name] = ix._search_settings(index, vectors, keys)
-            index.save(str(renames.enter_context(atomic_path(out_dir / name))))
-            del index
+    vectors = np.ascontiguousarray(projected, dtype=np.float32)
+    if rebuild:
+        index = ix.new_index(vectors.shape[1], expansion_add=ix.expansion_add_for(len(items)))
+        index.add(keys, vectors, threads=os.cpu_count() or 1)
+    else:
+        try:
+            index = usearch_index().Index.restore(str(out_dir / ix.INDEX_FILE))
+        except Exception:  # noqa: BLE001 - usearch raises RuntimeError/ValueError on damage
+            raise _NotUpdatable from None
+        if index is None or len(index) != old_meta.get("count"):
+            raise _NotUpdatable
+        index.expansion_add = ix.expansion_add_for(len(items))  # not kept in the file
+        if drop:
+            index.remove(np.asarray(drop, dtype=np.uint64))
+        row = {int(key): i for i, key in enumerate(keys)}
+        rows = np.array([row[key] for key in add], dtype=np.int64)
+        if len(rows):
+            index.add(keys[rows], vectors[rows], threads=os.cpu_count() or 1)
+    searched = {**(old_meta.get("search") or {}), ix.INDEX_FILE: ix._search_settings(index, vectors, keys)}
+    with atomic_path(out_dir / ix.INDEX_FILE) as tmp:
+        index.save(str(tmp))
     return searched
 
 

@@ -145,13 +145,11 @@ class ProjectionSearch:
             else:
                 from oxidize.projection import project
 
-                dense = searcher.nearest(project(self.weights, vector[None, :])[0], pool)
+                projected = project(self.weights, vector[None, :])[0]
                 if mode == "hybrid" and fusion.RAW_WEIGHT:
-                    from oxidize.index import EXACT_MAX_FUSED
-
-                    base_searcher = self.searcher(True)
-                    raw = base_searcher.nearest(vector, pool, exact=len(base_searcher) <= EXACT_MAX_FUSED
-                                                 or base_searcher.exact)
+                    raw, dense = self._raw_list(searcher, vector, projected, pool, lexical_future)
+                else:
+                    dense = searcher.nearest(projected, pool)
         if mode == "dense":
             ranked = [(key, score, rank, None) for rank, (key, score) in enumerate(dense, 1)]
         else:
@@ -167,6 +165,22 @@ class ProjectionSearch:
                           for key, score, ranks in fusion.fuse(lists, k)]
         nearest = self._nearest_sentence(text, vector) if snippets else None
         return searcher.hits(ranked, query=text, nearest=nearest)
+
+    def _raw_list(self, searcher: Searcher, vector, projected, pool: int, lexical_future):
+        """Hybrid's raw-embedding list and the projection's dense list. Up to
+        :data:`~oxidize.index.EXACT_MAX_FUSED` items the raw list is an exact search of the
+        plain embeddings; above, the raw cosine ranking of the candidates the projection's
+        graph (its :data:`~oxidize.plain_vectors.RERANK_POOL` nearest) and the lexical index
+        found — no scan of every plain vector per query (oxidize/plain_vectors.py)."""
+        from oxidize.index import EXACT_MAX_FUSED
+        from oxidize.plain_vectors import RERANK_POOL
+
+        plain = self.searcher(True)
+        if len(plain) <= EXACT_MAX_FUSED:
+            return plain.nearest(vector, pool), searcher.nearest(projected, pool)
+        wide = searcher.nearest(projected, max(pool, RERANK_POOL))
+        candidates = [key for key, _ in wide] + [key for key, _ in lexical_future.result()]
+        return plain.rerank(vector, candidates, pool), wide[:pool]
 
     def _background(self):
         if self._pool is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oxidize import index as ix
+from oxidize import index as ix, plain_vectors
 from oxidize.index_update import update_index
 from oxidize.population import Item
 from test_index_recall import clustered
@@ -119,8 +119,8 @@ def test_anything_else_is_a_full_write(tmp_path: Path, weights: Path, why: str):
     elif why == "damaged":
         (out / ix.TABLE_FILE).write_bytes(b"not sqlite at all" * 100)
     elif why == "damaged graph":
-        data = (out / ix.BASE_FILE).read_bytes()
-        (out / ix.BASE_FILE).write_bytes(data[: len(data) // 3])
+        data = (out / ix.INDEX_FILE).read_bytes()
+        (out / ix.INDEX_FILE).write_bytes(data[: len(data) // 3])
     else:
-        (out / ix.BASE_FILE).unlink()
+        (out / plain_vectors.KEYS_FILE).unlink()
     assert update_index(out, items[:upto], base[:upto], projected[:upto], meta, weights) is None

@@ -10,7 +10,7 @@ By default (``--mode hybrid``) the text is searched twice and the two lists fuse
 ``query: ``), projected with the projection's weights, searched in ``index.usearch`` — and
 by its words, BM25 over the same items (oxidize/lexical.py). ``--mode dense`` / ``lexical``
 search one side alone; ``--base`` puts the plain embedding of the same population
-(``base.usearch``) on the dense side; ``--compare`` shows the projection's search beside the
+(``base.npy``, searched exactly) on the dense side; ``--compare`` shows the projection's search beside the
 plain embedding's (dense), and what each found that the other did not. A stale index
 is still searched, after one warning line saying why it is stale (the reasons of
 ``doit stale``). This module imports nothing heavy: onnxruntime and usearch load in

@@ -87,7 +87,8 @@ class Layout:
     training_png = property(lambda self: self.dir / "training.png")
     onnx = property(lambda self: self.dir / "projection.onnx")
     index = property(lambda self: self.dir / "index.usearch")
-    base_index = property(lambda self: self.dir / "base.usearch")
+    base_vectors = property(lambda self: self.dir / "base.npy")
+    base_keys = property(lambda self: self.dir / "base_keys.npy")
     index_table = property(lambda self: self.dir / "index.sqlite")
     export_json = property(lambda self: self.dir / "export.json")
 
