@@ -17,7 +17,7 @@ The table is renamed into place last, and a :class:`Searcher` checks that each i
 as many vectors as the table says: a search during a rebuild reads the old or the new files,
 and a mismatch (the moment between two renames) is retried, then reported, never mixed.
 
-Search: exact (brute force over the stored vectors) up to :data:`EXACT_MAX` items, where it
+Search of the projected vectors: exact (brute force over the stored vectors) up to :data:`EXACT_MAX` items, where it
 is both exact and as fast as the graph; above it, USearch's HNSW graph. How wide the graph
 search looks (``expansion_search``) is not a constant: when the index is written,
 :func:`calibrate` searches a sample of the index's own vectors (with noise) in the graph and

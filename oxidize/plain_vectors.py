@@ -46,12 +46,13 @@ def write(out_dir: Path, keys: np.ndarray, vectors: np.ndarray) -> None:
     from oxidize.atomic import atomic_path
 
     order = np.argsort(keys, kind="stable")
-    with atomic_path(out_dir / VECTORS_FILE) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=vectors.shape)
+    with atomic_path(out_dir / VECTORS_FILE) as tmp, open(tmp, "wb") as handle:
+        # Written block by block through the file, not a writable memory map, whose dirty
+        # pages count in the build's resident memory (a million rows: 768 MB more at peak).
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                      "fortran_order": False, "shape": tuple(vectors.shape)})
         for lo in range(0, len(order), _BLOCK):
-            out[lo:lo + _BLOCK] = vectors[order[lo:lo + _BLOCK]]
-        out.flush()
-        del out
+            handle.write(np.ascontiguousarray(vectors[order[lo:lo + _BLOCK]], dtype=np.float16).tobytes())
     with atomic_path(out_dir / KEYS_FILE) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, np.ascontiguousarray(keys[order], dtype=np.uint64))
