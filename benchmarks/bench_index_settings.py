@@ -5,7 +5,7 @@ Run: ``python -m benchmarks.bench_index_settings [--items 100000] [--settings 25
 For each setting (dimensions, storage ``f32``/``f16``/``i8``, ``expansion_add``), in its own
 process: clustered stand-in vectors (one centre per 50 items, as ``bench_query``), the graph
 built with every core, the search expansion calibrated as oxidize does
-(``oxidize.index.calibrate``), then recall@10 against exact search on 300 other queries, the
+(``oxidize.index_recall.calibrate``), then recall@10 against exact search on 300 other queries, the
 median query time, and the graph's memory. Not a test: nothing here asserts a time.
 """
 
@@ -22,7 +22,8 @@ ONE = r"""
 import json, sys, time, numpy as np
 import onnxruntime  # noqa: F401 - before usearch (oxidize/index.py)
 from usearch.index import Index
-from oxidize.index import CONNECTIVITY, _exact_top, calibrate
+from oxidize.index import CONNECTIVITY
+from oxidize.index_recall import calibrate, exact_top
 n, dim, dtype, ef_add = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 rng = np.random.default_rng(0)
 centres = rng.standard_normal(size=(max(1, n // 50), dim), dtype=np.float32)
@@ -37,7 +38,7 @@ built = time.perf_counter() - start
 searched = calibrate(index, x, keys)
 q = x[rng.choice(n, 300, replace=False)] + rng.normal(scale=(4 / 3) / dim ** 0.5, size=(300, dim)).astype(np.float32)
 q /= np.linalg.norm(q, axis=1, keepdims=True)
-exact = [set(keys[r].tolist()) for r in _exact_top(x, q, 10)]
+exact = [set(keys[r].tolist()) for r in exact_top(x, q, 10)]
 times, found = [], []
 for v in q:
     t = time.perf_counter()

@@ -92,7 +92,8 @@ import json, resource, sys, tempfile, time, numpy as np
 from pathlib import Path
 import onnxruntime  # noqa: F401 - before usearch (oxidize/index.py)
 from oxidize import index as ix
-from oxidize.index import EXACT_MAX, _exact_top
+from oxidize.index import EXACT_MAX
+from oxidize.index_recall import exact_top
 from oxidize.index_update import update_index
 from oxidize.population import Item
 n, dim, base_dim = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -111,7 +112,7 @@ def stand_in(total, d, block=100_000):
 
 def recall_of(path, x, keys, q):
     searcher = ix.Searcher(path)
-    exact = [set(keys[r].tolist()) for r in _exact_top(x, q, 10)]
+    exact = [set(keys[r].tolist()) for r in exact_top(x, q, 10)]
     times, found = [], []
     for v in q:
         t = time.perf_counter()

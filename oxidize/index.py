@@ -17,15 +17,11 @@ The table is renamed into place last, and a :class:`Searcher` checks that each i
 as many vectors as the table says: a search during a rebuild reads the old or the new files,
 and a mismatch (the moment between two renames) is retried, then reported, never mixed.
 
-Search of the projected vectors: exact (brute force over the stored vectors) up to :data:`EXACT_MAX` items, where it
-is both exact and as fast as the graph; above it, USearch's HNSW graph. How wide the graph
-search looks (``expansion_search``) is not a constant: when the index is written,
-:func:`calibrate` searches a sample of the index's own vectors (with noise) in the graph and
-exactly, and raises the expansion step by step until recall@10 against exact search reaches
-:data:`RECALL_TARGET`; the expansion and the recall it measured go into ``meta`` and every
-search uses them. Why: a fixed expansion of 128 found 0.690 of the true 10 nearest at a
-million clustered items (docs/benchmarks.md, "Index"), and recall falls with size and with
-how clustered the vectors are — so it is measured on the vectors themselves, per index.
+Search of the projected vectors: exact (brute force over the stored vectors) up to
+:data:`EXACT_MAX` items, where it is both exact and as fast as the graph; above it, USearch's
+HNSW graph, searched as wide as :func:`oxidize.index_recall.calibrate` measured it must be
+to find :data:`~oxidize.index_recall.RECALL_TARGET` of the true 10 nearest (recorded in
+``meta``, used by every search).
 """
 
 from __future__ import annotations
@@ -39,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oxidize.errors import SearchError
+from oxidize.index_recall import RECALL_TARGET, calibrate
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,19 +87,6 @@ PATINA_EXPANSION_ADD = 128
 #: graph at its calibrated expansion: at 100k stand-in items exact search took 7.6 ms a query,
 #: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size").
 EXACT_MAX = 20_000
-#: Recall@10 against exact search that a graph search must reach (measured per index) …
-RECALL_TARGET = 0.99
-#: … on the calibration sample with this much to spare. A query's recall is all or most for
-#: most queries and poor for a few, so a sample measures it loosely: at 300,000 items three
-#: sets of 300 other queries gave 0.946–0.973 where the 200-query sample said 0.945, and at a
-#: million a sample's 1.000 (at expansion 512) was 0.986 on 300 others. Hence 1,000 queries
-#: (about ±0.004; their exact answers cost ~5 s at a million, beside a build of minutes).
-CALIBRATION_MARGIN = 0.005
-#: Expansions tried in turn by :func:`calibrate`; the last is kept if none reaches the target.
-EXPANSION_STEPS = (128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
-#: Queries of the calibration sample, and how far each is moved from the item it is drawn from.
-CALIBRATION_QUERIES = 1_000
-QUERY_NOISE = 4 / 3
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
 #: exact only up to this many items, then read from the graph (recall@10 ≥ 0.99 up to 100k):
 #: exact, it took as long as the rest of a hybrid query (docs/benchmarks.md, "Hybrid search").
@@ -202,65 +186,6 @@ def _search_settings(index, vectors: np.ndarray, keys: np.ndarray) -> dict[str, 
     if measured["recall@10"] < RECALL_TARGET and len(keys) <= EXACT_FALLBACK_MAX:
         return {**measured, "graph_recall@10": measured["recall@10"], "recall@10": 1.0, "exact": True}
     return measured
-
-
-def calibrate(index, vectors: np.ndarray, keys: np.ndarray,
-              target: float = RECALL_TARGET + CALIBRATION_MARGIN) -> dict[str, Any]:
-    """The smallest of :data:`EXPANSION_STEPS` whose graph search finds ``target`` of the true
-    10 nearest neighbours of a sample of ``vectors`` (row ``i`` stored under ``keys[i]``; each
-    moved by a little noise, as a query near the data is), and the recall it measured; sets
-    it on ``index``."""
-    import numpy as np
-
-    n, dim = vectors.shape
-    rng = np.random.default_rng(0)
-    sample = vectors[rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False)]
-    # A query sits as far from its nearest items as people's questions do from theirs (cosine
-    # about 0.6 to the item it was drawn from: noise of norm 4/3 on a unit vector).
-    queries = sample + rng.normal(scale=QUERY_NOISE / max(dim, 1) ** 0.5, size=sample.shape).astype(np.float32)
-    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    k = min(10, n)
-
-    def sim(i: int, row: int) -> float:  # cosine, without a normalised copy of every vector
-        v = vectors[row]
-        return float(queries[i] @ v) / max(float(np.linalg.norm(v)), 1e-12)
-
-    # The k-th exact similarity of each query: a found item at least that similar counts,
-    # so identical vectors (the same text indexed twice) are not "misses" between themselves.
-    kth = np.array([min(sim(i, r) for r in rows) for i, rows in enumerate(_exact_top(vectors, queries, k))])
-    row_of = {int(key): row for row, key in enumerate(keys)}
-    recall, expansion = 0.0, EXPANSION_STEPS[0]
-    for expansion in EXPANSION_STEPS:
-        index.expansion_search = expansion
-        found = index.search(queries, k).keys
-        hits = [sum(sim(i, row_of[int(key)]) >= kth[i] - 1e-5 for key in found[i] if int(key) in row_of)
-                for i in range(len(queries))]
-        recall = float(np.mean(hits)) / k
-        if recall >= target:
-            break
-    return {"expansion_search": int(expansion), "recall@10": round(recall, 4), "exact": False}
-
-
-def _exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int | None = None) -> list[list[int]]:
-    """Row numbers of each query's ``k`` nearest vectors (cosine: the vectors are unit rows
-    or are normalised here), read in blocks of about 16M similarities (64 MB), so a million
-    rows never sit in one product and memory does not grow with the index."""
-    import numpy as np
-
-    block = block or max(256, (1 << 24) // max(1, len(queries)))
-    best = np.full((len(queries), k), -np.inf, np.float32)
-    rows = np.zeros((len(queries), k), np.int64)
-    for lo in range(0, len(vectors), block):
-        part = vectors[lo:lo + block]
-        sims = queries @ (part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12)).T
-        kk = min(k, sims.shape[1])
-        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        cand = np.concatenate([best, np.take_along_axis(sims, top, axis=1)], axis=1)
-        ids = np.concatenate([rows, top + lo], axis=1)
-        keep = np.argpartition(-cand, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(cand, keep, axis=1)
-        rows = np.take_along_axis(ids, keep, axis=1)
-    return [r.tolist() for r in rows]
 
 
 def expansion_add_for(count: int) -> int:

@@ -13,7 +13,7 @@ items, :func:`update_index` changes only that difference:
   weights move every projected vector, so the graph is built again;
 * the plain embeddings (:mod:`oxidize.plain_vectors`, no graph) are written again in full:
   a million rows of f16 take seconds, a tenth of the graph's insertions;
-* the search expansion is calibrated again on the whole graph (oxidize/index.py), so the
+* the search expansion is calibrated again on the whole graph (oxidize/index_recall.py), so the
   recall it records is the updated graph's.
 
 Each file is written to a temporary name and renamed, the table last, as a full write does:

@@ -203,7 +203,8 @@ class ProjectionSearch:
 
     def _recall_notice(self, searcher: Searcher) -> None:
         """One line when the index's graph search was measured below the recall target."""
-        from oxidize.index import EXACT_MAX_FUSED, RECALL_TARGET
+        from oxidize.index import EXACT_MAX_FUSED
+        from oxidize.index_recall import RECALL_TARGET
 
         measured = searcher.searched.get("recall@10")
         if measured is not None and measured < RECALL_TARGET and not searcher.searched.get("exact") \

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from oxidize import index as ix, plain_vectors
+from oxidize.index_recall import RECALL_TARGET
 from oxidize.index_update import update_index
 from oxidize.population import Item
 from test_index_recall import clustered
@@ -56,7 +57,7 @@ def test_appended_items_are_added_and_search_as_a_fresh_index(tmp_path: Path, we
     assert done == {"added": extra, "removed": 0, "changed": 0, "count": n + extra, "rebuilt": False}
     assert (out / ix.INDEX_FILE).stat().st_mtime_ns != mtime
     meta = meta_of(out)
-    assert meta["count"] == n + extra and meta["search"][ix.INDEX_FILE]["recall@10"] >= ix.RECALL_TARGET
+    assert meta["count"] == n + extra and meta["search"][ix.INDEX_FILE]["recall@10"] >= RECALL_TARGET
     fresh = written(tmp_path / "fresh", items, base, projected, weights)
     updated, rebuilt = ix.Searcher(out), ix.Searcher(fresh)
     for q in clustered(30, 16, 9):
