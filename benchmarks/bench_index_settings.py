@@ -25,13 +25,14 @@ from usearch.index import Index
 from oxidize.index import CONNECTIVITY
 from oxidize.index_recall import calibrate, exact_top
 n, dim, dtype, ef_add = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+connectivity = int(sys.argv[5]) if len(sys.argv) > 5 else CONNECTIVITY
 rng = np.random.default_rng(0)
 centres = rng.standard_normal(size=(max(1, n // 50), dim), dtype=np.float32)
 x = centres[rng.integers(0, len(centres), n)]
 x += 0.6 * rng.standard_normal(size=x.shape, dtype=np.float32)
 x /= np.linalg.norm(x, axis=1, keepdims=True)
 keys = np.arange(1, n + 1, dtype=np.uint64)
-index = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY, expansion_add=ef_add)
+index = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=ef_add)
 start = time.perf_counter()
 index.add(keys, x, threads=0)
 built = time.perf_counter() - start
@@ -53,7 +54,7 @@ print(json.dumps({"build": built, "recall": recall, "ms": float(np.median(times)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--settings", default=SETTINGS, help="dim:storage:expansion_add, comma-separated")
+    parser.add_argument("--settings", default=SETTINGS, help="dim:storage:expansion_add[:connectivity], comma-separated")
     parser.add_argument("--quick", action="store_true", help="10,000 items")
     args = parser.parse_args(argv)
     n = 10_000 if args.quick else args.items
@@ -61,9 +62,9 @@ def main(argv=None) -> int:
     print(f"{'dim':>4} {'storage':>7} {'ef_add':>6} {'build s':>8} {'recall@10':>9} {'expansion':>9} "
           f"{'query ms':>8} {'graph MB':>8}")
     for setting in args.settings.split(","):
-        dim, dtype, ef_add = setting.split(":")
-        r = json.loads(run([python(), "-c", ONE, str(n), dim, dtype, ef_add]).stdout)
-        print(f"{dim:>4} {dtype:>7} {ef_add:>6} {r['build']:>8.1f} {r['recall']:>9.3f} {r['ef']:>9} "
+        dim, dtype, ef_add, *connectivity = setting.split(":")
+        r = json.loads(run([python(), "-c", ONE, str(n), dim, dtype, ef_add, *connectivity]).stdout)
+        print(f"{dim:>4} {dtype:>7} {ef_add + (':M' + connectivity[0] if connectivity else ''):>6} {r['build']:>8.1f} {r['recall']:>9.3f} {r['ef']:>9} "
               f"{r['ms']:>8.2f} {r['mb']:>8.0f}", flush=True)
     return 0
 

@@ -151,7 +151,7 @@ start = time.perf_counter()
 ix.write_index(out, items[:n], base[:n], projected[:n], meta, weights_file=weights)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the index step's own peak
-parts = {**parts, "graph and table": seconds - sum(parts.values())}
+build_parts = {**parts, "graph and table": seconds - sum(parts.values())}  # the update adds to parts
 # recall on other queries than the calibration's, as far from their items as questions are
 q = projected[rng.choice(n, 300, replace=False)] + rng.normal(scale=(4 / 3) / dim ** 0.5, size=(300, dim)).astype(np.float32)
 q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -180,7 +180,7 @@ grown = time.perf_counter() - start
 stop.set()
 sampler.join()
 recall_after, _, searched_after = recall_of(out, projected, keys, q)
-print(json.dumps({"recall": recall, "seconds": seconds, "parts": parts, "ms": ms, "rss_mb": peak, "held_mb": held,
+print(json.dumps({"recall": recall, "seconds": seconds, "parts": build_parts, "ms": ms, "rss_mb": peak, "held_mb": held,
                   "base_ms": float(np.median(base_times) * 1e3), "ef": searched["expansion_search"], "calibrated": searched["recall@10"],
                   "exact": searched.get("exact"), "grow": grow, "grow_s": grown,
                   "updated": done is not None, "recall_after": recall_after,

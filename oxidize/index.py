@@ -69,13 +69,29 @@ TABLE_FILE = "index.sqlite"
 #: cosine, and recall is measured on the stored index anyway) and a build-time expansion of
 #: 64 build 3.3–4× faster at the same recall once the search expansion is calibrated; ``i8``
 #: loses recall no expansion wins back (each unit-vector component is small, so 127 levels
-#: lose too much). Connectivity 16 stays (not re-measured). At a million items a graph built
-#: at expansion 64 found only 0.985 even searched at 2048 (20 ms a query), so larger indexes
-#: are built at 128 (:func:`expansion_add_for`).
+#: lose too much). Connectivity 16 stays up to 100k (not re-measured there).
+#:
+#: At a million items (256-d f16, docs/benchmarks.md, sessions 7–8; recall on 300 other
+#: queries at the calibrated expansion, one query's time):
+#:
+#: ============  ====  ==========  ==========  =========  =======
+#:  connectivity  ef+   build (s)   recall@10  expansion   query
+#: ============  ====  ==========  ==========  =========  =======
+#:  16             64       482       0.985       2048     20 ms
+#:  16             96       513       0.996       1024     11.1 ms
+#:  16            128      ~590       0.999        768     7.0 ms
+#:  **12**      **128**     510       0.992       1024     7.3 ms
+#: ============  ====  ==========  ==========  =========  =======
+#:
+#: So graphs above :data:`DENSE_BUILD_ABOVE` items are built at expansion 128 with
+#: connectivity 12 (:func:`build_settings`): as fast to build as 96 with 16 links, and as fast
+#: to search as 128 with 16 — the only setting measured within both the 600 s build and the
+#: 10 ms query of issue #24.
 CONNECTIVITY = 16
 EXPANSION_ADD = 64
-#: The build-time expansion above :data:`DENSE_BUILD_ABOVE` items.
+#: The build-time expansion and connectivity above :data:`DENSE_BUILD_ABOVE` items.
 EXPANSION_ADD_LARGE = 128
+CONNECTIVITY_LARGE = 12
 DENSE_BUILD_ABOVE = 100_000
 EXPANSION_SEARCH = 128
 #: How vectors are stored in oxidize's own indexes (patina's export stays ``f32``).
@@ -130,7 +146,7 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     plain_vectors.write(out_dir, keys, base)
     (out_dir / "base.usearch").unlink(missing_ok=True)  # the plain embeddings' graph of format 3
-    index = new_index(projected.shape[1], expansion_add=expansion_add_for(len(items)))
+    index = new_index(projected.shape[1], **build_settings(len(items)))
     projected = np.ascontiguousarray(projected, dtype=np.float32)
     if len(items):
         index.add(keys, projected, threads=os.cpu_count() or 1)
@@ -188,19 +204,23 @@ def _search_settings(index, vectors: np.ndarray, keys: np.ndarray) -> dict[str, 
     return measured
 
 
-def expansion_add_for(count: int) -> int:
-    """The build-time expansion for a graph of ``count`` items (measured: see above)."""
-    return EXPANSION_ADD if count <= DENSE_BUILD_ABOVE else EXPANSION_ADD_LARGE
+def build_settings(count: int) -> dict[str, int]:
+    """The graph's ``connectivity`` and build-time ``expansion_add`` for ``count`` items
+    (measured: see above)."""
+    if count <= DENSE_BUILD_ABOVE:
+        return {"connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD}
+    return {"connectivity": CONNECTIVITY_LARGE, "expansion_add": EXPANSION_ADD_LARGE}
 
 
-def new_index(ndim: int, dtype: str = STORAGE, expansion_add: int = EXPANSION_ADD):
+def new_index(ndim: int, dtype: str = STORAGE, expansion_add: int = EXPANSION_ADD,
+              connectivity: int = CONNECTIVITY):
     """An empty USearch index of oxidize's settings: cosine, u64 keys, the HNSW graph above,
-    vectors stored as ``dtype`` (:data:`STORAGE`; patina's export asks for ``f32``), built at
-    ``expansion_add`` (:func:`expansion_add_for` the number of items)."""
+    vectors stored as ``dtype`` (:data:`STORAGE`; patina's export asks for ``f32``), built with
+    ``connectivity`` links at ``expansion_add`` (:func:`build_settings` for the number of items)."""
     from oxidize.usearch_import import usearch_index
 
     Index = usearch_index().Index
-    return Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=CONNECTIVITY,
+    return Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=connectivity,
                  expansion_add=expansion_add, expansion_search=EXPANSION_SEARCH)
 
 
