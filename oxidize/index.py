@@ -80,18 +80,20 @@ TABLE_FILE = "index.sqlite"
 #:  16             64       482       0.985       2048     20 ms
 #:  16             96       513       0.996       1024     11.1 ms
 #:  16            128      ~590       0.999        768     7.0 ms
-#:  **12**      **128**     510       0.992       1024     7.3 ms
+#:  12            128       510       0.992   1024/1536  7.3/13.2 ms
+#:  **14**      **128**    ~545       0.998       1024     8.7 ms
 #: ============  ====  ==========  ==========  =========  =======
 #:
-#: So graphs above :data:`DENSE_BUILD_ABOVE` items are built at expansion 128 with
-#: connectivity 12 (:func:`build_settings`): as fast to build as 96 with 16 links, and as fast
-#: to search as 128 with 16 — the only setting measured within both the 600 s build and the
-#: 10 ms query of issue #24.
+#: (12 links: 1024 chosen on one sample, 1536 once the recall is checked on a second,
+#: :mod:`oxidize.index_recall`.) So graphs above :data:`DENSE_BUILD_ABOVE` items are built at
+#: expansion 128 with connectivity 14 (:func:`build_settings`): the whole index step at a
+#: million took 596 s with a 8.7 ms query, the only setting measured within both the 600 s
+#: build and the 10 ms query of issue #24 (16 links: ~650 s; 12 links: 13 ms).
 CONNECTIVITY = 16
 EXPANSION_ADD = 64
 #: The build-time expansion and connectivity above :data:`DENSE_BUILD_ABOVE` items.
 EXPANSION_ADD_LARGE = 128
-CONNECTIVITY_LARGE = 12
+CONNECTIVITY_LARGE = 14
 DENSE_BUILD_ABOVE = 100_000
 EXPANSION_SEARCH = 128
 #: How vectors are stored in oxidize's own indexes (patina's export stays ``f32``).
