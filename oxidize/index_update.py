@@ -50,11 +50,12 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     return what changed (``added``, ``removed``, ``changed``, ``count``, and whether the
     projected graph was ``rebuilt``), or ``None`` where it cannot be updated and must be
     written in full. ``meta`` is what :func:`~oxidize.index.write_index` would record."""
-    from oxidize import index as ix
+    import numpy as np
 
-    table = out_dir / ix.TABLE_FILE
+    from oxidize import index as ix
     from oxidize import plain_vectors
 
+    table = out_dir / ix.TABLE_FILE
     if not all((out_dir / name).is_file() for name in (ix.TABLE_FILE, ix.INDEX_FILE,
                                                        plain_vectors.VECTORS_FILE, plain_vectors.KEYS_FILE)):
         return None
@@ -76,8 +77,6 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
         searched = _update_graph(out_dir, items, projected, drop, add, old_meta, rebuild)
     except _NotUpdatable:
         return None
-    import numpy as np
-
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     plain_vectors.write(out_dir, keys, base)
     _update_table(table, items, drop, add, {**wanted, "search": searched},
