@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 
 #: What the index files hold; a new format makes every index stale (the index task's inputs).
 #: 2: the lexical index and the weights in index.sqlite. 3: f16 storage, expansion_add 64.
-#: 4: the plain embeddings as vectors searched exactly (no second graph).
+#: 4: the plain embeddings as vectors searched exactly (no second graph); graphs built at
+#: expansion 128, with 14 links above 100k items.
 INDEX_FORMAT = 4
 INDEX_FILE = "index.usearch"
 TABLE_FILE = "index.sqlite"
@@ -66,10 +67,14 @@ TABLE_FILE = "index.sqlite"
 #: ======  =========  ====  ==========  ==========  =======  ========
 #:
 #: So: half-precision storage (the vectors are unit rows: f16 keeps three decimals of each
-#: cosine, and recall is measured on the stored index anyway) and a build-time expansion of
-#: 64 build 3.3–4× faster at the same recall once the search expansion is calibrated; ``i8``
-#: loses recall no expansion wins back (each unit-vector component is small, so 127 levels
-#: lose too much). Connectivity 16 stays up to 100k (not re-measured there).
+#: cosine, and recall is measured on the stored index anyway); ``i8`` loses recall no
+#: expansion wins back (each unit-vector component is small, so 127 levels lose too much).
+#: A build-time expansion of 64 looked 3.3–4× faster on these stand-ins, but on *real*
+#: projected vectors (``python -m benchmarks.bench_real_index``: 100k notes made of
+#: patina-dev's sentences, the dev build's ``semantic`` weights, session 8) a graph built at 64
+#: needed search expansion 1536 (5 ms a query), one built at 128 only 256 (0.9 ms), for the
+#: same index step time (25–26 s: the wide calibration cost what the sparse build saved). So
+#: graphs are built at expansion 128 at every size; connectivity 16 up to 100k items.
 #:
 #: At a million items (256-d f16, docs/benchmarks.md, sessions 7–8; recall on 300 other
 #: queries at the calibrated expansion, one query's time):
@@ -85,14 +90,13 @@ TABLE_FILE = "index.sqlite"
 #: ============  ====  ==========  ==========  =========  =======
 #:
 #: (12 links: 1024 chosen on one sample, 1536 once the recall is checked on a second,
-#: :mod:`oxidize.index_recall`.) So graphs above :data:`DENSE_BUILD_ABOVE` items are built at
-#: expansion 128 with connectivity 14 (:func:`build_settings`): the whole index step at a
+#: :mod:`oxidize.index_recall`.) So graphs above :data:`DENSE_BUILD_ABOVE` items are built with
+#: connectivity 14 (:func:`build_settings`): the whole index step at a
 #: million took 596 s with a 8.7 ms query, the only setting measured within both the 600 s
 #: build and the 10 ms query of issue #24 (16 links: ~650 s; 12 links: 13 ms).
 CONNECTIVITY = 16
-EXPANSION_ADD = 64
-#: The build-time expansion and connectivity above :data:`DENSE_BUILD_ABOVE` items.
-EXPANSION_ADD_LARGE = 128
+EXPANSION_ADD = 128
+#: The connectivity above :data:`DENSE_BUILD_ABOVE` items.
 CONNECTIVITY_LARGE = 14
 DENSE_BUILD_ABOVE = 100_000
 EXPANSION_SEARCH = 128
@@ -209,9 +213,8 @@ def _search_settings(index, vectors: np.ndarray, keys: np.ndarray) -> dict[str, 
 def build_settings(count: int) -> dict[str, int]:
     """The graph's ``connectivity`` and build-time ``expansion_add`` for ``count`` items
     (measured: see above)."""
-    if count <= DENSE_BUILD_ABOVE:
-        return {"connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD}
-    return {"connectivity": CONNECTIVITY_LARGE, "expansion_add": EXPANSION_ADD_LARGE}
+    return {"connectivity": CONNECTIVITY if count <= DENSE_BUILD_ABOVE else CONNECTIVITY_LARGE,
+            "expansion_add": EXPANSION_ADD}
 
 
 def new_index(ndim: int, dtype: str = STORAGE, expansion_add: int = EXPANSION_ADD,

@@ -156,7 +156,7 @@ def test_the_recorded_recall_is_measured_on_queries_that_did_not_choose_the_expa
 
 
 def test_a_large_index_is_built_with_the_large_settings(tmp_path: Path, monkeypatch):
-    """Above DENSE_BUILD_ABOVE items the graph has 12 links per node (index.py's table)."""
+    """Above DENSE_BUILD_ABOVE items the graph has CONNECTIVITY_LARGE links per node (index.py's table)."""
     from oxidize.population import Item
 
     n = 300
