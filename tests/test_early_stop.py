@@ -25,8 +25,8 @@ def ranks_with(shift: float, seed: int) -> np.ndarray:
 
 def test_two_clear_falls_in_a_row_without_recovery_stop():
     stop = EarlyStop(START, float(START.mean()), n_batches=100)
-    assert stop.marks == [25, 50, 75]
-    assert stop.due(1, 20, 30) and not stop.due(1, 30, 40) and not stop.due(2, 20, 30)
+    assert stop.marks == [12, 25, 37, 50, 62, 75, 87]
+    assert stop.due(1, 20, 30) and not stop.due(1, 26, 36) and not stop.due(2, 20, 30)
     check = lambda shift, seed, done: stop.check(ranks_with(shift, seed), float(ranks_with(shift, seed).mean()), 1, done)  # noqa: E731
     assert not check(-0.002, 1, 25)   # within noise: not clearly below
     assert not check(-0.3, 2, 50)     # clearly below, once
