@@ -110,8 +110,10 @@ PATINA_EXPANSION_ADD = 128
 #: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size").
 EXACT_MAX = 20_000
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
-#: exact only up to this many items, then read from the graph (recall@10 ≥ 0.99 up to 100k):
-#: exact, it took as long as the rest of a hybrid query (docs/benchmarks.md, "Hybrid search").
+#: an exact search only up to this many items; above, the raw cosine ranking of the other
+#: lists' candidates (oxidize/plain_vectors.py): exact, it took as long as the rest of a
+#: hybrid query (docs/benchmarks.md, "Hybrid search"). Up to it, projected graphs are not
+#: calibrated either: they are searched exactly.
 EXACT_MAX_FUSED = 2_000
 #: A graph whose calibrated search stays below :data:`RECALL_TARGET` even at the widest
 #: expansion (it happens: USearch's threaded inserts now and then leave a few nodes hard to
