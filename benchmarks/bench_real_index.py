@@ -48,22 +48,38 @@ def realistic_notes(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return out, held
 
 
-def embedded(texts: list[str], encoder, path: Path, kind: str, block: int = 2048):
-    """The texts' embeddings, computed once and kept at ``path``."""
+def _digest(texts: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()
+
+
+def embedded(texts: list[str], encoder, folder: Path, block: int = 2048):
+    """The texts' passage embeddings, computed once and kept in ``folder``; a kept run of
+    fewer notes (the same notes begin a longer list) is reused for its part."""
     import numpy as np
 
-    if path.is_file():
-        vectors = np.load(path)
-        if len(vectors) == len(texts):
-            return vectors
+    path = folder / f"notes-{len(texts)}.npy"
+    if path.is_file() and path.with_suffix(".sha256").is_file() \
+            and path.with_suffix(".sha256").read_text() == _digest(texts):
+        return np.load(path)
     out = np.empty((len(texts), encoder.dim), np.float32)
+    done_before = 0
+    for kept in sorted(folder.glob("notes-*.npy"), key=lambda p: -int(p.stem.split("-")[1])):
+        m = int(kept.stem.split("-")[1])
+        digest = kept.with_suffix(".sha256")
+        if m < len(texts) and digest.is_file() and digest.read_text() == _digest(texts[:m]):
+            out[:m] = np.load(kept)
+            done_before = m
+            break
     start = time.perf_counter()
-    for lo in range(0, len(texts), block):
-        out[lo:lo + block] = encoder.encode(texts[lo:lo + block], kind=kind)
+    for lo in range(done_before, len(texts), block):
+        out[lo:lo + block] = encoder.encode(texts[lo:lo + block], kind="passage")
         done = min(lo + block, len(texts))
-        print(f"  embedded {done:,}/{len(texts):,} ({done / (time.perf_counter() - start):.0f} texts/s)",
-              file=sys.stderr, flush=True)
+        print(f"  embedded {done:,}/{len(texts):,} "
+              f"({(done - done_before) / (time.perf_counter() - start):.0f} texts/s)", file=sys.stderr, flush=True)
     np.save(path, out)
+    path.with_suffix(".sha256").write_text(_digest(texts))
     return out
 
 
@@ -94,7 +110,7 @@ def main(argv=None) -> int:
     encoder = search.encoder()
     texts, held = realistic_notes(args.items)
     args.vectors.mkdir(parents=True, exist_ok=True)
-    base = embedded(texts, encoder, args.vectors / f"notes-{args.items}.npy", "passage")
+    base = embedded(texts, encoder, args.vectors)
     projected = project(search.weights, base).astype(np.float32)
     questions = [q.query for path in SETS.values() for q in load_query_set(path).queries]
     queries = {"questions": questions, "held-back notes": held}
