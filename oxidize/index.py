@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 #: What the index files hold; a new format makes every index stale (the index task's inputs).
 #: 2: the lexical index and the weights in index.sqlite. 3: f16 storage, expansion_add 64.
 #: 4: the plain embeddings as vectors searched exactly (no second graph); graphs built at
-#: expansion 128, with 14 links above 100k items.
+#: expansion 128.
 INDEX_FORMAT = 4
 INDEX_FILE = "index.usearch"
 TABLE_FILE = "index.sqlite"
@@ -74,7 +74,7 @@ TABLE_FILE = "index.sqlite"
 #: patina-dev's sentences, the dev build's ``semantic`` weights, session 8) a graph built at 64
 #: needed search expansion 1536 (5 ms a query), one built at 128 only 256 (0.9 ms), for the
 #: same index step time (25–26 s: the wide calibration cost what the sparse build saved). So
-#: graphs are built at expansion 128 at every size; connectivity 16 up to 100k items.
+#: graphs are built at expansion 128 at every size.
 #:
 #: At a million items (256-d f16, docs/benchmarks.md, sessions 7–8; recall on 300 other
 #: queries at the calibrated expansion, one query's time):
@@ -84,21 +84,20 @@ TABLE_FILE = "index.sqlite"
 #: ============  ====  ==========  ==========  =========  =======
 #:  16             64       482       0.985       2048     20 ms
 #:  16             96       513       0.996       1024     11.1 ms
-#:  16            128      ~590       0.999        768     7.0 ms
+#:  **16**      **128**    ~590       0.999        768     7.0 ms
 #:  12            128       510       0.992   1024/1536  7.3/13.2 ms
-#:  **14**      **128**    ~545       0.998       1024     8.7 ms
+#:  14            128      ~545       0.998       1024     8.7 ms
 #: ============  ====  ==========  ==========  =========  =======
 #:
 #: (12 links: 1024 chosen on one sample, 1536 once the recall is checked on a second,
-#: :mod:`oxidize.index_recall`.) So graphs above :data:`DENSE_BUILD_ABOVE` items are built with
-#: connectivity 14 (:func:`build_settings`): the whole index step at a
-#: million took 596 s with a 8.7 ms query, the only setting measured within both the 600 s
-#: build and the 10 ms query of issue #24 (16 links: ~650 s; 12 links: 13 ms).
+#: :mod:`oxidize.index_recall`.) On these stand-ins 14 links were the only setting within both
+#: the 600 s build and the 10 ms query of issue #24. But on real projected vectors
+#: (``bench_real_index``, 200k items) 14 links needed search expansion 1024 (5.3–5.8 ms a
+#: query) where 16 needed 512 (2.8–3.4 ms) for the same index step (77 s and 74 s); real
+#: vectors are what users search, so graphs keep 16 links at every size, and the million-item
+#: build stays above 600 s (~650 s).
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
-#: The connectivity above :data:`DENSE_BUILD_ABOVE` items.
-CONNECTIVITY_LARGE = 14
-DENSE_BUILD_ABOVE = 100_000
 EXPANSION_SEARCH = 128
 #: How vectors are stored in oxidize's own indexes (patina's export stays ``f32``).
 STORAGE = "f16"
@@ -154,7 +153,7 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     plain_vectors.write(out_dir, keys, base)
     (out_dir / "base.usearch").unlink(missing_ok=True)  # the plain embeddings' graph of format 3
-    index = new_index(projected.shape[1], **build_settings(len(items)))
+    index = new_index(projected.shape[1])
     projected = np.ascontiguousarray(projected, dtype=np.float32)
     if len(items):
         index.add(keys, projected, threads=os.cpu_count() or 1)
@@ -212,18 +211,11 @@ def _search_settings(index, vectors: np.ndarray, keys: np.ndarray) -> dict[str, 
     return measured
 
 
-def build_settings(count: int) -> dict[str, int]:
-    """The graph's ``connectivity`` and build-time ``expansion_add`` for ``count`` items
-    (measured: see above)."""
-    return {"connectivity": CONNECTIVITY if count <= DENSE_BUILD_ABOVE else CONNECTIVITY_LARGE,
-            "expansion_add": EXPANSION_ADD}
-
-
 def new_index(ndim: int, dtype: str = STORAGE, expansion_add: int = EXPANSION_ADD,
               connectivity: int = CONNECTIVITY):
     """An empty USearch index of oxidize's settings: cosine, u64 keys, the HNSW graph above,
     vectors stored as ``dtype`` (:data:`STORAGE`; patina's export asks for ``f32``), built with
-    ``connectivity`` links at ``expansion_add`` (:func:`build_settings` for the number of items)."""
+    ``connectivity`` links at ``expansion_add`` (the measured settings above)."""
     from oxidize.usearch_import import usearch_index
 
     Index = usearch_index().Index

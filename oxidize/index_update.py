@@ -132,7 +132,7 @@ def _update_graph(out_dir: Path, items: list[Item], projected: np.ndarray, drop:
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     vectors = np.ascontiguousarray(projected, dtype=np.float32)
     if rebuild:
-        index = ix.new_index(vectors.shape[1], **ix.build_settings(len(items)))
+        index = ix.new_index(vectors.shape[1])
         index.add(keys, vectors, threads=os.cpu_count() or 1)
     else:
         try:
@@ -141,7 +141,7 @@ def _update_graph(out_dir: Path, items: list[Item], projected: np.ndarray, drop:
             raise _NotUpdatable from None
         if index is None or len(index) != old_meta.get("count"):
             raise _NotUpdatable
-        index.expansion_add = ix.build_settings(len(items))["expansion_add"]  # not kept in the file
+        index.expansion_add = ix.EXPANSION_ADD  # not kept in the file
         if drop:
             index.remove(np.asarray(drop, dtype=np.uint64))
         row = {int(key): i for i, key in enumerate(keys)}

@@ -154,14 +154,3 @@ def test_the_recorded_recall_is_measured_on_queries_that_did_not_choose_the_expa
     assert checked == [128, 192, 256] and got["expansion_search"] == 256
     assert got["recall@10"] == round(measured[-1][2], 4) and got["calibration_recall@10"] >= 0.995
 
-
-def test_a_large_index_is_built_with_the_large_settings(tmp_path: Path, monkeypatch):
-    """Above DENSE_BUILD_ABOVE items the graph has CONNECTIVITY_LARGE links per node (index.py's table)."""
-    from oxidize.population import Item
-
-    n = 300
-    items = [Item(i + 1, i + 1, "session.decision", f"s{i}", "2025-01-01", f"note {i}") for i in range(n)]
-    for limit, links in ((n, ix.CONNECTIVITY), (n - 1, ix.CONNECTIVITY_LARGE)):
-        monkeypatch.setattr(ix, "DENSE_BUILD_ABOVE", limit)
-        ix.write_index(tmp_path, items, clustered(n, 24, 1), clustered(n, 16, 2), {})
-        assert ix.Searcher(tmp_path).index.connectivity == links
