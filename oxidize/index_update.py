@@ -73,11 +73,11 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
             "count": len(items), "rebuilt": rebuild}
     if not (drop or add or rebuild):
         return done  # the same items, model and weights: the index on disk is this one
+    keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     try:
-        searched = _update_graph(out_dir, items, projected, drop, add, old_meta, rebuild)
+        searched = _update_graph(out_dir, keys, projected, drop, add, old_meta, rebuild)
     except _NotUpdatable:
         return None
-    keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     plain_vectors.write(out_dir, keys, base)
     _update_table(table, items, drop, add, {**wanted, "search": searched},
                   weights_file if rebuild else None)
@@ -119,7 +119,7 @@ def _difference(table: Path, items: list[Item], wanted: dict) -> tuple[dict, lis
         db.close()
 
 
-def _update_graph(out_dir: Path, items: list[Item], projected: np.ndarray, drop: list[int],
+def _update_graph(out_dir: Path, keys: np.ndarray, projected: np.ndarray, drop: list[int],
                   add: list[int], old_meta: dict, rebuild: bool) -> dict[str, Any]:
     """Remove ``drop`` from and add ``add`` to the projected graph (built again when
     ``rebuild``), saved atomically; return the index's search settings."""
@@ -129,7 +129,6 @@ def _update_graph(out_dir: Path, items: list[Item], projected: np.ndarray, drop:
     from oxidize.atomic import atomic_path
     from oxidize.usearch_import import usearch_index
 
-    keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     vectors = np.ascontiguousarray(projected, dtype=np.float32)
     if rebuild:
         index = ix.new_index(vectors.shape[1])
