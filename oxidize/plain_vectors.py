@@ -11,7 +11,7 @@ at a million items about half of 1,560 s. Now they are two files beside the inde
 * ``base_keys.npy`` — the keys, ascending (so a key's row is a binary search away).
 
 Both are memory-mapped when searched, and searched exactly with USearch's brute-force
-search (SIMD over f16: 9 ms at 100k items of 384 dimensions, ~100 ms at a million, on 2
+search (SIMD over f16: about 10 ms at 100k items of 384 dimensions, 75–100 ms at a million, on 2
 cores — docs/benchmarks.md, session 8). Hybrid search above :data:`~oxidize.index.EXACT_MAX_FUSED`
 items does not scan them: its raw list is the raw cosine ranking of the candidates the
 projection's graph and the lexical index found (:data:`RERANK_POOL` + the lexical pool),
