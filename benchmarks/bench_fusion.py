@@ -10,7 +10,7 @@ list once, and fuses them under every setting of the grid (RRF k, the lexical we
 pool size, and whether the raw dense list joins as a third list). It prints MRR@10 per set
 and the mean over sets, best first, and the plain-RRF line for reference; then oxidize's
 fusion with the raw list made as above 2,000 items (the raw cosine ranking of the
-projection's N nearest and the lexical list's items, oxidize/plain_vectors.py) for several N.
+projection's N nearest and the lexical list's items, oxidize/vector_rows.py) for several N.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Run: ``python -m benchmarks.bench_index_settings [--items 100000] [--settings 256:f32:128,256:f16:64,…]``.
 
-For each setting (dimensions, storage ``f32``/``f16``/``i8``, ``expansion_add``), in its own
+For each setting (dimensions, storage ``f32``/``f16``/``i8``, or ``i8r``: an i8 graph whose
+candidates are ranked by exact cosine from f16 rows, as oxidize searches,
+``oxidize/vector_rows.py``; ``expansion_add``), in its own
 process: clustered stand-in vectors (one centre per 50 items, as ``bench_query``), the graph
 built with every core, the search expansion calibrated as oxidize does
 (``oxidize.index_recall.calibrate``), then recall@10 against exact search on 300 other queries, the
@@ -16,7 +18,7 @@ import json
 
 from benchmarks._common import header, python, run
 
-SETTINGS = "256:f32:128,256:f32:64,256:f16:64,256:i8:64,768:f32:128,768:f16:64,768:i8:64"
+SETTINGS = "256:f32:128,256:f16:128,256:i8:128,256:i8r:128,768:f16:128,768:i8r:128"
 
 ONE = r"""
 import json, sys, time, numpy as np
@@ -24,7 +26,10 @@ import onnxruntime  # noqa: F401 - before usearch (oxidize/index.py)
 from usearch.index import Index
 from oxidize.index import CONNECTIVITY
 from oxidize.index_recall import calibrate, exact_top
+from oxidize.vector_rows import KeyedRows, RerankedGraph
 n, dim, dtype, ef_add = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+reranked = dtype.endswith("r")  # an i8 graph whose candidates f16 rows rank, as oxidize searches
+dtype = dtype.rstrip("r")
 connectivity = int(sys.argv[5]) if len(sys.argv) > 5 else CONNECTIVITY
 rng = np.random.default_rng(0)
 centres = rng.standard_normal(size=(max(1, n // 50), dim), dtype=np.float32)
@@ -36,6 +41,9 @@ index = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=connectivity, ex
 start = time.perf_counter()
 index.add(keys, x, threads=0)
 built = time.perf_counter() - start
+graph = index
+if reranked:
+    index = RerankedGraph(graph, KeyedRows(x.astype(np.float16), keys))
 searched = calibrate(index, x, keys)
 q = x[rng.choice(n, 300, replace=False)] + rng.normal(scale=(4 / 3) / dim ** 0.5, size=(300, dim)).astype(np.float32)
 q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -43,11 +51,12 @@ exact = [set(keys[r].tolist()) for r in exact_top(x, q, 10)]
 times, found = [], []
 for v in q:
     t = time.perf_counter()
-    found.append(index.search(v, 10).keys)
+    found.append(np.ravel(index.search(v[None] if reranked else v, 10).keys))
     times.append(time.perf_counter() - t)
 recall = float(np.mean([len(set(f.tolist()) & e) / 10 for f, e in zip(found, exact)]))
 print(json.dumps({"build": built, "recall": recall, "ms": float(np.median(times) * 1e3),
-                  "ef": searched["expansion_search"], "mb": index.memory_usage / 2 ** 20}))
+                  "ef": searched["expansion_search"],
+                  "mb": (graph.memory_usage + (x.shape[0] * dim * 2 if reranked else 0)) / 2 ** 20}))
 """
 
 

@@ -143,9 +143,9 @@ def timed(module, name, label):  # each part of the index step, by the function 
             parts[label] = parts.get(label, 0.0) + time.perf_counter() - t
     setattr(module, name, wrapper)
 
-from oxidize import lexical, plain_vectors
+from oxidize import lexical, vector_rows
 timed(ix, "calibrate", "calibration")
-timed(plain_vectors, "write", "plain vectors")
+timed(vector_rows, "write", "vector rows")
 timed(lexical, "create", "lexical index")
 start = time.perf_counter()
 ix.write_index(out, items[:n], base[:n], projected[:n], meta, weights_file=weights)
@@ -191,7 +191,7 @@ print(json.dumps({"recall": recall, "seconds": seconds, "parts": build_parts, "m
 def size_lines(sizes: list[int]) -> None:
     """One line per size, as issue #24 asks: the whole index step of a projection (oxidize's
     ``write_index``: the projected graph, 256-d, calibrated to recall 0.99; the plain
-    embeddings, 384-d like the default model's, as f16 vectors; the item table and its
+    embeddings, 384-d like the default model's, and the projected vectors as f16 rows; the item table and its
     lexical index), clustered stand-in vectors, recall of the projected search on 300
     queries other than the calibration's, the exact search of the plain embeddings
     (``--base``); then 1% more items added in place (``update_index``)."""

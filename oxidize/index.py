@@ -2,10 +2,12 @@
 
 Files in ``build/R/P/`` (each written to a temporary name and renamed into place):
 
-* ``index.usearch`` — the projected vectors (USearch, cosine, stored as f16, u64 keys: the stable keys
-  of :mod:`oxidize.population`);
-* ``base.npy``, ``base_keys.npy`` — the plain embeddings of the same items, without a graph
-  (hybrid search's raw list, ``--base``, ``--compare``; :mod:`oxidize.plain_vectors`);
+* ``index.usearch`` — an HNSW graph of the projected vectors (USearch, cosine, vectors
+  quantised to i8, u64 keys: the stable keys of :mod:`oxidize.population`);
+* ``projected.npy``, ``base.npy``, ``keys.npy`` — the projected vectors and the plain
+  embeddings of the same items as f16 rows in key order (:mod:`oxidize.vector_rows`): the
+  exact cosines that rank the graph's candidates, and the plain embeddings searched without
+  a graph (hybrid search's raw list, ``--base``, ``--compare``);
 * ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)``, a
   ``meta`` table (item count, dimensions, model fingerprint, the weights' sha256), the
   lexical index ``lexical`` (FTS5 over ``items.text``, :mod:`oxidize.lexical`) and
@@ -13,15 +15,16 @@ Files in ``build/R/P/`` (each written to a temporary name and renamed into place
   query is projected with the same weights as the items, even when the projection was
   retrained since and the index is stale).
 
-The table is renamed into place last, and a :class:`Searcher` checks that each index holds
+The table is renamed into place last, and a :class:`Searcher` checks that each file holds
 as many vectors as the table says: a search during a rebuild reads the old or the new files,
 and a mismatch (the moment between two renames) is retried, then reported, never mixed.
 
-Search of the projected vectors: exact (brute force over the stored vectors) up to
+Search of the projected vectors: exact (brute force over the f16 rows) up to
 :data:`EXACT_MAX` items, where it is both exact and as fast as the graph; above it, USearch's
 HNSW graph, searched as wide as :func:`oxidize.index_recall.calibrate` measured it must be
 to find :data:`~oxidize.index_recall.RECALL_TARGET` of the true 10 nearest (recorded in
-``meta``, used by every search).
+``meta``, used by every search), its candidates ranked by exact cosine
+(:class:`~oxidize.vector_rows.RerankedGraph`).
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ if TYPE_CHECKING:
 #: What the index files hold; a new format makes every index stale (the index task's inputs).
 #: 2: the lexical index and the weights in index.sqlite. 3: f16 storage, expansion_add 64.
 #: 4: the plain embeddings as vectors searched exactly (no second graph); graphs built at
-#: expansion 128.
-INDEX_FORMAT = 4
+#: expansion 128. 5: the graph's vectors in i8, re-ranked by the projected vectors' f16 rows.
+INDEX_FORMAT = 5
 INDEX_FILE = "index.usearch"
 TABLE_FILE = "index.sqlite"
 #: HNSW graph settings, chosen by measurement (``python -m benchmarks.bench_index_settings``,
@@ -94,13 +97,37 @@ TABLE_FILE = "index.sqlite"
 #: the 600 s build and the 10 ms query of issue #24. But on real projected vectors
 #: (``bench_real_index``, 200k items) 14 links needed search expansion 1024 (5.3–5.8 ms a
 #: query) where 16 needed 512 (2.8–3.4 ms) for the same index step (77 s and 74 s); real
-#: vectors are what users search, so graphs keep 16 links at every size, and the million-item
-#: build stays above 600 s (~650 s).
+#: vectors are what users search, so graphs keep 16 links at every size; in f16 the
+#: million-item build stayed above 600 s (~650 s).
+#:
+#: Session 9: the graph's vectors in i8, its candidates ranked by exact cosine
+#: (:class:`~oxidize.vector_rows.RerankedGraph`: the ``k`` wanted + 30 asked of the graph,
+#: ranked from the f16 rows). An i8 cosine alone is coarse (each unit-vector component keeps
+#: about 8 of 127 levels: 0.91–0.95 recall whatever the expansion), but the true 10 nearest
+#: are among its 40 nearest. Graph build and recall@10 on 1,000 held-out items as queries
+#: (``/tmp`` script, same run per size; stand-ins as ``bench_query``, real = 200k notes of
+#: ``bench_real_index`` projected with the dev ``semantic`` weights):
+#:
+#: ==============  =======  ========  ==============================  ==============================
+#:  vectors         graph    build     recall@10 at expansion 256/1024  query at 1024
+#: ==============  =======  ========  ==============================  ==============================
+#:  200k stand-in   f16       60.3 s   0.9995 / 0.9995                  5.2 ms
+#:  200k stand-in   i8+rows   28.7 s   1.0000 / 1.0000                  3.0 ms
+#:  200k real       f16       57.8 s   0.994 / 0.999                    4.7 ms
+#:  200k real       i8+rows   36.1 s   0.992 / 0.999                    2.7 ms
+#:  200k real       bf16      42.1 s   0.992 / 0.997                    3.1 ms
+#:  1M stand-in     i8+rows  444.1 s   1.000 / 1.000                    6.9 ms
+#: ==============  =======  ========  ==============================  ==============================
+#:
+#: (f16 at 1M: ~590 s.) So graphs store i8: the same recall, faster builds and queries, half
+#: the graph's vector memory; the f16 rows (512 MB at a million 256-d items) are read from a
+#: memory map, 40 rows a query.
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
-#: How vectors are stored in oxidize's own indexes (patina's export stays ``f32``).
-STORAGE = "f16"
+#: How a graph of oxidize's own indexes stores its vectors (patina's export stays ``f32``):
+#: i8, its candidates re-ranked by the f16 rows of :mod:`oxidize.vector_rows` (see above).
+STORAGE = "i8"
 #: patina's export is built as densely as oxidize's indexes were before (patina searches it
 #: at an expansion oxidize does not choose).
 PATINA_EXPANSION_ADD = 128
@@ -110,7 +137,7 @@ PATINA_EXPANSION_ADD = 128
 EXACT_MAX = 20_000
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
 #: an exact search only up to this many items; above, the raw cosine ranking of the other
-#: lists' candidates (oxidize/plain_vectors.py): exact, it took as long as the rest of a
+#: lists' candidates (oxidize/vector_rows.py): exact, it took as long as the rest of a
 #: hybrid query (docs/benchmarks.md, "Hybrid search"). Up to it, projected graphs are not
 #: calibrated either: they are searched exactly.
 EXACT_MAX_FUSED = 2_000
@@ -142,22 +169,23 @@ class Hit:
 
 def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
                 meta: dict[str, Any], weights_file: Path | None = None) -> None:
-    """Write the projected graph, the plain embeddings and the table for ``items`` (row
-    ``i`` of ``base`` and ``projected`` is ``items[i]``), each atomically, the table (with
-    the lexical index and the bytes of ``weights_file``) last."""
+    """Write the vector rows, the projected graph and the table for ``items`` (row ``i`` of
+    ``base`` and ``projected`` is ``items[i]``), each atomically, the table (with the lexical
+    index and the bytes of ``weights_file``) last."""
     import numpy as np
 
-    from oxidize import lexical, plain_vectors
+    from oxidize import lexical, vector_rows
     from oxidize.atomic import atomic_path
 
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
-    plain_vectors.write(out_dir, keys, base)
-    (out_dir / "base.usearch").unlink(missing_ok=True)  # the plain embeddings' graph of format 3
+    vector_rows.write(out_dir, keys, {vector_rows.BASE_FILE: base, vector_rows.PROJECTED_FILE: projected})
+    for old in ("base.usearch", "base_keys.npy"):  # files of formats 3 and 4
+        (out_dir / old).unlink(missing_ok=True)
     index = new_index(projected.shape[1])
     projected = np.ascontiguousarray(projected, dtype=np.float32)
     if len(items):
         index.add(keys, projected, threads=os.cpu_count() or 1)
-    searched = {INDEX_FILE: _search_settings(index, projected, keys), BASE_SEARCH: EXACT_SEARCH}
+    searched = {INDEX_FILE: search_settings(index, projected, keys), BASE_SEARCH: EXACT_SEARCH}
     with atomic_path(out_dir / INDEX_FILE) as tmp:
         index.save(str(tmp))
     del index
@@ -199,13 +227,15 @@ BASE_SEARCH = "base"
 EXACT_SEARCH = {"expansion_search": EXPANSION_SEARCH, "recall@10": 1.0, "exact": True}
 
 
-def _search_settings(index, vectors: np.ndarray, keys: np.ndarray) -> dict[str, Any]:
-    """How ``index`` is to be searched: exactly when it is small, or when its graph cannot
-    reach the recall target and exact search is still affordable; else at the calibrated
-    expansion."""
+def search_settings(graph, vectors: np.ndarray, keys: np.ndarray) -> dict[str, Any]:
+    """How ``graph`` (of ``vectors``, row ``i`` under ``keys[i]``) is to be searched: exactly
+    when it is small, or when it cannot reach the recall target and exact search is still
+    affordable; else at the expansion calibrated for its re-ranked search."""
+    from oxidize.vector_rows import KeyedRows, RerankedGraph
+
     if len(keys) <= EXACT_MAX_FUSED:
         return dict(EXACT_SEARCH)
-    measured = calibrate(index, vectors, keys)
+    measured = calibrate(RerankedGraph(graph, KeyedRows(vectors, keys)), vectors, keys)
     if measured["recall@10"] < RECALL_TARGET and len(keys) <= EXACT_FALLBACK_MAX:
         return {**measured, "graph_recall@10": measured["recall@10"], "recall@10": 1.0, "exact": True}
     return measured
@@ -228,7 +258,7 @@ class Searcher:
 
     Args:
         directory: the projection's build folder (``build/R/P``).
-        base: search the plain embeddings (:mod:`oxidize.plain_vectors`, exactly) instead
+        base: search the plain embeddings (:mod:`oxidize.vector_rows`, exactly) instead
             of the projection.
     """
 
@@ -246,34 +276,39 @@ class Searcher:
                 time.sleep(0.1)
 
     def _open(self) -> None:
-        from oxidize import plain_vectors
+        from oxidize import vector_rows as vr
 
         table = self.directory / TABLE_FILE
-        name = plain_vectors.VECTORS_FILE if self.base else INDEX_FILE
-        path = self.directory / name
-        if not table.is_file() or not path.is_file():
-            raise SearchError(f"{self.directory}: no search index ({TABLE_FILE}, {name})")
+        rows = vr.BASE_FILE if self.base else vr.PROJECTED_FILE
+        files = [TABLE_FILE, rows, vr.KEYS_FILE] + ([] if self.base else [INDEX_FILE])
+        missing = [name for name in files if not (self.directory / name).is_file()]
+        if missing:
+            raise SearchError(f"{self.directory}: no search index ({', '.join(missing)} missing); "
+                              f"run `doit`")
         try:
             self.db = sqlite3.connect(f"file:{table}?mode=ro", uri=True, check_same_thread=False)
             self.meta = {k: json.loads(v) for k, v in self.db.execute("SELECT name, value FROM meta")}
         except (sqlite3.Error, ValueError) as exc:
             raise SearchError(f"{table}: not a readable index table ({exc}); delete it and run "
                               f"`doit`") from None
-        if self.base:
-            self.index = plain_vectors.PlainVectors(self.directory)
-            if not self.index.consistent:
-                raise _Mismatch(f"{plain_vectors.VECTORS_FILE} and {plain_vectors.KEYS_FILE} differ in length")
-        else:
-            self.index = self._restore_graph(path)
-        self.searched = (self.meta.get("search") or {}).get(BASE_SEARCH if self.base else name) or {}
-        self.index.expansion_search = int(self.searched.get("expansion_search", EXPANSION_SEARCH))
+        self.rows = vr.open_rows(self.directory, rows)
+        if not self.rows.consistent:
+            raise _Mismatch(f"{rows} and {vr.KEYS_FILE} differ in length")
+        self.graph = None if self.base else self._restore_graph(self.directory / INDEX_FILE)
+        self.searched = (self.meta.get("search") or {}).get(BASE_SEARCH if self.base else INDEX_FILE) or {}
         dim = self.meta.get("base_dim" if self.base else "dim")
-        if self.index.ndim != dim:
-            raise SearchError(f"{path}: holds {self.index.ndim}-dimensional vectors but the table "
-                              f"says {dim}; delete it and run `doit`")
-        if len(self.index) != self.meta.get("count"):
-            raise _Mismatch(f"{name} holds {len(self.index):,} vectors, {TABLE_FILE} "
-                            f"{self.meta.get('count'):,} items")
+        for name, held in [(rows, self.rows)] + ([] if self.graph is None else [(INDEX_FILE, self.graph)]):
+            if held.ndim != dim:
+                raise SearchError(f"{self.directory / name}: holds {held.ndim}-dimensional vectors but "
+                                  f"the table says {dim}; delete it and run `doit`")
+            if len(held) != self.meta.get("count"):
+                raise _Mismatch(f"{name} holds {len(held):,} vectors, {TABLE_FILE} "
+                                f"{self.meta.get('count'):,} items")
+        if self.graph is not None:
+            from oxidize.vector_rows import RerankedGraph
+
+            self.graph.expansion_search = int(self.searched.get("expansion_search", EXPANSION_SEARCH))
+            self.reranked = RerankedGraph(self.graph, self.rows)
 
     @staticmethod
     def _restore_graph(path: Path):
@@ -292,19 +327,19 @@ class Searcher:
     @property
     def exact(self) -> bool:
         """The index is searched exactly: the plain embeddings always, a graph where it was
-        written so (:func:`_search_settings`)."""
+        written so (:func:`search_settings`)."""
         return self.base or bool(self.searched.get("exact"))
 
     def rerank(self, vector: np.ndarray, keys: list[int], k: int) -> list[tuple[int, float]]:
-        """``keys`` ranked by cosine to the plain ``vector`` (a searcher with ``base=True``)."""
-        return self.index.rerank(vector, keys, k)
+        """``keys`` ranked by cosine to ``vector`` (plain with ``base=True``, else projected)."""
+        return self.rows.rerank(vector, keys, k)
 
     @property
     def dim(self) -> int:
-        return int(self.index.ndim)
+        return int(self.rows.ndim)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.rows)
 
     def search(self, vector: np.ndarray, k: int = 10) -> list[Hit]:
         """The ``k`` nearest items to one query ``vector`` (already projected, or a base
@@ -315,21 +350,25 @@ class Searcher:
     def nearest(self, vector: np.ndarray, k: int, exact: bool | None = None) -> list[tuple[int, float]]:
         """The ``k`` nearest keys to ``vector`` with their cosine similarity, best first;
         exact up to :data:`EXACT_MAX` items, or where the index was written to be searched
-        exactly (its graph fell short of the recall target), unless ``exact`` says otherwise."""
+        exactly (its graph fell short of the recall target), unless ``exact`` says otherwise;
+        else the graph's candidates ranked by their exact cosine."""
         import numpy as np
 
-        if len(self.index) == 0 or k <= 0:
+        from oxidize.vector_rows import MISSING
+
+        if len(self) == 0 or k <= 0:
             return []
         vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(-1)
         if vector.shape[0] != self.dim:
             raise SearchError(f"{self.directory}: the query vector has {vector.shape[0]} dimensions, "
                               f"the index {self.dim}; rebuild with `doit`")
-        k = min(k, len(self.index))
+        k = min(k, len(self))
         if exact is None:
-            exact = len(self.index) <= EXACT_MAX or self.exact
-        matches = self.index.search(vector, k, exact=exact)
+            exact = len(self) <= EXACT_MAX or self.exact
+        matches = self.rows.search(vector, k) if exact or self.graph is None else self.reranked.search(vector, k)
         return [(int(key), round(1.0 - float(distance), 4))
-                for key, distance in zip(matches.keys, matches.distances)]
+                for key, distance in zip(np.ravel(matches.keys), np.ravel(matches.distances))
+                if int(key) != MISSING]
 
     def lexical(self, text: str, k: int) -> list[tuple[int, float]]:
         """The ``k`` best keys for ``text`` by BM25 (:mod:`oxidize.lexical`), best first."""

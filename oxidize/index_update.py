@@ -11,8 +11,9 @@ items, :func:`update_index` changes only that difference:
 * new and changed items are added to them;
 * the projected graph is updated the same way when the weights are the same; retrained
   weights move every projected vector, so the graph is built again;
-* the plain embeddings (:mod:`oxidize.plain_vectors`, no graph) are written again in full:
-  a million rows of f16 take seconds, a tenth of the graph's insertions;
+* the vector rows (:mod:`oxidize.vector_rows`: the projected vectors and the plain
+  embeddings as f16, no graph) are written again in full: a million rows take seconds, a
+  tenth of the graph's insertions;
 * the search expansion is calibrated again on the whole graph (oxidize/index_recall.py), so the
   recall it records is the updated graph's.
 
@@ -53,11 +54,11 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     import numpy as np
 
     from oxidize import index as ix
-    from oxidize import plain_vectors
+    from oxidize import vector_rows as vr
 
     table = out_dir / ix.TABLE_FILE
-    if not all((out_dir / name).is_file() for name in (ix.TABLE_FILE, ix.INDEX_FILE,
-                                                       plain_vectors.VECTORS_FILE, plain_vectors.KEYS_FILE)):
+    if not all((out_dir / name).is_file() for name in (ix.TABLE_FILE, ix.INDEX_FILE, vr.BASE_FILE,
+                                                       vr.PROJECTED_FILE, vr.KEYS_FILE)):
         return None
     wanted = {**meta, **ix.index_meta(items, base, projected)}
     try:
@@ -78,7 +79,7 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
         searched = _update_graph(out_dir, keys, projected, drop, add, old_meta, rebuild)
     except _NotUpdatable:
         return None
-    plain_vectors.write(out_dir, keys, base)
+    vr.write(out_dir, keys, {vr.BASE_FILE: base, vr.PROJECTED_FILE: projected})
     _update_table(table, items, drop, add, {**wanted, "search": searched},
                   weights_file if rebuild else None)
     return done
@@ -147,7 +148,7 @@ def _update_graph(out_dir: Path, keys: np.ndarray, projected: np.ndarray, drop: 
         rows = np.array([row[key] for key in add], dtype=np.int64)
         if len(rows):
             index.add(keys[rows], vectors[rows], threads=os.cpu_count() or 1)
-    searched = {**(old_meta.get("search") or {}), ix.INDEX_FILE: ix._search_settings(index, vectors, keys)}
+    searched = {**(old_meta.get("search") or {}), ix.INDEX_FILE: ix.search_settings(index, vectors, keys)}
     with atomic_path(out_dir / ix.INDEX_FILE) as tmp:
         index.save(str(tmp))
     return searched

@@ -170,10 +170,10 @@ class ProjectionSearch:
         """Hybrid's raw-embedding list and the projection's dense list. Up to
         :data:`~oxidize.index.EXACT_MAX_FUSED` items the raw list is an exact search of the
         plain embeddings; above, the raw cosine ranking of the candidates the projection's
-        graph (its :data:`~oxidize.plain_vectors.RERANK_POOL` nearest) and the lexical index
-        found — no scan of every plain vector per query (oxidize/plain_vectors.py)."""
+        graph (its :data:`~oxidize.vector_rows.RERANK_POOL` nearest) and the lexical index
+        found — no scan of every plain vector per query (oxidize/vector_rows.py)."""
         from oxidize.index import EXACT_MAX_FUSED
-        from oxidize.plain_vectors import RERANK_POOL
+        from oxidize.vector_rows import RERANK_POOL
 
         plain = self.searcher(True)
         if len(plain) <= EXACT_MAX_FUSED:

@@ -29,11 +29,21 @@ def test_exact_top_reads_in_blocks_and_agrees_with_one_product():
     assert [sorted(b) for b in blocks] == [sorted(w.tolist()) for w in whole]
 
 
+def searched_graph(x: np.ndarray, keys: np.ndarray):
+    """A graph of oxidize's settings over ``x``, searched as the product does (its i8
+    candidates re-ranked by the exact rows), inserted on one thread: threaded inserts are
+    not deterministic."""
+    from oxidize.vector_rows import KeyedRows, RerankedGraph
+
+    index = ix.new_index(x.shape[1])
+    index.add(keys, x, threads=1)
+    return RerankedGraph(index, KeyedRows(x, keys))
+
+
 def test_calibration_reports_the_recall_of_the_expansion_it_sets():
     x = clustered(3000)
     keys = np.arange(100, 3100, dtype=np.uint64)
-    index = ix.new_index(x.shape[1])
-    index.add(keys, x, threads=1)  # deterministic: threaded inserts are not
+    index = searched_graph(x, keys)
     got = rc.calibrate(index, x, keys)
     assert got["expansion_search"] in rc.EXPANSION_STEPS and index.expansion_search == got["expansion_search"]
     assert got["recall@10"] >= rc.RECALL_TARGET
@@ -63,7 +73,7 @@ def test_the_written_index_records_its_search_and_the_searcher_uses_it(tmp_path:
     table.execute("UPDATE meta SET value = ? WHERE name = 'search'", (json.dumps(searched),))
     table.commit()
     table.close()
-    assert ix.Searcher(tmp_path).index.expansion_search == 777
+    assert ix.Searcher(tmp_path).graph.expansion_search == 777
 
 
 def test_a_graph_short_of_the_target_is_searched_exactly(tmp_path: Path, monkeypatch):
@@ -114,12 +124,11 @@ def test_identical_vectors_are_not_misses_between_themselves():
     vector: which ten of a query's fifteen equal answers exact search lists is arbitrary, so
     counting keys would call a third of the graph's right answers misses.
 
-    Inserted on one thread: threaded inserts are not deterministic."""
+    Inserted on one thread (:func:`searched_graph`)."""
     x = clustered(200)
     many = np.concatenate([x] * 15)
     keys = np.arange(1, 3001, dtype=np.uint64)
-    index = ix.new_index(x.shape[1])
-    index.add(keys, many, threads=1)
+    index = searched_graph(many, keys)
     got = rc.calibrate(index, many, keys)
     assert got["recall@10"] >= rc.RECALL_TARGET and got["expansion_search"] < rc.EXPANSION_STEPS[-1]
     queries = clustered(300, seed=9)
@@ -133,8 +142,7 @@ def test_the_recorded_recall_is_measured_on_queries_that_did_not_choose_the_expa
     other finds less than the target the expansion rises."""
     x = clustered(3000)
     keys = np.arange(1, 3001, dtype=np.uint64)
-    index = ix.new_index(x.shape[1])
-    index.add(keys, x, threads=1)
+    index = searched_graph(x, keys)
     measured = []
     real = rc._RecallProbe.recall
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oxidize import index as ix, plain_vectors
+from oxidize import index as ix, vector_rows
 from oxidize.index_recall import RECALL_TARGET
 from oxidize.index_update import update_index
 from oxidize.population import Item
@@ -123,5 +123,5 @@ def test_anything_else_is_a_full_write(tmp_path: Path, weights: Path, why: str):
         data = (out / ix.INDEX_FILE).read_bytes()
         (out / ix.INDEX_FILE).write_bytes(data[: len(data) // 3])
     else:
-        (out / plain_vectors.KEYS_FILE).unlink()
+        (out / vector_rows.PROJECTED_FILE).unlink()
     assert update_index(out, items[:upto], base[:upto], projected[:upto], meta, weights) is None

@@ -115,7 +115,7 @@ def test_a_full_disk_is_one_line_and_the_next_build_recovers(project: Path, fsiz
     """A file size limit (ulimit -f: writes past it fail with EFBIG) stands in for a full
     disk; each limit stops the build at another write (the log's temporary files, the
     cache, the outputs, the index)."""
-    for name in ("index.usearch", "base.npy", "base_keys.npy", "index.sqlite", "embeddings.npy",
+    for name in ("index.usearch", "base.npy", "projected.npy", "keys.npy", "index.sqlite", "embeddings.npy",
                  "weights.safetensors", "texts.jsonl"):
         (project / "build/a/semantic" / name).unlink(missing_ok=True)
     (project / "build/.cache/embeddings.sqlite").unlink()

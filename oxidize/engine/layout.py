@@ -88,7 +88,8 @@ class Layout:
     onnx = property(lambda self: self.dir / "projection.onnx")
     index = property(lambda self: self.dir / "index.usearch")
     base_vectors = property(lambda self: self.dir / "base.npy")
-    base_keys = property(lambda self: self.dir / "base_keys.npy")
+    projected_vectors = property(lambda self: self.dir / "projected.npy")
+    vector_keys = property(lambda self: self.dir / "keys.npy")
     index_table = property(lambda self: self.dir / "index.sqlite")
     export_json = property(lambda self: self.dir / "export.json")
 

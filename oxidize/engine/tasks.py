@@ -151,7 +151,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "verbosity": 2,
             }
             eval_targets = [str(out.metrics), str(out.training_png)]
-            index_targets = [str(out.index), str(out.base_vectors), str(out.base_keys), str(out.index_table)]
+            index_targets = [str(out.index), str(out.base_vectors), str(out.projected_vectors),
+                             str(out.vector_keys), str(out.index_table)]
             # Query sets are scored on the search index, so with them eval follows the index.
             query_sets = [_rel(recipe.path.parent / q, root) for q in proj.eval.queries]
             yield {

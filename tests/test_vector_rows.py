@@ -1,5 +1,6 @@
-"""The plain embeddings kept as vectors (no graph): written in key order as f16, searched
-exactly, re-ranked for hybrid's raw list, and read consistently during a rewrite."""
+"""An index's vectors as f16 rows (no graph for the plain embeddings): written in key order,
+searched exactly, re-ranked for hybrid's raw list and for the i8 graph's candidates, and read
+consistently during a rewrite."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 
 from oxidize import index as ix
-from oxidize import plain_vectors as pv
+from oxidize import vector_rows as pv
 from oxidize.errors import SearchError
 from test_hybrid import built, search  # noqa: F401 - the module's fixtures, reused
+from test_index_recall import clustered
 
 
 def unit(n: int, dim: int, seed: int) -> np.ndarray:
@@ -22,8 +24,8 @@ def unit(n: int, dim: int, seed: int) -> np.ndarray:
 def test_written_in_key_order_as_f16_and_searched_exactly(tmp_path: Path):
     x = unit(500, 24, 0)
     keys = np.random.default_rng(1).permutation(np.arange(10, 1010, 2)).astype(np.uint64)
-    pv.write(tmp_path, keys, x)
-    plain = pv.PlainVectors(tmp_path)
+    pv.write(tmp_path, keys, {pv.BASE_FILE: x})
+    plain = pv.open_rows(tmp_path, pv.BASE_FILE)
     assert plain.vectors.dtype == np.float16 and len(plain) == 500 and plain.ndim == 24
     assert np.all(np.diff(plain.keys.astype(np.int64)) > 0)
     by_key = dict(zip(keys.tolist(), x))
@@ -42,8 +44,8 @@ def test_written_in_key_order_as_f16_and_searched_exactly(tmp_path: Path):
 def test_rerank_orders_the_given_keys_by_cosine_and_skips_unknown_ones(tmp_path: Path):
     x = unit(50, 8, 3)
     keys = np.arange(100, 150, dtype=np.uint64)
-    pv.write(tmp_path, keys, x)
-    plain = pv.PlainVectors(tmp_path)
+    pv.write(tmp_path, keys, {pv.BASE_FILE: x})
+    plain = pv.open_rows(tmp_path, pv.BASE_FILE)
     q = unit(1, 8, 4)[0]
     stored = [130, 101, 149, 120, 100, 111, 142, 135, 104, 127]
     candidates = [*stored[:2], 7, 130, *stored[2:], 10_000]  # a repeat, keys not stored
@@ -69,7 +71,7 @@ def test_a_searcher_of_the_plain_embeddings_is_exact_and_waits_for_a_whole_pair(
     np.save(tmp_path / pv.KEYS_FILE, np.arange(1, n, dtype=np.uint64))
     with pytest.raises(SearchError, match="differ in length"):
         ix.Searcher(tmp_path, base=True, retries=1)
-    (tmp_path / pv.VECTORS_FILE).write_bytes(b"garbage")
+    (tmp_path / pv.BASE_FILE).write_bytes(b"garbage")
     with pytest.raises(SearchError, match="not readable"):
         ix.Searcher(tmp_path, base=True)
 
@@ -92,13 +94,18 @@ def test_hybrid_above_the_exact_size_reranks_candidates_instead_of_scanning(sear
     exact = [raw_list(q) for q in questions]
     monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 0)
 
-    def no_scan(*_args, **_kwargs):
-        raise AssertionError("the plain embeddings were scanned")
+    real_scan = pv.KeyedRows.search
 
-    monkeypatch.setattr(pv.PlainVectors, "search", no_scan)
+    def scan_projected_only(rows, *args, **kwargs):  # the projection's own exact search stays
+        if str(getattr(rows.vectors, "filename", "")).endswith(pv.BASE_FILE):
+            raise AssertionError("the plain embeddings were scanned")
+        return real_scan(rows, *args, **kwargs)
+
+    monkeypatch.setattr(pv.KeyedRows, "search", scan_projected_only)
     monkeypatch.setattr(pv, "RERANK_POOL", 10_000)  # every item a candidate
     for (raw, dense), (exact_raw, exact_dense) in zip([raw_list(q) for q in questions], exact):
-        assert dense == exact_dense and len(raw) == len(exact_raw)
+        assert len(dense) == len(exact_dense) and len(raw) == len(exact_raw)
+        np.testing.assert_allclose([s for _, s in dense], [s for _, s in exact_dense], atol=2e-3)
         np.testing.assert_allclose([s for _, s in raw], [s for _, s in exact_raw], atol=2e-3)
     monkeypatch.setattr(pv, "RERANK_POOL", 3)  # the projection's 3 nearest and the words' hits
     raw, dense = raw_list("zebracorn", pool=5)
@@ -107,3 +114,67 @@ def test_hybrid_above_the_exact_size_reranks_candidates_instead_of_scanning(sear
         project(search.weights, search.embed_query("zebracorn")[None])[0], 5)]
     assert {key for key, _ in raw} <= set(widened) | set(lexical) and len(dense) == 5
     assert search.query("zebracorn", k=5)[0].source_id == "s2"
+
+
+def test_rows_in_any_key_order_find_their_keys_and_rerank_many_skips_unknown_ones():
+    x = unit(200, 16, 8)
+    keys = np.random.default_rng(9).permutation(np.arange(1000, 1200)).astype(np.uint64)
+    rows = pv.KeyedRows(x, keys)
+    stored, at = rows.rows_of(np.array([keys[17], 5, keys[3]], dtype=np.uint64))
+    assert stored.tolist() == [True, False, True] and at[0] == 17 and at[2] == 3
+    q = unit(3, 16, 10)
+    candidates = np.array([[keys[0], keys[1], pv.MISSING, keys[2]],
+                           [7, 8, 9, pv.MISSING],
+                           [keys[5], keys[5], keys[6], keys[7]]], dtype=np.uint64)
+    found = rows.rerank_many(q, candidates, 3)
+    cos = lambda i, r: float(x[r] @ q[i])  # noqa: E731
+    assert found.keys[0].tolist() == [int(keys[r]) for r in sorted([0, 1, 2], key=lambda r: -cos(0, r))]
+    assert found.keys[1].tolist() == [pv.MISSING] * 3
+    np.testing.assert_allclose(1 - found.distances[0], sorted([cos(0, r) for r in (0, 1, 2)], reverse=True), atol=1e-5)
+
+
+def test_an_i8_graph_reranked_by_the_rows_finds_what_exact_search_finds():
+    """The graph holds i8 vectors, whose cosines are coarse; its wider candidate list ranked
+    by the exact rows gives the true nearest items, and better than the graph's own order."""
+    from usearch.index import Index
+
+    n, dim = 3000, 64
+    centres = unit(60, dim, 11)
+    x = centres[np.random.default_rng(12).integers(0, 60, n)] + 0.35 * unit(n, dim, 13)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    keys = np.arange(1, n + 1, dtype=np.uint64)
+    graph = Index(ndim=dim, metric="cos", dtype="i8", connectivity=16, expansion_add=128)
+    graph.add(keys, x, threads=1)
+    graph.expansion_search = 256
+    q = x[:200] + 0.5 / dim ** 0.5 * unit(200, dim, 14)
+    truth = [set((keys[np.argsort(-(x @ v))[:10]]).tolist()) for v in q]
+    reranked = pv.RerankedGraph(graph, pv.KeyedRows(x, keys)).search(q, 10)
+    alone = graph.search(q, 10)
+    recall = lambda found: np.mean([len(set(f.tolist()) & t) / 10 for f, t in zip(found, truth)])  # noqa: E731
+    assert recall(reranked.keys) >= 0.99
+    assert recall(reranked.keys) > recall(alone.keys)
+    best = reranked.keys[:, 0].astype(np.int64) - 1
+    np.testing.assert_allclose(1 - reranked.distances[:, 0], np.einsum("nd,nd->n", x[best], q / np.linalg.norm(q, axis=1, keepdims=True)), atol=1e-5)
+
+
+def test_a_projected_search_above_the_exact_size_reranks_the_graph_by_exact_cosine(tmp_path: Path, monkeypatch):
+    from oxidize.population import Item
+
+    n = 400
+    items = [Item(i + 1, i + 1, "session.decision", f"s{i}", "2025-01-01", f"note {i}") for i in range(n)]
+    base, projected = unit(n, 24, 15), clustered(n, 16, 16)
+    monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 0)  # calibrated, as a large index is
+    monkeypatch.setattr(ix, "EXACT_MAX", 0)
+    monkeypatch.setattr(ix.os, "cpu_count", lambda: 1)  # inserts on one thread: deterministic
+    ix.write_index(tmp_path, items, base, projected, {})
+    assert {p.name for p in tmp_path.iterdir()} >= {pv.BASE_FILE, pv.PROJECTED_FILE, pv.KEYS_FILE, ix.INDEX_FILE}
+    searcher = ix.Searcher(tmp_path)
+    assert not searcher.exact and searcher.graph is not None
+    q = unit(1, 16, 17)[0]
+    found = searcher.nearest(q, 5)
+    cosines = projected @ q
+    assert [key for key, _ in found] == [int(r) + 1 for r in np.argsort(-cosines)[:5]]
+    np.testing.assert_allclose([s for _, s in found], np.sort(cosines)[::-1][:5], atol=2e-3)
+    np.save(tmp_path / pv.PROJECTED_FILE, np.zeros((n - 1, 16), np.float16))
+    with pytest.raises(SearchError, match="differ in length"):
+        ix.Searcher(tmp_path, retries=1)
