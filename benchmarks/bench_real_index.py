@@ -104,8 +104,7 @@ def main(argv=None) -> int:
     from oxidize.search import open_search
 
     header(f"Index recall on real projected vectors ({args.items:,} realistic notes)")
-    if not (args.project / "build/dev/semantic/weights.safetensors").is_file():
-        build_project(args.project)
+    build_project(args.project)  # incremental: only what is missing or stale is built
     search = open_search("dev:semantic", args.project)
     encoder = search.encoder()
     texts, held = realistic_notes(args.items)
