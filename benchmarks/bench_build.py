@@ -1,6 +1,6 @@
 """The build a user waits for, against the work no build can skip.
 
-    python -m benchmarks.bench_build [--project DIR]
+    python -m benchmarks.bench_build [--project DIR] [--processes N]
 
 Builds the dev recipe (patina-dev.db, the default recipe: ``semantic`` and ``temporal``,
 default model) from scratch — cold: no build folder, no caches — then appends 1 % of the
@@ -27,9 +27,10 @@ from benchmarks._common import DATA_DB, header, python, run
 RECIPE = "version: 1\neventlog: events.db\nprojections:\n  semantic:\n  temporal:\n"
 
 
-def build(project: Path) -> tuple[float, dict[str, float]]:
+def build(project: Path, processes: int = 1) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
-    proc = run([python(), "-m", "doit", "--reporter", "json"], cwd=project)
+    parallel = ["-n", str(processes)] if processes > 1 else []
+    proc = run([python(), "-m", "doit", "--reporter", "json", *parallel], cwd=project)
     seconds = time.perf_counter() - start
     tasks = json.loads(proc.stdout)["tasks"]
     return seconds, {t["name"]: t["elapsed"] for t in tasks if t.get("elapsed")}
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, default=Path("/tmp/oxidize-bench-build"))
     parser.add_argument("--quick", action="store_true", help="the same run (it is one build of the dev log)")
+    parser.add_argument("--processes", type=int, default=1, help="doit -n: tasks run in this many processes")
     args = parser.parse_args(argv)
     if not DATA_DB.is_file():
         print(f"skipped: {DATA_DB} is absent")
@@ -103,12 +105,12 @@ def main(argv=None) -> int:
     (project / "recipes/dev/oxidize.yaml").write_text(RECIPE)
     shutil.copy(DATA_DB, project / "recipes/dev/events.db")
     (project / "dodo.py").write_text("from oxidize.loader import DOIT_CONFIG, task_oxidize  # noqa: F401\n")
-    cold, cold_steps = build(project)
+    cold, cold_steps = build(project, args.processes)
     texts = distinct_texts(project)
     once = embed_once(texts, project)
     report("cold", cold, cold_steps, len(texts), once)
     added = append_one_percent(project / "recipes/dev/events.db")
-    incremental, steps = build(project)
+    incremental, steps = build(project, args.processes)
     new = sorted(set(distinct_texts(project)) - set(texts))
     new_once = embed_once(new, project) if new else 0.0
     print(f"  appended {added} events (1 %): {len(new)} new distinct texts")

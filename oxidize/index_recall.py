@@ -23,7 +23,10 @@ RECALL_TARGET = 0.99
 #: (about ±0.004; their exact answers cost ~5 s at a million, beside a build of minutes).
 CALIBRATION_MARGIN = 0.005
 #: Expansions tried in turn by :func:`calibrate`; the last is kept if none reaches the target.
-EXPANSION_STEPS = (128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+#: Real projected notes need about twice the stand-ins' expansion, and more as they grow
+#: (``bench_real_index``, session 9: 256 at 100k, 512 at 200k, 1536 at 400k), so the steps go
+#: past 2048 for a real million (an i8 graph at a million: ~7 ms at 1024).
+EXPANSION_STEPS = (128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 #: Queries of the calibration sample, and how far each is moved from the item it is drawn from.
 CALIBRATION_QUERIES = 1_000
 QUERY_NOISE = 4 / 3
