@@ -136,9 +136,9 @@ class KeyedRows:
         return [(int(unique[i]), round(float(cosines[i]), 4)) for i in order]
 
     def rerank_many(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> Matches:
-        """Each query's ``candidates`` (a row of keys; unknown keys, such as USearch's filler
-        where it found fewer, are skipped) ranked by exact cosine, the best ``k`` kept
-        (:data:`MISSING` where fewer were known)."""
+        """Each query's ``candidates`` (a row of keys; unknown keys and :data:`MISSING` are
+        skipped) ranked by exact cosine, the best ``k`` kept (:data:`MISSING` where fewer
+        were known)."""
         import numpy as np
 
         stored, rows = self.rows_of(candidates)
@@ -154,7 +154,8 @@ class KeyedRows:
         return Matches(keys, 1.0 - best)
 
 
-#: The key of "no item" in :meth:`KeyedRows.rerank_many` (USearch's own filler).
+#: The key of "no item" (a result row shorter than ``k``). USearch pads a batch's short rows
+#: with key 0, which may be a real key, so :class:`RerankedGraph` marks them with this.
 MISSING = 2 ** 64 - 1
 
 
@@ -204,4 +205,8 @@ class RerankedGraph:
 
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         found = self.graph.search(queries, min(k + RERANK_EXTRA, len(self.graph)))
-        return self.rows.rerank_many(queries, np.atleast_2d(found.keys), k)
+        candidates = np.array(np.atleast_2d(found.keys), dtype=np.uint64)
+        counts = getattr(found, "counts", None)  # a batch pads short rows with key 0
+        if counts is not None:
+            candidates[np.arange(candidates.shape[1])[None, :] >= np.asarray(counts)[:, None]] = MISSING
+        return self.rows.rerank_many(queries, candidates, k)

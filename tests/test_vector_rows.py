@@ -178,3 +178,27 @@ def test_a_projected_search_above_the_exact_size_reranks_the_graph_by_exact_cosi
     np.save(tmp_path / pv.PROJECTED_FILE, np.zeros((n - 1, 16), np.float16))
     with pytest.raises(SearchError, match="differ in length"):
         ix.Searcher(tmp_path, retries=1)
+
+
+def test_a_graph_that_finds_fewer_than_asked_pads_with_missing_not_with_key_0():
+    """USearch pads a batch's short result rows with key 0 (its counts say how many are
+    real; checked on usearch 2.26); where 0 is a real key it must not be counted, nor an
+    item the graph did not find."""
+    from types import SimpleNamespace
+
+    x = unit(3, 8, 18)
+    keys = np.array([0, 1, 2], dtype=np.uint64)
+
+    class ShortGraph:  # what USearch's batch search returns when it found fewer
+        expansion_search = 64
+
+        def __len__(self):
+            return 3
+
+        def search(self, queries, count):
+            return SimpleNamespace(keys=np.array([[1, 0, 0], [2, 1, 0]], dtype=np.uint64),
+                                   counts=np.array([1, 2]))
+
+    found = pv.RerankedGraph(ShortGraph(), pv.KeyedRows(x, keys)).search(unit(2, 8, 19), 3)
+    assert sorted(found.keys[0].tolist()) == sorted([1, pv.MISSING, pv.MISSING])
+    assert sorted(found.keys[1].tolist()) == sorted([1, 2, pv.MISSING])
