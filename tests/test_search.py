@@ -291,3 +291,12 @@ def test_a_search_held_open_can_embed_after_opening_its_index(built: Path):
     proc = subprocess.run([sys.executable, "-c", code, str(built)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "3"
+
+
+@pytest.mark.parametrize("command", ["query", "bench"])
+def test_help_is_printed_for_a_search_command_that_is_given_help(built: Path, command: str):
+    """doit's commands take no ``--help`` (``doit help query`` is doit's way), and users type
+    it first: it prints the command's help, not an option-parsing error."""
+    proc = run(built, command, "--help")
+    assert proc.returncode == 0 and "USAGE" in proc.stdout and f"{command} [-p RECIPE:PROJECTION]" in proc.stdout
+    assert "not recognized" not in proc.stderr

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from doit.exceptions import InvalidCommand
 
-from oxidize.engine.cmd_query import SearchCommand, opt_projection
+from oxidize.engine.cmd_query import SearchCommand, opt_help, opt_projection
 from oxidize.errors import OxidizeError
 
 opt_json = {"name": "json", "long": "json", "type": bool, "default": False,
@@ -34,7 +34,7 @@ class Bench(SearchCommand):
     doc_usage = "[-p RECIPE:PROJECTION] [--json] SET.json..."
     doc_description = ("Runs each query of each set through the raw embedding, the projection,\n"
                        "BM25 and both hybrids; prints MRR@10, Recall@5, Recall@10 and warm latency.")
-    cmd_options = (opt_projection, opt_json)
+    cmd_options = (opt_projection, opt_json, opt_help)
 
     def _execute(self, pos_args=None, projection="", json=False):
         from oxidize.queryset import load_query_set, score

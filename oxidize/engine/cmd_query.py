@@ -46,6 +46,8 @@ opt_mode = {"name": "mode", "long": "mode", "type": str, "default": "hybrid",
                         ("dense", "the embedding's nearest items alone"),
                         ("lexical", "BM25 over the items' words alone")),
             "help": "how to search: hybrid (default), dense or lexical"}
+opt_help = {"name": "help", "long": "help", "type": bool, "default": False,
+            "help": "print this help and exit"}
 opt_json = {"name": "json", "long": "json", "type": bool, "default": False,
             "help": "print a JSON list of {rank, score, event_type, date, source_id, seq, key, snippet,"
                     " dense_rank, lexical_rank} (with --compare: {projection: [...], base: [...]})"}
@@ -67,6 +69,14 @@ class SearchCommand(DoitCmdBase):
 
         return [CmdOption(opt) for opt in with_oxidize_defaults(
             (*self.base_options, *loader, *self.cmd_options))]
+
+    def execute(self, params, args):
+        """``--help`` prints the command's help (``doit help query``) before any project is
+        read: doit's own commands have no ``--help``, and users type it first."""
+        if params.get("help"):
+            print(self.help())
+            return 0
+        return super().execute(params, args)
 
     def open_search(self, projection: str):
         """``(ProjectionSearch, stale warning or "")`` of ``RECIPE:PROJECTION`` (or the only
@@ -118,7 +128,7 @@ class Query(SearchCommand):
     doc_usage = "[-p RECIPE:PROJECTION] [-k N] [--mode hybrid|dense|lexical] [--base | --compare] [--json] TEXT..."
     doc_description = ("Searches the projection's index (built by `doit`) for TEXT: by meaning (the\n"
                        "projected embedding) and by its words (BM25), fused; prints the best items.")
-    cmd_options = (opt_projection, opt_k, opt_mode, opt_base, opt_compare, opt_json)
+    cmd_options = (opt_projection, opt_k, opt_mode, opt_base, opt_compare, opt_json, opt_help)
 
     def _execute(self, pos_args=None, projection="", k=DEFAULT_K, mode="hybrid", base=False,
                  compare=False, json=False):
