@@ -285,8 +285,9 @@ class Searcher:
         files = [TABLE_FILE, rows, vr.KEYS_FILE] + ([] if self.base else [INDEX_FILE])
         missing = [name for name in files if not (self.directory / name).is_file()]
         if missing:
-            raise SearchError(f"{self.directory}: no search index ({', '.join(missing)} missing); "
-                              f"run `doit`")
+            why = "written by an older oxidize" if table.is_file() and INDEX_FILE not in missing else "no search index"
+            raise SearchError(f"{self.directory}: {why} ({', '.join(missing)} missing); rebuild it "
+                              f"with `doit`")
         try:
             self.db = sqlite3.connect(f"file:{table}?mode=ro", uri=True, check_same_thread=False)
             self.meta = {k: json.loads(v) for k, v in self.db.execute("SELECT name, value FROM meta")}

@@ -202,3 +202,21 @@ def test_a_graph_that_finds_fewer_than_asked_pads_with_missing_not_with_key_0():
     found = pv.RerankedGraph(ShortGraph(), pv.KeyedRows(x, keys)).search(unit(2, 8, 19), 3)
     assert sorted(found.keys[0].tolist()) == sorted([1, pv.MISSING, pv.MISSING])
     assert sorted(found.keys[1].tolist()) == sorted([1, 2, pv.MISSING])
+
+
+def test_an_index_of_the_previous_format_says_to_rebuild(tmp_path: Path):
+    """An index written before the projected rows existed (format 4: ``base_keys.npy``, no
+    ``projected.npy``) is named as older, with the command that rebuilds it."""
+    from oxidize.population import Item
+
+    n = 50
+    items = [Item(i + 1, i + 1, "session.decision", f"s{i}", "2025-01-01", f"note {i}") for i in range(n)]
+    ix.write_index(tmp_path, items, unit(n, 24, 20), unit(n, 16, 21), {})
+    (tmp_path / pv.KEYS_FILE).rename(tmp_path / "base_keys.npy")
+    (tmp_path / pv.PROJECTED_FILE).unlink()
+    with pytest.raises(SearchError, match=r"written by an older oxidize \(projected.npy, keys.npy missing\); "
+                                          r"rebuild it with `doit`"):
+        ix.Searcher(tmp_path)
+    (tmp_path / ix.INDEX_FILE).unlink()
+    with pytest.raises(SearchError, match="no search index"):
+        ix.Searcher(tmp_path)
