@@ -11,7 +11,7 @@ Three files sit beside each projection's graph (oxidize/index.py):
   items ranks only the candidates the other two lists found (:data:`RERANK_POOL` + the
   lexical pool), which read the same MRR@10 as the full raw list on oxidize's question sets.
 * ``projected.npy`` — the projected vectors. The graph (``index.usearch``) holds them
-  quantised to i8, which builds it 1.6–2.1× faster (session 9); the graph's
+  quantised to i8, which builds it 1.3–2.1× faster (session 9); the graph's
   :data:`RERANK_EXTRA` more candidates are ranked by their exact cosine here
   (:class:`RerankedGraph`), which finds what an f16 graph finds (docs/benchmarks.md).
 * ``keys.npy`` — the keys, ascending (a key's row is a binary search away).
@@ -38,8 +38,9 @@ KEYS_FILE = "keys.npy"
 RERANK_POOL = 300
 #: A graph of i8 vectors is asked for this many more candidates than the ``k`` wanted, and
 #: they are ranked by exact cosine: on 200,000 real projected notes, 40 candidates for the
-#: 10 nearest gave the recall an f16 graph gives at every search expansion (0.994 at 256,
-#: 0.998 at 512, 0.999 at 1024), 10 alone 0.947–0.953 whatever the expansion.
+#: 10 nearest gave about the recall an f16 graph gives at each search expansion (0.992 /
+#: 0.997 / 0.999 at 256 / 512 / 1024, f16 0.994 / 0.998 / 0.999), 10 alone 0.947–0.953
+#: whatever the expansion; at 400,000, 100 candidates found no more than 40.
 RERANK_EXTRA = 30
 #: Rows converted and written at a time (bounded memory for a million-row population).
 _BLOCK = 65_536
