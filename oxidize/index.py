@@ -129,6 +129,9 @@ EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
 #: How a graph of oxidize's own indexes stores its vectors (patina's export stays ``f32``):
 #: i8, its candidates re-ranked by the f16 rows of :mod:`oxidize.vector_rows` (see above).
+#: USearch quantises a component ``c`` as ``round(127 c)``; newer releases normalise the row
+#: first, older ones (2.12) do not and wrap above 1.0 — projected vectors are unit rows
+#: (:func:`oxidize.projection.project` normalises), so both store the same levels.
 STORAGE = "i8"
 #: patina's export is built as densely as oxidize's indexes were before (patina searches it
 #: at an expansion oxidize does not choose).
