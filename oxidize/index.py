@@ -69,9 +69,9 @@ TABLE_FILE = "index.sqlite"
 #:  768     i8         64      15.1       0.876     9.1 ms     145
 #: ======  =========  ====  ==========  ==========  =======  ========
 #:
-#: So: half-precision storage (the vectors are unit rows: f16 keeps three decimals of each
-#: cosine, and recall is measured on the stored index anyway); ``i8`` loses recall no
-#: expansion wins back (each unit-vector component is small, so 127 levels lose too much).
+#: So (session 7): half-precision storage; ``i8`` *alone* loses recall no expansion wins back
+#: (each unit-vector component is small, so 127 levels lose too much) — session 9 (below)
+#: keeps i8 in the graph and ranks its candidates by exact cosine from f16 rows instead.
 #: A build-time expansion of 64 looked 3.3–4× faster on these stand-ins, but on *real*
 #: projected vectors (``python -m benchmarks.bench_real_index``: 100k notes made of
 #: patina-dev's sentences, the dev build's ``semantic`` weights, session 8) a graph built at 64
