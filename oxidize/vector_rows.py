@@ -174,8 +174,7 @@ def open_rows(directory: Path, name: str) -> KeyedRows:
 
     paths = (directory / name, directory / KEYS_FILE)
     try:
-        vectors = np.load(paths[0], mmap_mode="r")
-        keys = np.load(paths[1], mmap_mode="r")
+        vectors, keys = _map(paths[0]), _map(paths[1])
     except (OSError, ValueError) as exc:
         raise SearchError(f"{directory}: the vectors ({name}, {KEYS_FILE}) are not readable ({exc}); "
                           f"delete them and run `doit`") from None
@@ -183,6 +182,25 @@ def open_rows(directory: Path, name: str) -> KeyedRows:
         raise SearchError(f"{paths[0]}: holds {vectors.dtype} of shape {vectors.shape}, "
                           f"expected f16 rows; delete it and run `doit`")
     return KeyedRows(vectors, keys, ascending=True)
+
+
+def _map(path: Path) -> np.ndarray:
+    """The ``.npy`` array at ``path``, memory-mapped read-only from the one file that was
+    opened: ``np.load(mmap_mode=...)`` reads the header and then maps the path again, so a
+    build that renames a new file in between pairs one file's header with the other's bytes."""
+    import numpy as np
+
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f".npy format version {version} is not one oxidize writes")
+        shape, fortran, dtype = read_header(handle)
+        if not shape or 0 in shape:  # numpy cannot map an empty file region
+            return np.zeros(shape, dtype=dtype)
+        return np.memmap(handle, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
+                         order="F" if fortran else "C")
 
 
 class RerankedGraph:

@@ -220,3 +220,27 @@ def test_an_index_of_the_previous_format_says_to_rebuild(tmp_path: Path):
     (tmp_path / ix.INDEX_FILE).unlink()
     with pytest.raises(SearchError, match="no search index"):
         ix.Searcher(tmp_path)
+
+
+def test_rows_are_mapped_from_the_file_whose_header_was_read(tmp_path: Path, monkeypatch):
+    """A build renames new rows over the old while a search opens them: the header and the
+    bytes come from the one file opened (``np.load`` maps the path a second time, and paired
+    an old 30-row header with a new 40-row file, or the reverse: 'mmap length is greater')."""
+    old, new = np.arange(30 * 4, dtype=np.float16).reshape(30, 4), np.ones((10, 4), np.float16)
+    path = tmp_path / pv.PROJECTED_FILE
+    np.save(path, old)
+    np.save(tmp_path / "next.npy", new)
+    read_magic = np.lib.format.read_magic
+
+    def rename_after_the_header(handle):
+        version = read_magic(handle)
+        (tmp_path / "next.npy").replace(path)  # what atomic_path does mid-open
+        return version
+
+    monkeypatch.setattr(np.lib.format, "read_magic", rename_after_the_header)
+    mapped = pv._map(path)
+    assert mapped.shape == (30, 4) and np.array_equal(mapped, old)
+    monkeypatch.undo()
+    assert np.array_equal(pv._map(path), new)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), np.float16))
+    assert pv._map(tmp_path / "empty.npy").shape == (0, 4)
