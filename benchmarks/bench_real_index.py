@@ -1,6 +1,7 @@
 """Recall of the index on real projected vectors, not stand-ins (issue #24).
 
     python -m benchmarks.bench_real_index [--items 100000] [--project DIR] [--vectors DIR]
+                                          [--expansions 1024,2048,4096]
 
 Makes ``--items`` realistic notes (each two to four sentences drawn from patina-dev.db's
 notes, so the words and topics are a real project's, and no two notes are the same),
@@ -9,7 +10,8 @@ reused by later runs), projects them with the ``semantic`` weights of the dev bu
 (``benchmarks.bench_fusion``'s project, built if absent) and writes the index as the index
 step does. Then recall@10 of the graph search against exact search, on real questions
 (oxidize's question sets) and on held-back notes used as queries, beside what the
-calibration recorded.
+calibration recorded; with ``--expansions``, the same at each of those search expansions
+too (what the calibrated one costs against what the queries would need).
 """
 
 from __future__ import annotations
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--project", type=Path, default=Path("/tmp/oxidize-bench-fusion"))
     parser.add_argument("--vectors", type=Path, default=Path("/tmp/oxidize-real-vectors"))
+    parser.add_argument("--expansions", default="",
+                        help="comma-separated search expansions measured beside the calibrated one")
     args = parser.parse_args(argv)
     if not DATA_DB.is_file():
         print(f"skipped: {DATA_DB} is absent")
@@ -122,17 +126,29 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
         searcher = ix.Searcher(Path(tmp))
         print(f"  index step {seconds:.1f} s; recorded: {json.dumps(searcher.searched)}")
+        calibrated = searcher.graph.expansion_search
+        others = [int(e) for e in args.expansions.split(",") if e.strip()]
         for label, texts_ in queries.items():
             q = project(search.weights, encoder.encode(texts_, kind="query")).astype(np.float32)
             truth = [set(keys[r].tolist()) for r in exact_top(projected, q, 10)]
-            times, found = [], []
-            for v in q:
-                t = time.perf_counter()
-                found.append({key for key, _ in searcher.nearest(v, 10)})
-                times.append(time.perf_counter() - t)
-            recall = float(np.mean([len(f & e) / 10 for f, e in zip(found, truth)]))
-            print(f"  {label} ({len(q)}): recall@10 {recall:.3f}, median query {np.median(times) * 1e3:.2f} ms")
+            for expansion in [calibrated, *others]:
+                searcher.graph.expansion_search = expansion
+                recall, median = _measured(searcher, q, truth)
+                at = "" if expansion == calibrated else f" at expansion {expansion}"
+                print(f"  {label} ({len(q)}){at}: recall@10 {recall:.3f}, median query {median:.2f} ms")
     return 0
+
+
+def _measured(searcher, queries, truth) -> tuple[float, float]:
+    """Recall@10 of ``searcher`` against ``truth`` (sets of keys), and its median query (ms)."""
+    import numpy as np
+
+    times, found = [], []
+    for v in queries:
+        t = time.perf_counter()
+        found.append({key for key, _ in searcher.nearest(v, 10)})
+        times.append(time.perf_counter() - t)
+    return float(np.mean([len(f & e) / 10 for f, e in zip(found, truth)])), float(np.median(times)) * 1e3
 
 
 if __name__ == "__main__":
