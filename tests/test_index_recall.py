@@ -148,17 +148,99 @@ def test_the_recorded_recall_is_measured_on_queries_that_did_not_choose_the_expa
 
     def recall(probe, graph, expansion):
         got = real(probe, graph, expansion)
-        measured.append((id(probe), expansion, got))
-        # the second sample is told less than it finds until the expansion is 256
-        return got if len({m[0] for m in measured}) == 1 or expansion >= 256 else 0.5
+        measured.append((probe, expansion, got))
+        # the second sample of items is told less than it finds until the expansion is 512
+        first = measured[0][0]
+        return got if probe is first or probe.moved or expansion >= 512 else 0.5
 
     monkeypatch.setattr(rc._RecallProbe, "recall", recall)
     got = rc.calibrate(index, x, keys)
     probes = list(dict.fromkeys(m[0] for m in measured))
-    assert len(probes) == 2
-    chose = [e for p, e, _ in measured if p == probes[0]]
-    checked = [e for p, e, _ in measured if p == probes[1]]
+    assert len(probes) == 3 and sum(p.moved for p in probes) == 1
+    choosing, checking = [p for p in probes if not p.moved]
+    chose = [e for p, e, _ in measured if p is choosing]
+    checked = [e for p, e, _ in measured if p is checking]
     assert chose == [rc.EXPANSION_STEPS[0]]  # the easy sample clears the target at once
-    assert checked == [128, 192, 256] and got["expansion_search"] == 256
-    assert got["recall@10"] == round(measured[-1][2], 4) and got["calibration_recall@10"] >= 0.995
+    assert got["needed_expansion"] == 128  # doubled (HEADROOM) to 256 before it is checked
+    assert checked == [256, 384, 512] and got["expansion_search"] == 512
+    recorded = [g for p, e, g in measured if p is checking][-1]
+    assert got["recall@10"] == round(recorded, 4) and got["calibration_recall@10"] >= 0.993
+    assert got["far_recall@10"] == round([g for p, e, g in measured if p.moved and e == 512][-1], 4)
 
+
+def test_queries_far_from_every_item_hold_a_floor(monkeypatch):
+    """Where the items clear the target but queries far from every item find less than
+    :data:`FAR_RECALL_FLOOR`, the expansion rises until they find it."""
+    x = clustered(3000)
+    keys = np.arange(1, 3001, dtype=np.uint64)
+    index = searched_graph(x, keys)
+    real = rc._RecallProbe.recall
+    asked = []
+
+    def recall(probe, graph, expansion):
+        asked.append((probe.moved, expansion))
+        return 0.9 if probe.moved and expansion < 384 else real(probe, graph, expansion)
+
+    monkeypatch.setattr(rc._RecallProbe, "recall", recall)
+    got = rc.calibrate(index, x, keys)
+    assert got["needed_expansion"] == 384 and got["expansion_search"] == 768
+    assert got["far_recall@10"] >= rc.FAR_RECALL_FLOOR
+    assert [e for moved, e in asked if moved] == [128, 192, 256, 384, 768]  # then at the expansion kept
+    probe = rc._RecallProbe(x, keys, np.arange(10), noise=rc.FAR_NOISE, rng=np.random.default_rng(1))
+    cosines = (probe.queries * x[:10]).sum(axis=1)
+    assert probe.moved and probe.own == [None] * 10 and 0.45 < float(np.median(cosines)) < 0.75
+
+
+class _ExactIndex:
+    """Exact search with USearch's result shape; ``only_own`` makes it answer each query with
+    the item it was drawn from and then the farthest items."""
+
+    def __init__(self, x: np.ndarray, keys: np.ndarray, only_own: bool = False):
+        self.x, self.keys, self.only_own, self.expansion_search = x, keys, only_own, 0
+
+    def search(self, queries: np.ndarray, k: int):
+        from types import SimpleNamespace
+
+        sims = queries @ self.x.T
+        order = np.argsort(-sims, axis=1)
+        if self.only_own:
+            order = np.concatenate([order[:, :1], order[:, ::-1][:, :k - 1]], axis=1)
+        return SimpleNamespace(keys=self.keys[order[:, :k]])
+
+
+def test_the_calibration_queries_are_indexed_items_and_their_own_key_is_not_an_answer():
+    """A query drawn from an item is answered by its 10 nearest *other* items: exact search
+    scores 1.0, and an index that finds the item itself but nothing near it scores 0 (the
+    item's own key, as similar as can be, counts neither as a hit nor as one of the 10)."""
+    x = clustered(500)
+    keys = np.arange(7, 507, dtype=np.uint64)
+    probe = rc._RecallProbe(x, keys, np.arange(0, 500, 5))
+    assert np.allclose(probe.queries, x[::5])  # the items themselves, not moved
+    assert probe.recall(_ExactIndex(x, keys), 128) == 1.0
+    assert probe.recall(_ExactIndex(x, keys, only_own=True), 128) == 0.0
+    got = rc.calibrate(_ExactIndex(x, keys), x, keys)
+    assert got["recall@10"] == 1.0 and got["needed_expansion"] == rc.EXPANSION_STEPS[0]
+
+
+def test_a_single_item_has_no_other_item_to_find():
+    x = clustered(1)
+    keys = np.array([3], dtype=np.uint64)
+    assert rc.calibrate(_ExactIndex(x, keys), x, keys)["recall@10"] == 1.0
+
+
+@pytest.mark.parametrize(("needed", "kept"), [(128, 256), (768, 1536), (1024, 2048), (1536, 2048), (2048, 2048), (3072, 3072)])
+def test_the_expansion_needed_is_doubled_up_to_a_cap(monkeypatch, needed, kept):
+    """Real queries unlike the items need up to twice the items' expansion (HEADROOM); the
+    doubling stops at HEADROOM_UP_TO, where a real million's query would pass 10 ms."""
+    x = clustered(600)
+    keys = np.arange(1, 601, dtype=np.uint64)
+    index = _ExactIndex(x, keys)
+    real = rc._RecallProbe.recall
+
+    def recall(probe, graph, expansion):  # the items clear the target at ``needed``
+        return 0.5 if not probe.moved and expansion < needed else real(probe, graph, expansion)
+
+    monkeypatch.setattr(rc._RecallProbe, "recall", recall)
+    got = rc.calibrate(index, x, keys)
+    assert (got["needed_expansion"], got["expansion_search"]) == (needed, kept)
+    assert index.expansion_search == kept
