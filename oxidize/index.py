@@ -138,13 +138,15 @@ STORAGE = "i8"
 PATINA_EXPANSION_ADD = 128
 #: Up to this many items a search is exact (brute force over the stored vectors). Above, the
 #: graph at its calibrated expansion: at 100k stand-in items exact search took 7.6 ms a query,
-#: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size").
+#: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size"). Graphs of up to
+#: this many items are built (an update in place may grow them past it) but not calibrated:
+#: no search reads them, and calibrating one cost most of the dev build's incremental index
+#: step (4,635 items: 1.1 s of 1.4 s, session 11).
 EXACT_MAX = 20_000
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
 #: an exact search only up to this many items; above, the raw cosine ranking of the other
 #: lists' candidates (oxidize/vector_rows.py): exact, it took as long as the rest of a
-#: hybrid query (docs/benchmarks.md, "Hybrid search"). Up to it, projected graphs are not
-#: calibrated either: they are searched exactly.
+#: hybrid query (docs/benchmarks.md, "Hybrid search").
 EXACT_MAX_FUSED = 2_000
 #: A graph whose calibrated search stays below :data:`RECALL_TARGET` even at the widest
 #: expansion (it happens: USearch's threaded inserts now and then leave a few nodes hard to
@@ -238,7 +240,7 @@ def search_settings(graph, vectors: np.ndarray, keys: np.ndarray) -> dict[str, A
     affordable; else at the expansion calibrated for its re-ranked search."""
     from oxidize.vector_rows import KeyedRows, RerankedGraph
 
-    if len(keys) <= EXACT_MAX_FUSED:
+    if len(keys) <= EXACT_MAX:  # Searcher.nearest never searches this graph: nothing to measure
         return dict(EXACT_SEARCH)
     measured = calibrate(RerankedGraph(graph, KeyedRows(vectors, keys)), vectors, keys)
     if measured["recall@10"] < RECALL_TARGET and len(keys) <= EXACT_FALLBACK_MAX:

@@ -203,12 +203,12 @@ class ProjectionSearch:
 
     def _recall_notice(self, searcher: Searcher) -> None:
         """One line when the index's graph search was measured below the recall target."""
-        from oxidize.index import EXACT_MAX_FUSED
+        from oxidize.index import EXACT_MAX
         from oxidize.index_recall import RECALL_TARGET
 
         measured = searcher.searched.get("recall@10")
         if measured is not None and measured < RECALL_TARGET and not searcher.searched.get("exact") \
-                and len(searcher) > EXACT_MAX_FUSED:
+                and len(searcher) > EXACT_MAX:
             which = "plain-embedding" if searcher.base else "projected"
             self._notice(f"the {which} index of {self.label} finds about {measured:.2f} of the true "
                          f"10 nearest items in its graph (measured when built; target {RECALL_TARGET})")

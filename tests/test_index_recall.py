@@ -54,7 +54,7 @@ def test_calibration_reports_the_recall_of_the_expansion_it_sets():
 def test_the_written_index_records_its_search_and_the_searcher_uses_it(tmp_path: Path, monkeypatch):
     from oxidize.population import Item
 
-    monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 100)  # calibrate even this small index
+    monkeypatch.setattr(ix, "EXACT_MAX", 100)  # calibrate even this small index
     n = 600
     base, projected = clustered(n, 24, 2), clustered(n, 16, 3)
     items = [Item(i + 1, i + 1, "session.decision", f"s{i // 5}", "2025-01-01", f"note {i}") for i in range(n)]
@@ -79,7 +79,7 @@ def test_the_written_index_records_its_search_and_the_searcher_uses_it(tmp_path:
 def test_a_graph_short_of_the_target_is_searched_exactly(tmp_path: Path, monkeypatch):
     from oxidize.population import Item
 
-    monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 100)
+    monkeypatch.setattr(ix, "EXACT_MAX", 100)
     monkeypatch.setattr(ix, "RECALL_TARGET", 1.01)  # as index.py reads it  # no graph reaches it
     n = 400
     base, projected = clustered(n, 24, 4), clustered(n, 16, 5)
@@ -109,11 +109,11 @@ def test_a_search_says_when_the_recorded_recall_is_below_target():
             return self.n
 
     search = ProjectionSearch(SimpleNamespace(name="r"), "p", "/nowhere")
-    search._recall_notice(FakeSearcher(ix.EXACT_MAX_FUSED + 1, {"recall@10": 0.71, "exact": False}))
+    search._recall_notice(FakeSearcher(ix.EXACT_MAX + 1, {"recall@10": 0.71, "exact": False}))
     assert search.notices == ["the projected index of r:p finds about 0.71 of the true 10 nearest "
                               "items in its graph (measured when built; target 0.99)"]
     quiet = ProjectionSearch(SimpleNamespace(name="r"), "p", "/nowhere")
-    quiet._recall_notice(FakeSearcher(ix.EXACT_MAX_FUSED + 1, {"recall@10": 0.995, "exact": False}))
+    quiet._recall_notice(FakeSearcher(ix.EXACT_MAX + 1, {"recall@10": 0.995, "exact": False}))
     quiet._recall_notice(FakeSearcher(50, {"recall@10": 0.5, "exact": False}))  # searched exactly
     assert quiet.notices == []
 
@@ -244,3 +244,23 @@ def test_the_expansion_needed_is_doubled_up_to_a_cap(monkeypatch, needed, kept):
     got = rc.calibrate(index, x, keys)
     assert (got["needed_expansion"], got["expansion_search"]) == (needed, kept)
     assert index.expansion_search == kept
+
+
+def test_a_graph_no_search_reads_is_not_calibrated(tmp_path: Path, monkeypatch):
+    """Up to EXACT_MAX items every search is exact, so the graph's expansion is not measured
+    (it was most of a small index step); above, it is."""
+    from oxidize.population import Item
+
+    calls = []
+    real = ix.calibrate
+    monkeypatch.setattr(ix, "calibrate", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    n = 600
+    base, projected = clustered(n, 24, 2), clustered(n, 16, 3)
+    items = [Item(i + 1, i + 1, "session.decision", f"s{i // 5}", "2025-01-01", f"note {i}") for i in range(n)]
+    monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 100)  # the raw list's limit has no say in it
+    ix.write_index(tmp_path, items, base, projected, {})
+    searcher = ix.Searcher(tmp_path)
+    assert calls == [] and searcher.exact and searcher.graph is not None  # built, for updates to grow
+    monkeypatch.setattr(ix, "EXACT_MAX", n - 1)
+    ix.write_index(tmp_path, items, base, projected, {})
+    assert calls == [n] and "needed_expansion" in ix.Searcher(tmp_path).searched

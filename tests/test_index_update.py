@@ -47,7 +47,7 @@ def meta_of(out: Path) -> dict:
 
 
 def test_appended_items_are_added_and_search_as_a_fresh_index(tmp_path: Path, weights: Path, monkeypatch):
-    monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 100)  # graphs, calibrated, even at this size
+    monkeypatch.setattr(ix, "EXACT_MAX", 100)  # graphs, calibrated, even at this size
     n, extra = 1000, 40
     base, projected = clustered(n + extra, 24, 1), clustered(n + extra, 16, 2)
     items = items_of(n + extra)

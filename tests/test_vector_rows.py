@@ -163,8 +163,7 @@ def test_a_projected_search_above_the_exact_size_reranks_the_graph_by_exact_cosi
     n = 400
     items = [Item(i + 1, i + 1, "session.decision", f"s{i}", "2025-01-01", f"note {i}") for i in range(n)]
     base, projected = unit(n, 24, 15), clustered(n, 16, 16)
-    monkeypatch.setattr(ix, "EXACT_MAX_FUSED", 0)  # calibrated, as a large index is
-    monkeypatch.setattr(ix, "EXACT_MAX", 0)
+    monkeypatch.setattr(ix, "EXACT_MAX", 0)  # searched in its graph and calibrated, as a large index is
     monkeypatch.setattr(ix.os, "cpu_count", lambda: 1)  # inserts on one thread: deterministic
     ix.write_index(tmp_path, items, base, projected, {})
     assert {p.name for p in tmp_path.iterdir()} >= {pv.BASE_FILE, pv.PROJECTED_FILE, pv.KEYS_FILE, ix.INDEX_FILE}
