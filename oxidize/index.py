@@ -141,7 +141,7 @@ PATINA_EXPANSION_ADD = 128
 #: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size"). Graphs of up to
 #: this many items are built (an update in place may grow them past it) but not calibrated:
 #: no search reads them, and calibrating one cost most of the dev build's incremental index
-#: step (4,635 items: 1.1 s of 1.4 s, session 11).
+#: step (4,635 items: 1.0 s of 1.3 s, session 11).
 EXACT_MAX = 20_000
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
 #: an exact search only up to this many items; above, the raw cosine ranking of the other
