@@ -24,9 +24,12 @@ def ranks_with(shift: float, seed: int) -> np.ndarray:
 
 
 def test_two_clear_falls_in_a_row_without_recovery_stop():
-    stop = EarlyStop(START, float(START.mean()), n_batches=100)
-    assert stop.marks == [12, 25, 37, 50, 62, 75, 87]
-    assert stop.due(1, 20, 30) and not stop.due(1, 26, 36) and not stop.due(2, 20, 30)
+    stop = EarlyStop(START, float(START.mean()), n_batches=100, batch_size=32)
+    # the eighths, and after 512, 1,024 and 2,048 triplets (16, 32, 64 minibatches of 32)
+    assert stop.marks == [12, 16, 25, 32, 37, 50, 62, 64, 75, 87]
+    assert stop.due(1, 20, 30) and not stop.due(1, 26, 31) and not stop.due(2, 20, 30)
+    assert stop.next_mark(1, 0) == 12 and stop.next_mark(1, 16) == 25
+    assert stop.next_mark(1, 87) is None and stop.next_mark(2, 0) is None
     check = lambda shift, seed, done: stop.check(ranks_with(shift, seed), float(ranks_with(shift, seed).mean()), 1, done)  # noqa: E731
     assert not check(-0.002, 1, 25)   # within noise: not clearly below
     assert not check(-0.3, 2, 50)     # clearly below, once
@@ -34,7 +37,7 @@ def test_two_clear_falls_in_a_row_without_recovery_stop():
     assert check(-0.1, 4, 100)        # below twice, no clear rise: stop
     assert stop.stopped_at == (1, 100)
     assert "did not recover" in stop.words(100, 10, seconds=2.0)
-    again = EarlyStop(START, float(START.mean()), n_batches=100)
+    again = EarlyStop(START, float(START.mean()), n_batches=100, batch_size=32)
     assert not again.check(ranks_with(-0.3, 5), 0.3, 1, 25)
     assert not again.check(ranks_with(0.0, 6), 0.6, 1, 50)   # back at the start: count restarts
     assert not again.check(ranks_with(-0.3, 7), 0.3, 1, 75)
@@ -61,6 +64,26 @@ def test_a_training_clearly_below_its_start_stops_inside_the_first_epoch(monkeyp
         np.testing.assert_array_equal(result.weights[k], start.weights[k])
     monkeypatch.setattr(early_stop, "STOP_Z", math.inf)  # without the rule: all ten epochs
     assert len(train_projection(emb, trip, **kw, heldout=held).losses) == 10
+
+
+def test_the_checks_and_the_stop_do_not_depend_on_the_segments(monkeypatch):
+    """The BLAS probes segment an epoch differently on other machines; the trainer ends a
+    segment at each check, so a training stops after the same minibatches either way."""
+    emb, trip, held = hurtful_problem()
+    kw = {**KW, "out": 16, "epochs": 10, "learning_rate": 0.1, "init": "identity", "patience": None}
+    seen = {}
+    original = EarlyStop.check
+    for segment in (96, 4096):
+        monkeypatch.setattr(blas, "SEGMENT_TRIPLETS", segment)
+        checks = []
+        monkeypatch.setattr(EarlyStop, "check", lambda self, ranks, mrr, epoch, done:
+                            checks.append((epoch, done)) or original(self, ranks, mrr, epoch, done))
+        result = train_projection(emb, trip, **kw, heldout=held)
+        assert result.stopped_early
+        seen[segment] = (checks, result.stop_note)
+    assert seen[96] == seen[4096]
+    first = EarlyStop(START, 0.5, n_batches=4000 // KW["batch_size"], batch_size=KW["batch_size"])
+    assert seen[96][0][0] == (1, first.marks[0])  # the first check at the first mark
 
 
 @pytest.mark.parametrize("segment", [256, blas.SEGMENT_TRIPLETS])

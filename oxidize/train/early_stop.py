@@ -3,11 +3,14 @@
 On every real log measured (patina-dev, the project's full log, a patina checkout) both
 default projections kept epoch 0, the start map, after three or four epochs that validation
 rejected — 14 s of a 36 s build thrown away. Training's result replaces the start map only
-when it beats it clearly (``EPOCH_CLEAR_Z``); this module stops it as soon as it is clearly
+when it beats it clearly (``EPOCH_CLEAR_Z``); this module stops it as soon as it is as clearly
 *below* the start map with no sign of recovery.
 
-The rule (:class:`EarlyStop`): validation is scored :data:`CHECKS_PER_EPOCH` times in the
-first epoch (at the end of a segment past each eighth) and after every epoch. Training
+The rule (:class:`EarlyStop`): validation is scored in the first epoch after
+:data:`FIRST_CHECK_TRIPLETS` triplets and again each time their number doubles, and at each
+of its :data:`CHECKS_PER_EPOCH` eighths; then after every epoch. The trainer ends a segment
+at each mark, so the checks fall on the same minibatches however the epoch is segmented
+(the segments follow the BLAS thread probes, which differ between machines). Training
 stops when two checks in a row are below the start map by more than :data:`STOP_Z` standard
 errors of the per-query difference (:func:`oxidize.evaluate.clearly_better`, reversed) and
 the later one is not clearly better than the earlier (by :data:`RECOVERY_Z` errors: a rise
@@ -25,8 +28,18 @@ from oxidize.evaluate import clearly_better
 #: the dev build's incremental ``semantic`` training stops 46% into epoch 1, not 57%, and
 #: ``bench_later``'s figures stay the same on every pair type (1.032×, 1.168×, 1.001×).
 CHECKS_PER_EPOCH = 8
-#: How clearly below the start map a check must be to count (standard errors).
-STOP_Z = 3.0
+#: The first check of the first epoch, in triplets; the next come at twice as many, four
+#: times, … (session 12). A fall below the start map shows from the first few hundred
+#: triplets on: the dev build's ``semantic`` is 2.5 standard errors below it after 512 and
+#: 1,024 (and stops there, 3% into epoch 1, where the eighths stopped it at 29%). Doubling
+#: keeps the checks few (a check scores every validation query: 20 ms there, 1.3% of what
+#: the epoch costs).
+FIRST_CHECK_TRIPLETS = 512
+#: How clearly below the start map a check must be to count (standard errors): as clearly as
+#: an epoch must be above it to be kept (``trainer.EPOCH_CLEAR_Z``). 2, not 3 (session 12):
+#: the dev build's incremental ``semantic`` training stops ~25% into epoch 1, not 46%, and
+#: every one of ``bench_later``'s 21 builds keeps the same weights, byte for byte.
+STOP_Z = 2.0
 #: How clearly a check must beat the one before to count as recovering.
 RECOVERY_Z = 1.0
 
@@ -34,13 +47,26 @@ RECOVERY_Z = 1.0
 class EarlyStop:
     """Track validation checks against the start map's per-query ranks."""
 
-    def __init__(self, start_ranks: np.ndarray, start_mrr: float, n_batches: int):
+    def __init__(self, start_ranks: np.ndarray, start_mrr: float, n_batches: int,
+                 batch_size: int):
         self.start_ranks, self.start_mrr = start_ranks, start_mrr
-        self.marks = sorted({max(1, n_batches * i // CHECKS_PER_EPOCH)
-                             for i in range(1, CHECKS_PER_EPOCH)})
+        marks = {max(1, n_batches * i // CHECKS_PER_EPOCH) for i in range(1, CHECKS_PER_EPOCH)}
+        triplets = FIRST_CHECK_TRIPLETS
+        while triplets < n_batches * batch_size:
+            marks.add(max(1, triplets // batch_size))
+            triplets *= 2
+        #: minibatch counts of the first epoch after which validation is checked
+        self.marks = sorted(mark for mark in marks if mark < n_batches)
         self.below: list[float] = []  # the last checks' MRR while clearly below, in order
         self._last_ranks: np.ndarray | None = None
         self.stopped_at: tuple[int, int] | None = None  # (epoch, minibatches done)
+
+    def next_mark(self, epoch: int, done: int) -> int | None:
+        """The first check after ``done`` minibatches of ``epoch`` (``None``: none left in it),
+        where the trainer ends its segment."""
+        if epoch != 1:
+            return None
+        return next((mark for mark in self.marks if mark > done), None)
 
     def due(self, epoch: int, done_before: int, done_after: int) -> bool:
         """Whether a check falls in the segment that took ``done_before`` to ``done_after``
@@ -61,7 +87,8 @@ class EarlyStop:
         return False
 
     def words(self, n_batches: int, epochs: int, seconds: float) -> str:
-        """What happened and what it saved, for the train line."""
+        """What happened and what it saved, for the train line (``seconds``: spent training
+        so far, validation checks not counted)."""
         epoch, done = self.stopped_at
         at = f"{100 * done / n_batches:.0f}% into epoch {epoch}" if done < n_batches else f"after epoch {epoch}"
         trained = (epoch - 1) + done / n_batches

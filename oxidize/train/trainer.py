@@ -260,8 +260,9 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     run(np.zeros(0, dtype=np.int64), batch_losses[:0], 0)
     losses: list[float] = []
     stopped_early = False
-    stopper = EarlyStop(start_ranks, best_mrr, n_batches) if scorer is not None else None
+    stopper = EarlyStop(start_ranks, best_mrr, n_batches, batch_size) if scorer is not None else None
     step = 0
+    kernel_seconds = 0.0  # in the training kernel (not in checks): what an epoch costs
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
@@ -274,10 +275,14 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
             # Short segments when probing, and first of all: the time estimate comes from it.
             short = threads_ctl.probing or (epoch == 1 and done == 0)
             todo = min(n_batches - done, probe_segment if short else segment)
+            mark = stopper.next_mark(epoch, done) if stopper is not None else None
+            if mark is not None:  # end the segment at the check: same checks on every machine
+                todo = min(todo, mark - done)
             lo, hi = done * batch_size, min(n, (done + todo) * batch_size)
             seg_start = time.perf_counter()
             seg_done, step = run(order[lo:hi], batch_losses[done:done + todo], step)
             seg_seconds = time.perf_counter() - seg_start
+            kernel_seconds += seg_seconds
             threads_ctl.record(threads, hi - lo, seg_seconds)
             if progress and epoch == 1 and done == 0 and seg_done < n_batches:
                 per_epoch = seg_seconds * n / max(hi - lo, 1)
@@ -339,7 +344,7 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
     seconds = time.perf_counter() - start
     stop_note = ""
     if stopper is not None and stopper.stopped_at is not None:
-        stop_note = stopper.words(n_batches, epochs, seconds)
+        stop_note = stopper.words(n_batches, epochs, kernel_seconds)
         if progress:
             print(f"{prefix}train: {stop_note}; keeping epoch {best_epoch}", file=sys.stderr, flush=True)
     if best_flat is not None:
