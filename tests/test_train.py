@@ -590,9 +590,7 @@ def test_within_init_separates_held_out_groups_better_than_noise():
 
 def test_early_stopping_keeps_the_best_epoch_by_held_out_mrr(monkeypatch):
     from oxidize.evaluate import score_projection
-    from oxidize.train import trainer
-
-    from oxidize.train import early_stop
+    from oxidize.train import early_stop, trainer
 
     monkeypatch.setattr(trainer, "EPOCH_CLEAR_Z", -1e9)  # every better epoch counts as clear
     # patience alone: this training falls below its start map in epoch 1, which the stop
