@@ -1,5 +1,5 @@
 """How to fuse the lexical and the dense lists: a grid of reciprocal-rank-fusion constants
-scored on query sets (how oxidize/fusion.py's constants were chosen).
+scored on query sets (how oxidize/search/fusion.py's constants were chosen).
 
     python -m benchmarks.bench_fusion [--project DIR] [--quick]
 
@@ -10,7 +10,7 @@ list once, and fuses them under every setting of the grid (RRF k, the lexical we
 pool size, and whether the raw dense list joins as a third list). It prints MRR@10 per set
 and the mean over sets, best first, and the plain-RRF line for reference; then oxidize's
 fusion with the raw list made as above 2,000 items (the raw cosine ranking of the
-projection's N nearest and the lexical list's items, oxidize/vector_rows.py) for several N.
+projection's N nearest and the lexical list's items, oxidize/search/vector_rows.py) for several N.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def build_project(project: Path) -> None:
 
 def lists(project: Path):
     """{projection: [(query, [lexical keys], [projection keys], [raw keys], {key: source id})]}"""
-    from oxidize.queryset import load_query_set
+    from oxidize.search.queryset import load_query_set
     from oxidize.search import open_search
 
     out = {}
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
     header("fusion constants on oxidize's query sets (patina-dev.db, default recipe)")
     build_project(args.project)
     data = lists(args.project)
-    from oxidize import fusion
-    from oxidize.fusion import fuse
+    from oxidize.search import fusion
+    from oxidize.search.fusion import fuse
 
     def single(which):
         return lambda lexical, projected, raw, _: {"lexical": lexical, "projection": projected,

@@ -1,13 +1,13 @@
-"""USearch storage and build expansion, side by side: the table behind ``oxidize/index.py``.
+"""USearch storage and build expansion, side by side: the table behind ``oxidize/search/index.py``.
 
 Run: ``python -m benchmarks.bench_index_settings [--items 100000] [--settings 256:f32:128,256:f16:64,…]``.
 
 For each setting (dimensions, storage ``f32``/``f16``/``i8``, or ``i8r``: an i8 graph whose
 candidates are ranked by exact cosine from f16 rows, as oxidize searches,
-``oxidize/vector_rows.py``; ``expansion_add``), in its own
+``oxidize/search/vector_rows.py``; ``expansion_add``), in its own
 process: clustered stand-in vectors (one centre per 50 items, as ``bench_query``), the graph
 built with every core, the search expansion calibrated as oxidize does
-(``oxidize.index_recall.calibrate``), then recall@10 against exact search on 300 other queries, the
+(``oxidize.search.recall.calibrate``), then recall@10 against exact search on 300 other queries, the
 median query time, and the graph's memory. Not a test: nothing here asserts a time.
 """
 
@@ -22,11 +22,11 @@ SETTINGS = "256:f32:128,256:f16:128,256:i8:128,256:i8r:128,768:f16:128,768:i8r:1
 
 ONE = r"""
 import json, sys, time, numpy as np
-import onnxruntime  # noqa: F401 - before usearch (oxidize/index.py)
+import onnxruntime  # noqa: F401 - before usearch (oxidize/search/index.py)
 from usearch.index import Index
-from oxidize.index import CONNECTIVITY
-from oxidize.index_recall import calibrate, exact_top
-from oxidize.vector_rows import KeyedRows, RerankedGraph
+from oxidize.search.index import CONNECTIVITY
+from oxidize.search.recall import calibrate, exact_top
+from oxidize.search.vector_rows import KeyedRows, RerankedGraph
 n, dim, dtype, ef_add = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 reranked = dtype.endswith("r")  # an i8 graph whose candidates f16 rows rank, as oxidize searches
 dtype = dtype.rstrip("r")

@@ -5,7 +5,7 @@ Run: ``python -m benchmarks.bench_query [--quick] [--sizes 10000,100000,1000000]
 1. **Index build** from stand-in vectors (256-d, clustered like real embeddings: 1 centre per
    50 items plus noise) at each size, for a few USearch settings (connectivity M,
    expansion_add ef): vectors/s with the machine's threads, peak RSS of the building
-   process, and recall@10 of the HNSW search (``oxidize.index.EXPANSION_SEARCH``) against
+   process, and recall@10 of the HNSW search (``oxidize.search.index.EXPANSION_SEARCH``) against
    exact search on 500 queries. Each setting runs in its own process.
 2. **Cold query** at 100k items: ``oxidize query`` in a prepared project (model load,
    weights, index, one query) against a plain script that loads the same model with
@@ -35,7 +35,7 @@ from pathlib import Path
 from benchmarks._common import header, interleaved, python, run
 
 DIM, BASE_DIM, HIDDEN = 256, 384, 1024
-SETTINGS = [(16, 128), (16, 64), (12, 48)]  # oxidize.index uses the first
+SETTINGS = [(16, 128), (16, 64), (12, 48)]  # oxidize.search.index uses the first
 
 BUILD = r"""
 import json, resource, sys, time, numpy as np
@@ -90,12 +90,12 @@ print(sorted(top.tolist()))
 SIZE_LINE = r"""
 import json, resource, sys, tempfile, time, numpy as np
 from pathlib import Path
-import onnxruntime  # noqa: F401 - before usearch (oxidize/index.py)
-from oxidize import index as ix
-from oxidize.index import EXACT_MAX
-from oxidize.index_recall import exact_top
-from oxidize.index_update import update_index
-from oxidize.population import Item
+import onnxruntime  # noqa: F401 - before usearch (oxidize/search/index.py)
+from oxidize.search import index as ix
+from oxidize.search.index import EXACT_MAX
+from oxidize.search.recall import exact_top
+from oxidize.search.update import update_index
+from oxidize.search.population import Item
 n, dim, base_dim = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 grow = max(1, n // 100)
 rng = np.random.default_rng(0)
@@ -144,7 +144,7 @@ def timed(module, name, label):  # each part of the index step, by the function 
             parts[label] = parts.get(label, 0.0) + time.perf_counter() - t
     setattr(module, name, wrapper)
 
-from oxidize import lexical, vector_rows
+from oxidize.search import lexical, vector_rows
 timed(ix, "calibrate", "calibration")
 timed(vector_rows, "write", "vector rows")
 timed(lexical, "create", "lexical index")
@@ -154,7 +154,7 @@ seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the index step's own peak
 build_parts = {**parts, "graph and table": seconds - sum(parts.values())}  # the update adds to parts
 # recall of queries the index has not seen: items held out of it, as on real vectors a new
-# note or a question is (oxidize/index_recall.py) ...
+# note or a question is (oxidize/search/recall.py) ...
 q = projected[n + grow:]
 recall, ms, searched = recall_of(out, projected[:n], keys[:n], q)
 # ... and of queries far from every item: an item moved by noise of norm 4/3 (the calibration's
@@ -204,7 +204,7 @@ def size_lines(sizes: list[int]) -> None:
     (``update_index``)."""
     header(f"Index per size: what a projection's index step costs and finds ({DIM}-d projected, "
            f"{BASE_DIM}-d plain)")
-    from oxidize.index import EXACT_MAX
+    from oxidize.search.index import EXACT_MAX
 
     for n in sizes:
         r = json.loads(run([python(), "-c", SIZE_LINE, str(n), str(DIM), str(BASE_DIM)]).stdout)
@@ -222,7 +222,7 @@ def build_figures(sizes: list[int]) -> None:
     header("Index build from stand-in vectors (256-d, clustered)")
     print(f"{'items':>9} {'M':>3} {'ef':>4} {'vectors/s':>10} {'build s':>8} {'peak MB':>8} "
           f"{'recall@10':>9} {'hnsw ms/q':>9} {'exact ms/q':>10}")
-    from oxidize.index import EXPANSION_SEARCH
+    from oxidize.search.index import EXPANSION_SEARCH
 
     for n in sizes:
         for conn, ef in (SETTINGS if n <= 100_000 else SETTINGS[:1]):
@@ -238,8 +238,8 @@ def make_project(root: Path, n: int, texts=None) -> tuple[Path, Path]:
     import numpy as np
 
     from oxidize.embed.models import fingerprint_record, resolve_model
-    from oxidize.index import write_index
-    from oxidize.population import Item
+    from oxidize.search.index import write_index
+    from oxidize.search.population import Item
     from oxidize.projection import project, write_weights
 
     (root / "recipes/x").mkdir(parents=True)
@@ -313,7 +313,7 @@ def warm_figures(n: int, repeats: int) -> None:
             index_only.append(time.perf_counter() - t)
         print(f"  query (embed + project + search + table): median {statistics.median(full) * 1e3:.1f} ms")
         print(f"  index search + table only:                median {statistics.median(index_only) * 1e3:.2f} ms"
-              f" ({'exact' if n <= __import__('oxidize.index').index.EXACT_MAX else 'HNSW'})")
+              f" ({'exact' if n <= __import__('oxidize.search.index').search.index.EXACT_MAX else 'HNSW'})")
 
 
 def _real_texts() -> tuple[list[str], list[str]]:
@@ -341,7 +341,7 @@ def hybrid_figures(sizes: list[int], repeats: int) -> None:
     import sqlite3
 
     from benchmarks._common import sentence
-    from oxidize import lexical
+    from oxidize.search import lexical
     from oxidize.search import open_search
 
     header("Warm query by mode: hybrid (lexical + projection + raw) against dense; the lexical index's build")

@@ -100,11 +100,11 @@ def main(argv=None) -> int:
     import numpy as np
 
     from benchmarks.bench_fusion import SETS, build_project
-    from oxidize import index as ix
-    from oxidize.index_recall import exact_top
-    from oxidize.population import Item
+    from oxidize.search import index as ix
+    from oxidize.search.recall import exact_top
+    from oxidize.search.population import Item
     from oxidize.projection import project
-    from oxidize.queryset import load_query_set
+    from oxidize.search.queryset import load_query_set
     from oxidize.search import open_search
 
     header(f"Index recall on real projected vectors ({args.items:,} realistic notes)")

@@ -38,7 +38,7 @@ def plot_training(path: Path | str, *, title: str, losses: Sequence[float],
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from oxidize.atomic import atomic_path
+    from oxidize.util.atomic import atomic_path
 
     fig, (ax_loss, ax_mrr) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     epochs = list(range(1, len(losses) + 1))

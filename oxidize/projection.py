@@ -80,7 +80,7 @@ def write_weights(path: Path | str, weights: dict[str, np.ndarray],
     import numpy as np
     from safetensors.numpy import save_file
 
-    from oxidize.atomic import atomic_path
+    from oxidize.util.atomic import atomic_path
 
     tensors = {k: np.ascontiguousarray(weights[k], dtype=np.float32) for k in WEIGHT_KEYS}
     meta = {"format": "oxidize-mlp", "oxidize_version": __version__,
@@ -139,7 +139,7 @@ def export_onnx(path: Path | str, weights: dict[str, np.ndarray]) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from oxidize.atomic import atomic_path
+    from oxidize.util.atomic import atomic_path
 
     in_dim, hidden, out_dim = layers(weights)
     w = {k: np.ascontiguousarray(weights[k], dtype=np.float32) for k in WEIGHT_KEYS if k in weights}

@@ -105,7 +105,7 @@ def test_appending_events_embeds_only_new_texts(project: Path):
     append_session(project / "events.db", "a-session-new", new_texts)
     proc = doit(project)
     ran = executed(proc)
-    # the index grew by the new notes in place (oxidize/index_update.py), not rebuilt
+    # the index grew by the new notes in place (oxidize/search/update.py), not rebuilt
     assert "a:semantic: updated the index in place" in proc.stdout, proc.stdout
     assert ran == {"a:semantic.pairs", "a:semantic.embed", "a:semantic.train", "a:semantic.eval", "a:semantic.index",
                    "a:other.pairs", "a:other.embed", "a:other.train", "a:other.eval", "a:other.index"}

@@ -223,7 +223,7 @@ class Case:
 
 
 def _absurd_skip() -> str | None:
-    from oxidize.recipe import physical_memory, training_memory
+    from oxidize.train.memory import physical_memory, training_memory
 
     have = physical_memory()
     need = training_memory(65536, 65536, 65536)

@@ -270,7 +270,7 @@ def test_damaged_parsed_recipe_cache_entry_gives_a_recipe_or_recipe_error(value)
     value under the right key is parsed again or validated like any recipe, never a crash."""
     import hashlib
 
-    from oxidize import recipe as recipe_module
+    from oxidize.recipe import schema as recipe_module
     from oxidize.errors import RecipeError
 
     key = hashlib.sha256(RECIPE_TEXT.encode("utf-8")).hexdigest()

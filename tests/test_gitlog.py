@@ -173,7 +173,7 @@ def test_a_folder_that_is_no_history_is_one_line(project: Path, kind: str):
 def test_the_git_key_is_checked_when_the_recipe_loads(tmp_path: Path):
     from oxidize.errors import RecipeError
     from oxidize.recipe import parse_recipe
-    from oxidize.recipe_checks import GitSource
+    from oxidize.recipe.checks import GitSource
 
     recipe = parse_recipe({"version": 1, "eventlog": {"git": "../repo"}, "projections": {"t": None}},
                           tmp_path / "r" / "oxidize.yaml", "r")

@@ -83,7 +83,7 @@ def search(built: Path):
 # ------------------------------------------------------------------ the lexical side
 
 def test_query_terms_are_plain_words_without_the_question_frame():
-    from oxidize.lexical import MAX_TERMS, match_expression, query_terms
+    from oxidize.search.lexical import MAX_TERMS, match_expression, query_terms
 
     assert query_terms('How do we "store" embeddings -- NEAR(a b) AND c* OR d:e?') == \
         ["store", "embeddings", "near"]  # "and", "or" are stop words, "a" too short
@@ -128,7 +128,7 @@ def test_a_100_kb_query_of_words_searches(built: Path):
 # ------------------------------------------------------------------ fusion
 
 def test_fusion_ranks_agreement_first_and_reports_each_rank():
-    from oxidize.fusion import fuse
+    from oxidize.search.fusion import fuse
 
     fused = fuse([([1, 2, 3], 1.0), ([3, 4, 1], 1.0)], k=10, rrf_k=60)
     keys = [key for key, *_ in fused]
@@ -158,7 +158,7 @@ def test_json_has_both_ranks_and_a_bad_mode_is_one_line(built: Path):
 # ------------------------------------------------------------------ snippets
 
 def test_snippet_shows_the_matching_sentence_not_the_lead_in():
-    from oxidize.snippets import best_snippet, mark
+    from oxidize.search.snippets import best_snippet, mark
 
     text = LEAD_IN + "We keep embeddings in a content-addressed cache keyed by the model. Then we left."
     snippet = best_snippet(text, "how do we store embeddings", width=80)
@@ -188,7 +188,7 @@ def test_marking_is_bold_on_a_terminal(built: Path):
 # ------------------------------------------------------------------ query sets
 
 def test_the_bench_rule_matches_ids_either_way_and_counts_recall():
-    from oxidize.queryset import BenchQuery
+    from oxidize.search.queryset import BenchQuery
 
     q = BenchQuery("q", "x", ("src/a.rs", "3f2a9c1"), ())
     assert q.answers("src/a.rs") and q.answers("3f2a9c1d0e") and not q.answers("src/b.rs")
@@ -209,7 +209,7 @@ def test_the_bench_rule_matches_ids_either_way_and_counts_recall():
     ('{"queries": [{"id": "a", "query": "w", "relevant_docs": "s1"}]}', "'relevant_docs' must be a list"),
 ])
 def test_a_bad_query_set_is_one_line_naming_the_file_and_query(tmp_path: Path, content, expected):
-    from oxidize.queryset import QuerySetError, load_query_set
+    from oxidize.search.queryset import QuerySetError, load_query_set
 
     path = tmp_path / "set.json"
     path.write_text(content)
@@ -241,7 +241,7 @@ def test_bench_with_a_bad_set_is_one_line(built: Path, tmp_path: Path):
 
 
 def test_eval_scores_the_query_sets_into_metrics(built: Path, search):
-    from oxidize.queryset import load_query_set, score
+    from oxidize.search.queryset import load_query_set, score
 
     metrics = json.loads((built / "build/a/semantic/metrics.json").read_text())
     (entry,) = metrics["query_sets"]

@@ -1,5 +1,5 @@
 """Recall that holds: each index measures how wide its graph search must look to find 0.99 of
-the true nearest neighbours, records it, and every search uses it (oxidize/index.py)."""
+the true nearest neighbours, records it, and every search uses it (oxidize/search/index.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oxidize import index as ix
-from oxidize import index_recall as rc
+from oxidize.search import index as ix
+from oxidize.search import recall as rc
 
 
 def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -33,7 +33,7 @@ def searched_graph(x: np.ndarray, keys: np.ndarray):
     """A graph of oxidize's settings over ``x``, searched as the product does (its i8
     candidates re-ranked by the exact rows), inserted on one thread: threaded inserts are
     not deterministic."""
-    from oxidize.vector_rows import KeyedRows, RerankedGraph
+    from oxidize.search.vector_rows import KeyedRows, RerankedGraph
 
     index = ix.new_index(x.shape[1])
     index.add(keys, x, threads=1)
@@ -52,7 +52,7 @@ def test_calibration_reports_the_recall_of_the_expansion_it_sets():
 
 
 def test_the_written_index_records_its_search_and_the_searcher_uses_it(tmp_path: Path, monkeypatch):
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
     monkeypatch.setattr(ix, "EXACT_MAX", 100)  # calibrate even this small index
     n = 600
@@ -77,7 +77,7 @@ def test_the_written_index_records_its_search_and_the_searcher_uses_it(tmp_path:
 
 
 def test_a_graph_short_of_the_target_is_searched_exactly(tmp_path: Path, monkeypatch):
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
     monkeypatch.setattr(ix, "EXACT_MAX", 100)
     monkeypatch.setattr(ix, "RECALL_TARGET", 1.01)  # as index.py reads it  # no graph reaches it
@@ -249,7 +249,7 @@ def test_the_expansion_needed_is_doubled_up_to_a_cap(monkeypatch, needed, kept):
 def test_a_graph_no_search_reads_is_not_calibrated(tmp_path: Path, monkeypatch):
     """Up to EXACT_MAX items every search is exact, so the graph's expansion is not measured
     (it was most of a small index step); above, it is."""
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
     calls = []
     real = ix.calibrate

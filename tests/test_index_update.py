@@ -1,4 +1,4 @@
-"""An index that grows by a few items is updated in place (oxidize/index_update.py): the
+"""An index that grows by a few items is updated in place (oxidize/search/update.py): the
 same search results as an index written afresh, the lexical index changed with it, and a
 full write wherever an update would not be the same index."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oxidize import index as ix, vector_rows
-from oxidize.index_recall import RECALL_TARGET
-from oxidize.index_update import update_index
-from oxidize.population import Item
+from oxidize.search import index as ix, vector_rows
+from oxidize.search.recall import RECALL_TARGET
+from oxidize.search.update import update_index
+from oxidize.search.population import Item
 from test_index_recall import clustered
 
 META = {"model_fingerprint": "m1", "weights_sha256": "w1", "pair_type": "same_session"}

@@ -89,7 +89,7 @@ def test_call_graph_and_function_facts_tables_without_events(tmp_path: Path):
 def test_commits_and_commit_files_tables_when_the_log_has_no_commit_events(tmp_path: Path):
     """patina keeps commits in materialised tables; temporal and same_commit read them there."""
     from oxidize.pairs import generate_pairs
-    from oxidize.population import search_population, stable_key
+    from oxidize.search.population import search_population, stable_key
     from oxidize.recipe import parse_recipe
 
     path = _log(tmp_path / "p.db", [])

@@ -76,7 +76,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def restore(path: Path):
-    import onnxruntime  # noqa: F401 - usearch first crashes onnxruntime's import (oxidize/index.py)
+    import onnxruntime  # noqa: F401 - usearch first crashes onnxruntime's import (oxidize/search/index.py)
     from usearch.index import Index
 
     index = Index.restore(str(path), view=False)

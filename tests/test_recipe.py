@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oxidize import recipe as recipe_mod
+from oxidize.recipe import schema as recipe_mod
 from oxidize.errors import RecipeError
 from oxidize.recipe import (DEFAULT_EVENT_TYPES, DEFAULT_INDEX_EVENT_TYPES, DEFAULT_MODEL, Projection,
                             Recipe, TrainingConfig, load_recipe, parse_recipe)

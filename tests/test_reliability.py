@@ -204,7 +204,7 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path: Path):
 def test_atomic_write_into_a_read_only_folder_names_it(tmp_path: Path, monkeypatch):
     import tempfile
 
-    from oxidize.atomic import write_text
+    from oxidize.util.atomic import write_text
     from oxidize.errors import BuildError
 
     def refuse(*args, **kwargs):
@@ -216,7 +216,7 @@ def test_atomic_write_into_a_read_only_folder_names_it(tmp_path: Path, monkeypat
 
 
 def test_batch_buffers_count_in_the_memory_check(monkeypatch):
-    from oxidize import recipe as recipe_mod
+    from oxidize.recipe import schema as recipe_mod
     from oxidize.errors import RecipeError
 
     monkeypatch.setattr(recipe_mod, "physical_memory", lambda: 10 * 2**30)

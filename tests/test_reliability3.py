@@ -136,7 +136,7 @@ def test_a_full_disk_is_one_line_and_the_next_build_recovers(project: Path, fsiz
 def test_no_room_is_named_for_every_errno(tmp_path: Path):
     import errno
 
-    from oxidize.atomic import atomic_path
+    from oxidize.util.atomic import atomic_path
     from oxidize.errors import BuildError
 
     for code, words in ((errno.ENOSPC, "no space left"), (errno.EDQUOT, "quota"), (errno.EFBIG, "too large")):

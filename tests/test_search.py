@@ -179,7 +179,7 @@ def test_missing_truncated_and_mismatched_indexes_are_one_line(project: Path):
     table.commit()
     table.close()
     from oxidize.errors import SearchError
-    from oxidize.index import Searcher
+    from oxidize.search.index import Searcher
 
     with pytest.raises(SearchError, match="holds .* vectors, index.sqlite 3 items"):
         Searcher(project / "build/a/semantic", retries=1)
@@ -238,8 +238,8 @@ def test_cli_speaks_for_oxidize():
 WRITER = """
 import sys, numpy as np
 from pathlib import Path
-from oxidize.index import write_index
-from oxidize.population import Item
+from oxidize.search.index import write_index
+from oxidize.search.population import Item
 out, rounds = Path(sys.argv[1]), int(sys.argv[2])
 rng = np.random.default_rng(0)
 for r in range(rounds):
@@ -256,8 +256,8 @@ def test_a_query_during_a_rebuild_reads_the_old_or_the_new_index(tmp_path: Path)
     """A real second process rewrites the index over and over while this one searches: every
     hit is found in the table it was read with (never a half-written or mixed pair)."""
     from oxidize.errors import SearchError
-    from oxidize.index import Searcher, write_index
-    from oxidize.population import Item
+    from oxidize.search.index import Searcher, write_index
+    from oxidize.search.population import Item
 
     items = [Item(i, i, "session.decision", "s", "2025-01-01", f"text {i}") for i in range(1, 31)]
     v = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32)
@@ -285,7 +285,7 @@ def test_a_query_during_a_rebuild_reads_the_old_or_the_new_index(tmp_path: Path)
 
 def test_a_search_held_open_can_embed_after_opening_its_index(built: Path):
     """The order a Python user takes (open the index, then query) must not crash: importing
-    usearch before onnxruntime crashes the process (oxidize.index imports them in order)."""
+    usearch before onnxruntime crashes the process (oxidize.search.index imports them in order)."""
     code = ("from oxidize.search import open_search; import sys; s = open_search('a:semantic', sys.argv[1]); "
             "s.searcher(); print(len(s.query('parser token grammar', k=3)))")
     proc = subprocess.run([sys.executable, "-c", code, str(built)], capture_output=True, text=True, timeout=120)

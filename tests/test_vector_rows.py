@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oxidize import index as ix
-from oxidize import vector_rows as pv
+from oxidize.search import index as ix
+from oxidize.search import vector_rows as pv
 from oxidize.errors import SearchError
 from test_hybrid import built, search  # noqa: F401 - the module's fixtures, reused
 from test_index_recall import clustered
@@ -56,7 +56,7 @@ def test_rerank_orders_the_given_keys_by_cosine_and_skips_unknown_ones(tmp_path:
 
 
 def test_a_searcher_of_the_plain_embeddings_is_exact_and_waits_for_a_whole_pair(tmp_path: Path):
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
     n = 300
     items = [Item(i + 1, i + 1, "session.decision", f"s{i}", "2025-01-01", f"note {i}") for i in range(n)]
@@ -158,7 +158,7 @@ def test_an_i8_graph_reranked_by_the_rows_finds_what_exact_search_finds():
 
 
 def test_a_projected_search_above_the_exact_size_reranks_the_graph_by_exact_cosine(tmp_path: Path, monkeypatch):
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
     n = 400
     items = [Item(i + 1, i + 1, "session.decision", f"s{i}", "2025-01-01", f"note {i}") for i in range(n)]
@@ -206,7 +206,7 @@ def test_a_graph_that_finds_fewer_than_asked_pads_with_missing_not_with_key_0():
 def test_an_index_of_the_previous_format_says_to_rebuild(tmp_path: Path):
     """An index written before the projected rows existed (format 4: ``base_keys.npy``, no
     ``projected.npy``) is named as older, with the command that rebuilds it."""
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
     n = 50
     items = [Item(i + 1, i + 1, "session.decision", f"s{i}", "2025-01-01", f"note {i}") for i in range(n)]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from oxidize.errors import CacheError, CacheWarning, ModelError  # noqa: F401 - CacheWarning: public here
-from oxidize.progress import Progress
+from oxidize.util.progress import Progress
 from oxidize.embed.cache_guard import BUSY_TIMEOUT_S, SqliteGuard, _heals, _inode, heal, is_damage  # noqa: F401
 
 if TYPE_CHECKING:  # the encoder (onnxruntime) is loaded only when something must be embedded
@@ -409,7 +409,7 @@ def embed_to_file(texts: list[str], cache: EmbeddingCache, encoder_factory: Call
     Raises:
         ModelError: the encoder returns vectors of another dimension or non-finite values.
     """
-    from oxidize.atomic import atomic_path
+    from oxidize.util.atomic import atomic_path
 
     unique = list(dict.fromkeys(texts))
     n_unique = len(unique)

@@ -1,6 +1,6 @@
 """How the embedding cache's SQLite failures are reported, or healed.
 
-A busy database waits and then says so; a damaged one (oxidize/quarantine.py) is moved
+A busy database waits and then says so; a damaged one (oxidize/util/quarantine.py) is moved
 aside and replaced by a new cache, the operation run once more: the cache only saves time.
 """
 
@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 from oxidize.errors import CacheError
-from oxidize.quarantine import is_damage, move_aside
+from oxidize.util.quarantine import is_damage, move_aside
 
 #: Seconds the cache waits for another process holding it (the cache module's too).
 BUSY_TIMEOUT_S = 60.0
@@ -21,7 +21,7 @@ BUSY_TIMEOUT_S = 60.0
 
 def _heals(method):
     """Run a cache operation; when it finds the file damaged, move the file aside, start a new
-    cache and run the operation once more (oxidize/quarantine.py)."""
+    cache and run the operation once more (oxidize/util/quarantine.py)."""
 
     @functools.wraps(method)
     def healing(self, *args, **kwargs):
@@ -71,7 +71,7 @@ class SqliteGuard:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None and issubclass(exc_type, sqlite3.Error):
-            from oxidize.atomic import out_of_room
+            from oxidize.util.atomic import out_of_room
 
             room = out_of_room(exc, self.cache.path.parent)
             if room:

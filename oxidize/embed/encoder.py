@@ -44,7 +44,7 @@ from tokenizers import Tokenizer
 
 from oxidize.errors import ModelError
 from oxidize.embed.models import ResolvedModel
-from oxidize.progress import Progress
+from oxidize.util.progress import Progress
 from oxidize.embed.sessions import (_create_session, _load_cached_graph, _new_graph_tmp,
                                     _publish_graph, graph_key)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from oxidize.platform import platform_key
-from oxidize.quarantine import FOLDER
+from oxidize.util.quarantine import FOLDER
 
 #: Version of the optimised-graph cache layout (part of every entry's key).
 GRAPH_FORMAT = 4  # 3: int8_matmuls counts a model's own dynamic quantisation; 4: files' sha256
@@ -131,7 +131,7 @@ def _set_aside(entry: Path, exc: Exception) -> None:
     import warnings
 
     from oxidize.errors import CacheWarning
-    from oxidize.quarantine import move_aside
+    from oxidize.util.quarantine import move_aside
 
     try:
         dest = move_aside(entry, companions=())

@@ -19,7 +19,7 @@ Why it is safe:
   file description and so *is* inside the lock, and no action ever takes it again (a second
   ``flock`` on a new descriptor from a worker would wait for its own parent).
 * **Leftovers of a killed build are removed under the lock.** A ``kill -9`` can leave the
-  temporary file of an :func:`oxidize.atomic.atomic_path` write (``.<target>.tmp-*``).
+  temporary file of an :func:`oxidize.util.atomic.atomic_path` write (``.<target>.tmp-*``).
   It never looks like a target (doit checks the target's own name), and once this process
   holds the lock no other build can be writing one, so :func:`acquire` deletes them.
 * **Only where it matters.** Commands that only read (``list``, ``info``, ``stale``,

@@ -4,7 +4,7 @@ A doit command plugin (``doit.COMMAND`` entry point ``bench``; also ``oxidize be
 
     doit bench SET.json [SET.json …] [-p RECIPE:PROJECTION] [--json]
 
-For each set (oxidize/queryset.py) it runs every query through five searches — the raw
+For each set (oxidize/search/queryset.py) it runs every query through five searches — the raw
 embedding (dense), the projection (dense), BM25 alone, and each dense side fused with BM25
 (hybrid raw, hybrid projection, the default of ``doit query``) — and prints MRR@10,
 Recall@5, Recall@10 and the warm latency per query (p50/p95). ``--json`` prints
@@ -37,7 +37,7 @@ class Bench(SearchCommand):
     cmd_options = (opt_projection, opt_json, opt_help)
 
     def _execute(self, pos_args=None, projection="", json=False):
-        from oxidize.queryset import load_query_set, score
+        from oxidize.search.queryset import load_query_set, score
 
         if not pos_args:
             raise InvalidCommand(f"oxidize: bench: give a query set, e.g. `{self._tool} bench "

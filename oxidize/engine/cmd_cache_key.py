@@ -55,7 +55,7 @@ def cache_key_inputs(root: Path, names: list[str] | None = None) -> dict:
         if names and recipe.name not in names:
             continue
         log = eventlog_path(recipe, root)
-        from oxidize.recipe_checks import GitSource
+        from oxidize.recipe.checks import GitSource
 
         if isinstance(recipe.eventlog, GitSource):  # the history is named by its HEAD
             from oxidize.gitlog.scrape import head_state

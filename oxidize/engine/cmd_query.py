@@ -6,9 +6,9 @@ A doit command plugin (``doit.COMMAND`` entry point ``query``; also ``oxidize qu
                [--compare] [--json] TEXT…
 
 By default (``--mode hybrid``) the text is searched twice and the two lists fused
-(oxidize/fusion.py): by meaning — embedded with the model's *query* prefix (E5:
+(oxidize/search/fusion.py): by meaning — embedded with the model's *query* prefix (E5:
 ``query: ``), projected with the projection's weights, searched in ``index.usearch`` — and
-by its words, BM25 over the same items (oxidize/lexical.py). ``--mode dense`` / ``lexical``
+by its words, BM25 over the same items (oxidize/search/lexical.py). ``--mode dense`` / ``lexical``
 search one side alone; ``--base`` puts the plain embedding of the same population
 (``base.npy``, searched exactly) on the dense side; ``--compare`` shows the projection's search beside the
 plain embedding's (dense), and what each found that the other did not. A stale index
@@ -155,7 +155,7 @@ class Query(SearchCommand):
         return 0
 
     def _print(self, results: dict, as_json: bool, compare: bool, text: str, mode: str) -> None:
-        from oxidize.index import hit_dict
+        from oxidize.search.index import hit_dict
 
         out = self.outstream
         if as_json:
@@ -206,7 +206,7 @@ def _marker(out, text: str):
     """Bold the query's words in snippets when printing to a terminal (not with NO_COLOR)."""
     import os
 
-    from oxidize.snippets import mark
+    from oxidize.search.snippets import mark
 
     if os.environ.get("NO_COLOR") or not getattr(out, "isatty", lambda: False)():
         return lambda snippet: snippet

@@ -46,28 +46,28 @@ def load_recipes(root: Path) -> list[Recipe]:
     """Load and validate every recipe found under ``root``.
 
     Parsed YAML is kept in :data:`RECIPE_CACHE` (keyed by the sha256 of each file's text,
-    see :data:`oxidize.recipe.PARSED`), so a no-op ``doit`` neither imports nor runs PyYAML;
+    see :data:`oxidize.recipe.yaml_text.PARSED`), so a no-op ``doit`` neither imports nor runs PyYAML;
     the recipes are still validated on every run.
     """
     import json
 
-    from oxidize import recipe as recipe_module
+    from oxidize.recipe.yaml_text import PARSED
 
     cache = Path(root) / in_build(RECIPE_CACHE, root)
     try:
         stored = json.loads(cache.read_text(encoding="utf-8"))
         if not isinstance(stored, dict):  # damaged: only a cache, start it afresh
             stored = {}
-        recipe_module.PARSED.update((k, v) for k, v in stored.items() if isinstance(v, str))
+        PARSED.update((k, v) for k, v in stored.items() if isinstance(v, str))
     except (OSError, ValueError):
         stored = {}
     recipes = [load_recipe(path, name) for name, path in find_recipe_files(root)]
-    if recipe_module.PARSED.keys() - stored.keys():
+    if PARSED.keys() - stored.keys():
         try:
-            from oxidize.atomic import write_text
+            from oxidize.util.atomic import write_text
 
             cache.parent.mkdir(parents=True, exist_ok=True)
-            recent = dict(list(recipe_module.PARSED.items())[-RECIPE_CACHE_ENTRIES:])
+            recent = dict(list(PARSED.items())[-RECIPE_CACHE_ENTRIES:])
             write_text(cache, json.dumps(recent))
         except OSError:
             pass  # only a cache: a read-only build folder parses the YAML every time

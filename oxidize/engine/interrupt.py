@@ -1,7 +1,7 @@
 """Ctrl-C during a build: one line and exit code 130, not doit's and Python's tracebacks.
 
 Installed by the loader for commands that run tasks, after the build lock is taken. Every
-output is written to a temporary name and renamed into place (oxidize/atomic.py), the
+output is written to a temporary name and renamed into place (oxidize/util/atomic.py), the
 embedding cache and doit's state commit as they go, and the next build removes stray
 temporaries: stopping at once loses nothing but the step that was running. Worker
 processes of ``doit -n 2`` (forked after this is installed) stop silently; the process that

@@ -131,7 +131,7 @@ def files_repository(recipe: Recipe) -> Path | None:
     (``.patina/oxidize.yaml``), where patina's log names the files of that very repository,
     for a recipe with a ``co_changed`` projection. ``None`` elsewhere — a log anywhere else
     may name files of a repository oxidize cannot know, and keeps path texts."""
-    from oxidize.recipe_checks import GitSource
+    from oxidize.recipe.checks import GitSource
 
     if isinstance(recipe.eventlog, GitSource) or recipe.path.parent.name != ".patina":
         return None
@@ -146,7 +146,7 @@ def eventlog_path(recipe: Recipe, root: Path) -> Path:
     Returns the path even when the file does not exist (the pairs task then fails with a
     clear message), so listing tasks works before the log is there.
     """
-    from oxidize.recipe_checks import GitSource
+    from oxidize.recipe.checks import GitSource
 
     if isinstance(recipe.eventlog, GitSource):
         return root / Layout(recipe.name, "", build_dir(root)).scraped_eventlog

@@ -244,7 +244,7 @@ def build_lock(recipe_file: str, recipe_name: str, lock_file: str):
     """
     from doit.exceptions import TaskFailed
 
-    from oxidize.atomic import write_text
+    from oxidize.util.atomic import write_text
     from oxidize.recipe import load_recipe
 
     try:

@@ -83,7 +83,7 @@ class OxidizeReporter(ConsoleReporter):
             self._save()
 
     def _save(self) -> None:
-        from oxidize.atomic import write_text
+        from oxidize.util.atomic import write_text
 
         path = Path(in_build(FAILURES_FILE))
         try:

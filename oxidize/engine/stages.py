@@ -48,7 +48,7 @@ def _user_errors(func):
         except Exception as exc:  # a write with no room left that no atomic_path named
             from doit.exceptions import TaskFailed
 
-            from oxidize.atomic import out_of_room
+            from oxidize.util.atomic import out_of_room
 
             cause = out_of_room(exc)
             if cause is None:
@@ -87,7 +87,7 @@ def _say(label: str, message: str) -> None:
 def build_model_fingerprint(recipe_file: str, recipe_name: str, target: str) -> None:
     """Resolve the recipe's model and write its fingerprint record to ``model.json``."""
     from oxidize.embed import models
-    from oxidize.atomic import write_json
+    from oxidize.util.atomic import write_json
 
     recipe = _recipe(recipe_file, recipe_name)
     resolved = recipe.resolve_model()
@@ -169,7 +169,7 @@ def build_pairs(recipe_file: str, recipe_name: str, projection: str, eventlog: s
 def build_embeddings(recipe_file: str, recipe_name: str, projection: str, out_dir: str,
                      model_json: str, cache_file: str) -> None:
     """Embed the texts table, taking every text already embedded from the cache."""
-    from oxidize.atomic import write_json
+    from oxidize.util.atomic import write_json
     from oxidize.embed.cache import EmbeddingCache, embed_to_file
     from oxidize.pairs import read_texts
 
@@ -229,12 +229,12 @@ def _encoder_factory(resolved, cache_file: str, record: dict):
 def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: str,
                 out_dir: str, model_json: str, cache_file: str) -> None:
     """Embed the projection's search population (through the cache), project it, and write
-    the search index (oxidize/index.py)."""
+    the search index (oxidize/search/index.py)."""
     from oxidize.embed.cache import EmbeddingCache, embed_with_cache
     from oxidize.engine.fingerprint import file_sha256
-    from oxidize.index import write_index
-    from oxidize.index_update import summary, update_index
-    from oxidize.population import search_population
+    from oxidize.search.index import write_index
+    from oxidize.search.update import summary, update_index
+    from oxidize.search.population import search_population
     from oxidize.projection import load_weights, project
 
     recipe = _recipe(recipe_file, recipe_name)
@@ -275,7 +275,7 @@ def build_patina_export(recipe_file: str, recipe_name: str, projection: str, eve
                         out_dir: str, model_json: str, cache_file: str, export_dir: str) -> None:
     """Write the projection into patina's own files, or leave patina on its raw search
     (oxidize/patina/export.py)."""
-    from oxidize.atomic import write_json
+    from oxidize.util.atomic import write_json
     from oxidize.patina.export import check_config_model, export_projection
 
     recipe = _recipe(recipe_file, recipe_name)
@@ -366,7 +366,7 @@ def build_eval(recipe_file: str, recipe_name: str, projection: str, out_dir: str
     """
     import numpy as np
 
-    from oxidize.atomic import write_json
+    from oxidize.util.atomic import write_json
     from oxidize.evaluate import compare
     from oxidize.pairs import read_heldout
     from oxidize.plot import plot_training
@@ -431,7 +431,7 @@ def _below_raw(results: dict) -> list[str]:
 
 def _score_query_sets(recipe, proj, out: Path, label: str) -> list[dict]:
     """Score each of ``eval.queries`` on the projection's search index; one line each."""
-    from oxidize.queryset import load_query_set, score
+    from oxidize.search.queryset import load_query_set, score
     from oxidize.search import ProjectionSearch
 
     search = ProjectionSearch(recipe, proj.name, out)

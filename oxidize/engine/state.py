@@ -13,7 +13,7 @@ doit's own SQLite backend, with two changes that a build tool needs:
 * a damaged file (cut short, overwritten: SQLite's "malformed" / "not a database", found at
   open or by ``PRAGMA quick_check``) is moved to ``damaged/`` beside it with one warning
   line, and a new state starts: every task runs once more, and the embedding cache keeps
-  that from embedding anything again (oxidize/quarantine.py);
+  that from embedding anything again (oxidize/util/quarantine.py);
 * a record equal to the one read at the start of the run is not written again: a no-op
   ``doit`` still "runs" every group task (``R``, ``R:P``) and saves it, and committing those
   twelve unchanged records (a sync each) took ~11 ms of a ~170 ms no-op on a 3 × 3 project.
@@ -63,7 +63,7 @@ class StateDB(SqliteDB):
         try:
             return self._checked(name)
         except Exception as exc:  # doit's DatabaseException, or sqlite3's own
-            from oxidize.quarantine import is_damage, move_aside
+            from oxidize.util.quarantine import is_damage, move_aside
 
             if not is_damage(exc) or not os.path.exists(name):
                 raise
@@ -121,7 +121,7 @@ class StateDB(SqliteDB):
             try:
                 yield
             except sqlite3.Error as exc:
-                from oxidize.atomic import out_of_room
+                from oxidize.util.atomic import out_of_room
 
                 cause = out_of_room(exc, Path(state.name).parent)
                 if cause is None:

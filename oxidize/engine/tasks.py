@@ -25,7 +25,7 @@ from oxidize.engine.fingerprint import StageInputs
 from oxidize.engine.layout import (CACHE_FILE, PATINA_NAMES, RECIPE_FILES, Layout, _rel, build_dir,
                                    eventlog_path, in_build, patina_projections_dir)
 from oxidize.engine.discovery import load_recipes
-from oxidize.index import INDEX_FORMAT
+from oxidize.search.index import INDEX_FORMAT
 from oxidize.recipe import Recipe
 
 
@@ -226,7 +226,7 @@ def _git_eventlog_task(recipe: Recipe, root: Path) -> dict | None:
     HEAD moves (the history, not the work tree's mtimes), else ``None``."""
     from oxidize.engine import stages
     from oxidize.gitlog.scrape import head_state
-    from oxidize.recipe_checks import GitSource
+    from oxidize.recipe.checks import GitSource
 
     if not isinstance(recipe.eventlog, GitSource):
         return None

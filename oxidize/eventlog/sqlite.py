@@ -241,7 +241,7 @@ def _room(err: Exception) -> str:
     sort, a snapshot's shared memory) even for a read-only database."""
     import tempfile
 
-    from oxidize.atomic import out_of_room
+    from oxidize.util.atomic import out_of_room
 
     cause = out_of_room(err, Path(tempfile.gettempdir()))
     return f" ({cause}: SQLite could not write its temporary files)" if cause else ""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oxidize.atomic import atomic_path, write_bytes, write_json
+from oxidize.util.atomic import atomic_path, write_bytes, write_json
 from oxidize.errors import OxidizeError
 
 if TYPE_CHECKING:  # pragma: no cover

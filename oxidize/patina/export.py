@@ -88,12 +88,12 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     """
     import numpy as np
 
-    from oxidize.atomic import atomic_path, unwritable
+    from oxidize.util.atomic import atomic_path, unwritable
     from oxidize.embed.cache import EmbeddingCache, embed_with_cache
     from oxidize.embed.executor import EncoderFactory
     from oxidize.embed.models import fingerprint_for
     from oxidize.engine.fingerprint import target_state
-    from oxidize.index import PATINA_EXPANSION_ADD, new_index
+    from oxidize.search.index import PATINA_EXPANSION_ADD, new_index
     from oxidize.patina.population import read_population
     from oxidize.patina.weights import fold, forward, write_patina_weights
     from oxidize.platform import platform_key
@@ -126,7 +126,7 @@ def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, mo
     try:
         if population.keys:
             # patina's usearch reads f32 only, and searches at its own expansion: the graph
-            # built as densely as before oxidize's own indexes changed (oxidize/index.py)
+            # built as densely as before oxidize's own indexes changed (oxidize/search/index.py)
             index = new_index(int(vectors.shape[1]), dtype="f32", expansion_add=PATINA_EXPANSION_ADD)
             index.add(np.asarray(population.keys, np.uint64), np.ascontiguousarray(vectors, np.float32),
                       threads=os.cpu_count() or 1)

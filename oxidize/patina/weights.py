@@ -56,7 +56,7 @@ def write_patina_weights(path: Path | str, tensors: dict[str, np.ndarray]) -> No
     """Write patina's safetensors file atomically, with patina's metadata keys."""
     from safetensors.numpy import save_file
 
-    from oxidize.atomic import atomic_path
+    from oxidize.util.atomic import atomic_path
 
     hidden, in_dim = tensors["w1.weight"].shape
     meta = {"architecture": "mlp-2layer", "input_dim": str(in_dim), "hidden_dim": str(hidden),

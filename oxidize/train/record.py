@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from oxidize import __version__
-from oxidize.atomic import write_json
+from oxidize.util.atomic import write_json
 from oxidize.projection import write_weights
 
 

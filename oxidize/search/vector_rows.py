@@ -1,13 +1,13 @@
 """An index's vectors as f16 rows in key order: exact search, and exact re-ranking of a graph's
 candidates.
 
-Three files sit beside each projection's graph (oxidize/index.py):
+Three files sit beside each projection's graph (oxidize/search/index.py):
 
 * ``base.npy`` — the plain embeddings (hybrid search's raw list, ``--base``, ``--compare``,
   ``doit bench``'s raw lines). Until session 8 they had an HNSW graph of their own, the
   larger half of every index step; they are searched exactly instead (USearch's brute force
   over the memory-mapped f16 rows: about 10 ms at 100k items of 384 dimensions, 75–100 ms at
-  a million on 2 cores), and hybrid search above :data:`~oxidize.index.EXACT_MAX_FUSED`
+  a million on 2 cores), and hybrid search above :data:`~oxidize.search.index.EXACT_MAX_FUSED`
   items ranks only the candidates the other two lists found (:data:`RERANK_POOL` + the
   lexical pool), which read the same MRR@10 as the full raw list on oxidize's question sets.
 * ``projected.npy`` — the projected vectors. The graph (``index.usearch``) holds them
@@ -52,7 +52,7 @@ def write(out_dir: Path, keys: np.ndarray, vectors: dict[str, np.ndarray]) -> No
     full-size copy of an array is made)."""
     import numpy as np
 
-    from oxidize.atomic import atomic_path
+    from oxidize.util.atomic import atomic_path
 
     order = np.argsort(keys, kind="stable")
     for name, array in vectors.items():
@@ -113,7 +113,7 @@ class KeyedRows:
         the rows, SIMD), as keys."""
         import numpy as np
 
-        from oxidize.usearch_import import usearch_index
+        from oxidize.search.usearch_import import usearch_index
 
         k = min(k, len(self))
         query = np.asarray(vector, dtype=self.vectors.dtype).reshape(-1)
@@ -205,8 +205,8 @@ def _map(path: Path) -> np.ndarray:
 
 class RerankedGraph:
     """A graph of quantised vectors searched :data:`RERANK_EXTRA` wider, its candidates ranked
-    by the exact ``rows``: what :func:`oxidize.index_recall.calibrate` measures and
-    :class:`~oxidize.index.Searcher` searches (``expansion_search``, ``search``)."""
+    by the exact ``rows``: what :func:`oxidize.search.recall.calibrate` measures and
+    :class:`~oxidize.search.index.Searcher` searches (``expansion_search``, ``search``)."""
 
     def __init__(self, graph, rows: KeyedRows):
         self.graph, self.rows = graph, rows

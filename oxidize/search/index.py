@@ -3,14 +3,14 @@
 Files in ``build/R/P/`` (each written to a temporary name and renamed into place):
 
 * ``index.usearch`` — an HNSW graph of the projected vectors (USearch, cosine, vectors
-  quantised to i8, u64 keys: the stable keys of :mod:`oxidize.population`);
+  quantised to i8, u64 keys: the stable keys of :mod:`oxidize.search.population`);
 * ``projected.npy``, ``base.npy``, ``keys.npy`` — the projected vectors and the plain
-  embeddings of the same items as f16 rows in key order (:mod:`oxidize.vector_rows`): the
+  embeddings of the same items as f16 rows in key order (:mod:`oxidize.search.vector_rows`): the
   exact cosines that rank the graph's candidates, and the plain embeddings searched without
   a graph (hybrid search's raw list, ``--base``, ``--compare``);
 * ``index.sqlite`` — ``items(key, seq, event_type, source_id, timestamp, text)``, a
   ``meta`` table (item count, dimensions, model fingerprint, the weights' sha256), the
-  lexical index ``lexical`` (FTS5 over ``items.text``, :mod:`oxidize.lexical`) and
+  lexical index ``lexical`` (FTS5 over ``items.text``, :mod:`oxidize.search.lexical`) and
   ``weights`` (the bytes of the ``weights.safetensors`` the vectors were projected with: a
   query is projected with the same weights as the items, even when the projection was
   retrained since and the index is stale).
@@ -21,10 +21,10 @@ and a mismatch (the moment between two renames) is retried, then reported, never
 
 Search of the projected vectors: exact (brute force over the f16 rows) up to
 :data:`EXACT_MAX` items, where it is both exact and as fast as the graph; above it, USearch's
-HNSW graph, searched as wide as :func:`oxidize.index_recall.calibrate` measured it must be
-to find :data:`~oxidize.index_recall.RECALL_TARGET` of the true 10 nearest (recorded in
+HNSW graph, searched as wide as :func:`oxidize.search.recall.calibrate` measured it must be
+to find :data:`~oxidize.search.recall.RECALL_TARGET` of the true 10 nearest (recorded in
 ``meta``, used by every search), its candidates ranked by exact cosine
-(:class:`~oxidize.vector_rows.RerankedGraph`).
+(:class:`~oxidize.search.vector_rows.RerankedGraph`).
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oxidize.errors import SearchError
-from oxidize.index_recall import RECALL_TARGET, calibrate
+from oxidize.search.recall import RECALL_TARGET, calibrate
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
 #: What the index files hold; a new format makes every index stale (the index task's inputs).
 #: 2: the lexical index and the weights in index.sqlite. 3: f16 storage, expansion_add 64.
@@ -93,7 +93,7 @@ TABLE_FILE = "index.sqlite"
 #: ============  ====  ==========  ==========  =========  =======
 #:
 #: (12 links: 1024 chosen on one sample, 1536 once the recall is checked on a second,
-#: :mod:`oxidize.index_recall`.) On these stand-ins 14 links were the only setting within both
+#: :mod:`oxidize.search.recall`.) On these stand-ins 14 links were the only setting within both
 #: the 600 s build and the 10 ms query of issue #24. But on real projected vectors
 #: (``bench_real_index``, 200k items) 14 links needed search expansion 1024 (5.3–5.8 ms a
 #: query) where 16 needed 512 (2.8–3.4 ms) for the same index step (77 s and 74 s); real
@@ -101,7 +101,7 @@ TABLE_FILE = "index.sqlite"
 #: million-item build stayed above 600 s (~650 s).
 #:
 #: Session 9: the graph's vectors in i8, its candidates ranked by exact cosine
-#: (:class:`~oxidize.vector_rows.RerankedGraph`: the ``k`` wanted + 30 asked of the graph,
+#: (:class:`~oxidize.search.vector_rows.RerankedGraph`: the ``k`` wanted + 30 asked of the graph,
 #: ranked from the f16 rows). An i8 cosine alone is coarse (each unit-vector component keeps
 #: about 8 of 127 levels: 0.91–0.95 recall whatever the expansion), but the true 10 nearest
 #: are among its 40 nearest. Graph build and recall@10 on 1,000 held-out items as queries
@@ -128,7 +128,7 @@ CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
 #: How a graph of oxidize's own indexes stores its vectors (patina's export stays ``f32``):
-#: i8, its candidates re-ranked by the f16 rows of :mod:`oxidize.vector_rows` (see above).
+#: i8, its candidates re-ranked by the f16 rows of :mod:`oxidize.search.vector_rows` (see above).
 #: USearch quantises a component ``c`` as ``round(127 c)``; newer releases normalise the row
 #: first, older ones (2.12) do not and wrap above 1.0 — projected vectors are unit rows
 #: (:func:`oxidize.projection.project` normalises), so both store the same levels.
@@ -145,7 +145,7 @@ PATINA_EXPANSION_ADD = 128
 EXACT_MAX = 20_000
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
 #: an exact search only up to this many items; above, the raw cosine ranking of the other
-#: lists' candidates (oxidize/vector_rows.py): exact, it took as long as the rest of a
+#: lists' candidates (oxidize/search/vector_rows.py): exact, it took as long as the rest of a
 #: hybrid query (docs/benchmarks.md, "Hybrid search").
 EXACT_MAX_FUSED = 2_000
 #: A graph whose calibrated search stays below :data:`RECALL_TARGET` even at the widest
@@ -181,8 +181,8 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
     index and the bytes of ``weights_file``) last."""
     import numpy as np
 
-    from oxidize import lexical, vector_rows
-    from oxidize.atomic import atomic_path
+    from oxidize.search import lexical, vector_rows
+    from oxidize.util.atomic import atomic_path
 
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
     vector_rows.write(out_dir, keys, {vector_rows.BASE_FILE: base, vector_rows.PROJECTED_FILE: projected})
@@ -238,7 +238,7 @@ def search_settings(graph, vectors: np.ndarray, keys: np.ndarray) -> dict[str, A
     """How ``graph`` (of ``vectors``, row ``i`` under ``keys[i]``) is to be searched: exactly
     when it is small, or when it cannot reach the recall target and exact search is still
     affordable; else at the expansion calibrated for its re-ranked search."""
-    from oxidize.vector_rows import KeyedRows, RerankedGraph
+    from oxidize.search.vector_rows import KeyedRows, RerankedGraph
 
     if len(keys) <= EXACT_MAX:  # Searcher.nearest never searches this graph: nothing to measure
         return dict(EXACT_SEARCH)
@@ -253,7 +253,7 @@ def new_index(ndim: int, dtype: str = STORAGE, expansion_add: int = EXPANSION_AD
     """An empty USearch index of oxidize's settings: cosine, u64 keys, the HNSW graph above,
     vectors stored as ``dtype`` (:data:`STORAGE`; patina's export asks for ``f32``), built with
     ``connectivity`` links at ``expansion_add`` (the measured settings above)."""
-    from oxidize.usearch_import import usearch_index
+    from oxidize.search.usearch_import import usearch_index
 
     Index = usearch_index().Index
     return Index(ndim=ndim, metric="cos", dtype=dtype, connectivity=connectivity,
@@ -265,7 +265,7 @@ class Searcher:
 
     Args:
         directory: the projection's build folder (``build/R/P``).
-        base: search the plain embeddings (:mod:`oxidize.vector_rows`, exactly) instead
+        base: search the plain embeddings (:mod:`oxidize.search.vector_rows`, exactly) instead
             of the projection.
     """
 
@@ -283,7 +283,7 @@ class Searcher:
                 time.sleep(0.1)
 
     def _open(self) -> None:
-        from oxidize import vector_rows as vr
+        from oxidize.search import vector_rows as vr
 
         table = self.directory / TABLE_FILE
         rows = vr.BASE_FILE if self.base else vr.PROJECTED_FILE
@@ -313,14 +313,14 @@ class Searcher:
                 raise _Mismatch(f"{name} holds {len(held):,} vectors, {TABLE_FILE} "
                                 f"{self.meta.get('count'):,} items")
         if self.graph is not None:
-            from oxidize.vector_rows import RerankedGraph
+            from oxidize.search.vector_rows import RerankedGraph
 
             self.graph.expansion_search = int(self.searched.get("expansion_search", EXPANSION_SEARCH))
             self.reranked = RerankedGraph(self.graph, self.rows)
 
     @staticmethod
     def _restore_graph(path: Path):
-        from oxidize.usearch_import import usearch_index
+        from oxidize.search.usearch_import import usearch_index
 
         Index = usearch_index().Index
         try:
@@ -362,7 +362,7 @@ class Searcher:
         else the graph's candidates ranked by their exact cosine."""
         import numpy as np
 
-        from oxidize.vector_rows import MISSING
+        from oxidize.search.vector_rows import MISSING
 
         if len(self) == 0 or k <= 0:
             return []
@@ -379,8 +379,8 @@ class Searcher:
                 if int(key) != MISSING]
 
     def lexical(self, text: str, k: int) -> list[tuple[int, float]]:
-        """The ``k`` best keys for ``text`` by BM25 (:mod:`oxidize.lexical`), best first."""
-        from oxidize import lexical
+        """The ``k`` best keys for ``text`` by BM25 (:mod:`oxidize.search.lexical`), best first."""
+        from oxidize.search import lexical
 
         try:
             return lexical.search(self.db, text, k)
@@ -389,7 +389,7 @@ class Searcher:
                               f"oxidize); rebuild it with `doit`") from None
 
     def has_lexical(self) -> bool:
-        from oxidize import lexical
+        from oxidize.search import lexical
 
         return lexical.has_lexical(self.db)
 
@@ -407,8 +407,8 @@ class Searcher:
     def hits(self, ranked: list[tuple[int, float, int | None, int | None]], query: str = "",
              nearest=None) -> list[Hit]:
         """:class:`Hit` rows for ``(key, score, dense rank, lexical rank)``, in that order,
-        each with the snippet of its text that matches ``query`` (oxidize/snippets.py)."""
-        from oxidize.snippets import best_snippet
+        each with the snippet of its text that matches ``query`` (oxidize/search/snippets.py)."""
+        from oxidize.search.snippets import best_snippet
 
         keys = [key for key, *_ in ranked]
         rows = {row[0]: row for row in self.db.execute(

@@ -4,7 +4,7 @@ A fixed search expansion of 128 found 0.690 of the true 10 nearest at a million 
 items (docs/benchmarks.md, "Index"), and recall falls with size and with how clustered the
 vectors are. So when an index is written, :func:`calibrate` searches a sample of the index's
 own items in the graph and exactly, and raises the expansion step by step until recall@10
-reaches :data:`RECALL_TARGET` (oxidize/index.py records it, every search uses it).
+reaches :data:`RECALL_TARGET` (oxidize/search/index.py records it, every search uses it).
 
 Each sampled item is a query for the 10 nearest *other* items (its own key is not counted);
 the same items moved far from every item must find :data:`FAR_RECALL_FLOOR`; the expansion

@@ -11,15 +11,15 @@ items, :func:`update_index` changes only that difference:
 * new and changed items are added to them;
 * the projected graph is updated the same way when the weights are the same; retrained
   weights move every projected vector, so the graph is built again;
-* the vector rows (:mod:`oxidize.vector_rows`: the projected vectors and the plain
+* the vector rows (:mod:`oxidize.search.vector_rows`: the projected vectors and the plain
   embeddings as f16, no graph) are written again in full: a million rows take seconds, a
   tenth of the graph's insertions;
-* the search expansion is calibrated again on the whole graph (oxidize/index_recall.py), so the
+* the search expansion is calibrated again on the whole graph (oxidize/search/recall.py), so the
   recall it records is the updated graph's.
 
 Each file is written to a temporary name and renamed, the table last, as a full write does:
 a search during the update reads the old or the new index. Anything else (a different model
-or weights, a damaged or older index, a large change) is a full :func:`~oxidize.index.write_index`.
+or weights, a damaged or older index, a large change) is a full :func:`~oxidize.search.index.write_index`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-    from oxidize.population import Item
+    from oxidize.search.population import Item
 
 #: Above this share of the population changed (added + removed + re-texted), the index is
 #: rebuilt: a graph that lost many nodes searches worse, and a rebuild costs little more.
@@ -50,11 +50,11 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     """Update the index in ``out_dir`` to ``items`` in place (see the module docstring);
     return what changed (``added``, ``removed``, ``changed``, ``count``, and whether the
     projected graph was ``rebuilt``), or ``None`` where it cannot be updated and must be
-    written in full. ``meta`` is what :func:`~oxidize.index.write_index` would record."""
+    written in full. ``meta`` is what :func:`~oxidize.search.index.write_index` would record."""
     import numpy as np
 
-    from oxidize import index as ix
-    from oxidize import vector_rows as vr
+    from oxidize.search import index as ix
+    from oxidize.search import vector_rows as vr
 
     table = out_dir / ix.TABLE_FILE
     if not all((out_dir / name).is_file() for name in (ix.TABLE_FILE, ix.INDEX_FILE, vr.BASE_FILE,
@@ -126,9 +126,9 @@ def _update_graph(out_dir: Path, keys: np.ndarray, projected: np.ndarray, drop: 
     ``rebuild``), saved atomically; return the index's search settings."""
     import numpy as np
 
-    from oxidize import index as ix
-    from oxidize.atomic import atomic_path
-    from oxidize.usearch_import import usearch_index
+    from oxidize.search import index as ix
+    from oxidize.util.atomic import atomic_path
+    from oxidize.search.usearch_import import usearch_index
 
     vectors = np.ascontiguousarray(projected, dtype=np.float32)
     if rebuild:
@@ -158,9 +158,9 @@ def _update_table(table: Path, items: list[Item], drop: list[int], add: list[int
                   weights_file: Path | None) -> None:
     """The item table and its lexical index, changed by ``drop`` and ``add`` (and the stored
     weights replaced by ``weights_file``'s bytes when given), in a copy renamed into place."""
-    from oxidize.atomic import atomic_path
-    from oxidize.index import INSERT_ITEM, item_row
-    from oxidize.lexical import FTS_TABLE
+    from oxidize.util.atomic import atomic_path
+    from oxidize.search.index import INSERT_ITEM, item_row
+    from oxidize.search.lexical import FTS_TABLE
 
     by_key = {item.key: item for item in items}
     with atomic_path(table) as tmp:

@@ -11,7 +11,7 @@ Every key of every level is one row of a table (:data:`TOP_KEYS`, :data:`PROJECT
 stage column feeds :meth:`Projection.pair_settings` / :meth:`Projection.train_settings`,
 the flat dicts doit's up-to-date checks compare, so a new key (``holdout``, ``gate``) is a
 row in a table plus a field in the dataclass — a test checks the two agree. The machinery
-the tables are written in (table rows, typed checks) is :mod:`oxidize.recipe_checks`.
+the tables are written in (table rows, typed checks) is :mod:`oxidize.recipe.checks`.
 
 This module is imported whenever doit lists tasks, so it uses only the standard library
 and PyYAML: no numpy, numba or onnxruntime here.
@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from oxidize.errors import RecipeError
-from oxidize.memory import batch_memory, physical_memory, training_memory
+from oxidize.train.memory import batch_memory, physical_memory, training_memory
 # Parsed YAML is cached by text: a no-op doit neither imports nor runs PyYAML (see there).
-from oxidize.recipe_yaml import PARSED, _parse_yaml  # noqa: F401 - PARSED: tasks.py's cache
-from oxidize.recipe_checks import (GitSource, Key, _bool, _choice, _eventlog_source, _float, _found,  # noqa: F401
+from oxidize.recipe.yaml_text import PARSED, _parse_yaml  # noqa: F401 - PARSED: tasks.py's cache
+from oxidize.recipe.checks import (GitSource, Key, _bool, _choice, _eventlog_source, _float, _found,  # noqa: F401
                                    _int, _is_int, _optional, _path, _read_block, _short, _string,
                                    _suggest, _Where)
 
@@ -96,7 +96,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """What a projection's search index holds (the ``index:`` block; oxidize/index.py)."""
+    """What a projection's search index holds (the ``index:`` block; oxidize/search/index.py)."""
 
     event_types: tuple[str, ...]
 
@@ -104,7 +104,7 @@ class IndexConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     """What the eval step scores besides the held-out split (the ``eval:`` block): query sets
-    in patina's bench format (oxidize/queryset.py), paths as written, relative to the recipe."""
+    in patina's bench format (oxidize/search/queryset.py), paths as written, relative to the recipe."""
 
     queries: tuple[str, ...] = ()
 
@@ -254,7 +254,7 @@ def parse_recipe(data: object, path: Path, name: str) -> Recipe:
 
 
 # --------------------------------------------------------------------------- recipe checks
-# (the generic ones, and Key/_Where/_read_block, are in oxidize.recipe_checks)
+# (the generic ones, and Key/_Where/_read_block, are in oxidize.recipe.checks)
 
 
 def _name_problem(name: object) -> str | None:

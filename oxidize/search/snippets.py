@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from oxidize.lexical import query_terms
+from oxidize.search.lexical import query_terms
 
 WIDTH = 100
 _WORD = re.compile(r"[^\W_]+")

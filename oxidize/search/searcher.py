@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from oxidize.errors import SearchError
-from oxidize.index import Hit, Searcher
+from oxidize.search.index import Hit, Searcher
 
 
 #: Search modes: hybrid (the default) fuses the lexical and the dense lists
-#: (oxidize/fusion.py); dense and lexical search one side alone.
+#: (oxidize/search/fusion.py); dense and lexical search one side alone.
 MODES = ("hybrid", "dense", "lexical")
 
 
@@ -109,14 +109,14 @@ class ProjectionSearch:
         """The ``k`` best items for ``text``, best first.
 
         ``mode``: ``hybrid`` (reciprocal-rank fusion of the lexical list, the projection's
-        dense list and the plain embedding's, oxidize/fusion.py), ``dense`` (the projection's
+        dense list and the plain embedding's, oxidize/search/fusion.py), ``dense`` (the projection's
         nearest items; with ``base`` the plain embedding's) or ``lexical`` (BM25 alone).
         ``base`` leaves the projection out: the plain embedding alone is the dense side. A
         hit's ``score`` is its cosine (dense), its BM25 score (lexical) or its fused score
         (hybrid). ``snippets=False`` skips choosing each hit's best sentence by embedding
         (its first matching sentence is still shown).
         """
-        from oxidize import fusion
+        from oxidize.search import fusion
 
         if not text.strip():
             raise SearchError("the query is empty")
@@ -168,12 +168,12 @@ class ProjectionSearch:
 
     def _raw_list(self, searcher: Searcher, vector, projected, pool: int, lexical_future):
         """Hybrid's raw-embedding list and the projection's dense list. Up to
-        :data:`~oxidize.index.EXACT_MAX_FUSED` items the raw list is an exact search of the
+        :data:`~oxidize.search.index.EXACT_MAX_FUSED` items the raw list is an exact search of the
         plain embeddings; above, the raw cosine ranking of the candidates the projection's
-        graph (its :data:`~oxidize.vector_rows.RERANK_POOL` nearest) and the lexical index
-        found — no scan of every plain vector per query (oxidize/vector_rows.py)."""
-        from oxidize.index import EXACT_MAX_FUSED
-        from oxidize.vector_rows import RERANK_POOL
+        graph (its :data:`~oxidize.search.vector_rows.RERANK_POOL` nearest) and the lexical index
+        found — no scan of every plain vector per query (oxidize/search/vector_rows.py)."""
+        from oxidize.search.index import EXACT_MAX_FUSED
+        from oxidize.search.vector_rows import RERANK_POOL
 
         plain = self.searcher(True)
         if len(plain) <= EXACT_MAX_FUSED:
@@ -191,7 +191,7 @@ class ProjectionSearch:
 
     def _nearest_sentence(self, text: str, vector):
         """For a hit that shares no word with the query: which of its sentences is nearest to
-        the query by the plain embedding (oxidize/snippets.py)."""
+        the query by the plain embedding (oxidize/search/snippets.py)."""
         def nearest(sentences: list[str]) -> int:
             import numpy as np
 
@@ -203,8 +203,8 @@ class ProjectionSearch:
 
     def _recall_notice(self, searcher: Searcher) -> None:
         """One line when the index's graph search was measured below the recall target."""
-        from oxidize.index import EXACT_MAX
-        from oxidize.index_recall import RECALL_TARGET
+        from oxidize.search.index import EXACT_MAX
+        from oxidize.search.recall import RECALL_TARGET
 
         measured = searcher.searched.get("recall@10")
         if measured is not None and measured < RECALL_TARGET and not searcher.searched.get("exact") \

@@ -1,5 +1,5 @@
 """How much memory training needs and how much this process may use: the recipe checks a
-projection against these before anything is allocated (oxidize/recipe.py)."""
+projection against these before anything is allocated (oxidize/recipe/schema.py)."""
 
 from __future__ import annotations
 
