@@ -45,7 +45,19 @@ class StateDB(SqliteDB):
         super().__init__(*args, **kwargs)
 
     def _get_task_data(self, task_id):
-        data = super()._get_task_data(task_id)
+        import sqlite3
+
+        try:
+            data = super()._get_task_data(task_id)
+        except sqlite3.Error as exc:
+            # After a state write that found no room, SQLite may refuse reads on the same
+            # connection ("disk I/O error"): the task then counts as never run, and runs.
+            from oxidize.util.atomic import out_of_room
+
+            if out_of_room(exc, Path(self.name).parent) is None:
+                raise
+            self._warn_no_room(out_of_room(exc, Path(self.name).parent))
+            return {}
         if data:
             # encoded, because doit saves ``deps:`` as a tuple and reads it back as a list
             self._stored[task_id] = self.codec.encode(data)
@@ -128,12 +140,15 @@ class StateDB(SqliteDB):
                     raise
                 with contextlib.suppress(sqlite3.Error):
                     state._conn.rollback()
-                if not state._warned:
-                    state._warned = True
-                    print(f"oxidize: warning: cannot save doit's state in {state.name}: {cause}; "
-                          f"the next `doit` checks these steps again", file=sys.stderr, flush=True)
+                state._warn_no_room(cause)
 
         return guard()
+
+    def _warn_no_room(self, cause: str) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"oxidize: warning: cannot save doit's state in {self.name}: {cause}; "
+                  f"the next `doit` checks these steps again", file=sys.stderr, flush=True)
 
 
 def _cause(exc: BaseException) -> str:
