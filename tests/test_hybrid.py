@@ -221,15 +221,20 @@ def test_a_bad_query_set_is_one_line_naming_the_file_and_query(tmp_path: Path, c
 
 def test_bench_prints_five_searches_and_json(built: Path):
     out = run(built, "bench", "recipes/a/questions.json").stdout
-    for name in ("raw dense", "projection dense", "lexical", "hybrid raw", "hybrid projection"):
+    for name in ("raw dense", "projection dense", "lexical", "hybrid raw", "hybrid projection", "auto: "):
         assert name in out
     data = json.loads(run(built, "bench", "--json", "-p", "a:semantic", "recipes/a/questions.json").stdout)
     result = data["tiny-questions"]
-    assert set(result) == {"raw dense", "projection dense", "lexical", "hybrid raw", "hybrid projection"}
-    for r in result.values():
-        assert set(r) == {"mrr@10", "recall@5", "recall@10", "queries", "p50_ms", "p95_ms"}
+    assert set(result) == {"raw dense", "projection dense", "lexical", "hybrid raw", "hybrid projection", "auto"}
+    for name, r in result.items():
+        assert set(r) == {"mrr@10", "recall@5", "recall@10", "queries", "p50_ms", "p95_ms"} | (
+            {"search"} if name == "auto" else set())
         assert 0 <= r["mrr@10"] <= 1 and r["p95_ms"] >= r["p50_ms"] > 0 and r["queries"] == 3
     assert result["lexical"]["mrr@10"] > 0  # "zebracorn" is found by its word
+    # auto is what the build chose (here, with no history questions, the default: lexical and
+    # the raw embedding half and half, "hybrid raw")
+    assert result["auto"]["search"] == "0.5lexical+0.5raw"
+    assert result["auto"]["mrr@10"] == result["hybrid raw"]["mrr@10"]
 
 
 def test_bench_with_a_bad_set_is_one_line(built: Path, tmp_path: Path):
@@ -264,7 +269,7 @@ def test_a_changed_query_set_is_stale_and_named(project: Path):
 
 
 def test_gate_base_compares_dense_with_dense_and_hybrid_with_hybrid(project: Path):
-    from oxidize.engine.stages import _below_raw
+    from oxidize.engine.search_stages import _below_raw
 
     r = {"raw dense": {"mrr@10": 0.5}, "projection dense": {"mrr@10": 0.4},
          "hybrid raw": {"mrr@10": 0.6}, "hybrid projection": {"mrr@10": 0.6}}

@@ -123,26 +123,40 @@ def test_co_changed_invariants(capsys):
     assert len(strong) == 4
     assert out == ("r:temporal: co_changed: 8 files (git.commit files, min_count 2): 8 with a related one, "
                    "4 related pairs → 400 training triplets; held out the latest 0 files "
-                   "(0 queries validate, 0 test)\n")
+                   "(0 queries validate, 0 test)\n"
+                   "r:temporal: no history questions (nothing held out: training.holdout is 0)\n")
 
 
-def test_co_changed_table_and_fallback_agree(tmp_path):
-    """A log with the co_changes table and the same log without it build the same pairs."""
+def test_co_changed_table_and_commits_agree(tmp_path):
+    """A log with only the co_changes table and a log with only the commits that made it build
+    the same pairs (nothing held out: a table cannot date its files)."""
     table = [(a, b, n) for (a, b), n in _co_counts(COMMITS).items()]
-    with_table = make_sqlite_eventlog(tmp_path / "t.db", {}, commits=COMMITS, co_changes=table)
-    without = make_sqlite_eventlog(tmp_path / "n.db", {}, commits=COMMITS)
-    for path, name in ((with_table, "t"), (without, "n")):
+    only_table = make_sqlite_eventlog(tmp_path / "t.db", {}, commits=[], co_changes=table)
+    only_commits = make_sqlite_eventlog(tmp_path / "n.db", {}, commits=COMMITS)
+    for path, name in ((only_table, "t"), (only_commits, "n")):
         with open_eventlog(path) as log:
-            write_pairs(generate_pairs(log, Training(holdout=0.25)), tmp_path / name)
+            write_pairs(generate_pairs(log, Training(holdout=0)), tmp_path / name)
     for file in ("texts.jsonl", "triplets.npy", "heldout.npy"):
         assert (tmp_path / "t" / file).read_bytes() == (tmp_path / "n" / file).read_bytes()
     stats = [json.loads((tmp_path / n / "pairs.json").read_text()) for n in ("t", "n")]
     assert (stats[0]["source"], stats[1]["source"]) == ("co_changes table", "git.commit files")
 
 
-def test_co_changed_prefers_the_table(tmp_path):
-    table = [("x/a.py", "x/b.py", 5), ("y/c.py", "y/d.py", 3), ("x/a.py", "y/c.py", 1)]
+def test_co_changed_counts_the_commits_where_the_log_has_them(tmp_path):
+    """The commits, not a co_changes table beside them: only per-commit counts can leave the
+    commits after the held-out cut out of training."""
+    table = [("x/a.py", "x/b.py", 5), ("y/c.py", "y/d.py", 3)]
     db = make_sqlite_eventlog(tmp_path / "t.db", {}, commits=COMMITS, co_changes=table)
+    with open_eventlog(db) as log:
+        pairset = generate_pairs(log, Training(pairs=50, holdout=0))
+    assert pairset.stats["source"] == "git.commit files"
+    assert {t.split(":")[0].removeprefix("file ") for t in pairset.texts} == \
+        {f for (a, b), n in _co_counts(COMMITS).items() if n >= 2 for f in (a, b)}
+
+
+def test_co_changed_table_relations(tmp_path):
+    table = [("x/a.py", "x/b.py", 5), ("y/c.py", "y/d.py", 3), ("x/a.py", "y/c.py", 1)]
+    db = make_sqlite_eventlog(tmp_path / "t.db", {}, commits=[], co_changes=table)
     with open_eventlog(db) as log:
         pairset = generate_pairs(log, Training(pairs=50))
     assert [t.split(":")[0] for t in pairset.texts] == ["file x/a.py", "file x/b.py", "file y/c.py", "file y/d.py"]

@@ -94,12 +94,13 @@ def test_invariants_on_sqlite_log(tmp_path, capsys):
     assert pairset.stats == {"pair_type": "same_session", "sessions": 12, "texts": n_texts, "anchors": n_texts,
                              "pairs": n_pairs, "triplets": 1000, "train_groups": 12, "heldout_groups": 0,
                              "heldout_queries": 0, "heldout_pairs": 0, "validation_queries": 0,
-                             "validation_pairs": 0,
+                             "validation_pairs": 0, "history_questions": 0,
                              "event_count": n_texts + 1, "max_seq": n_texts + 1}
     assert pairset.heldout.shape == (0, 2)
     assert capsys.readouterr().out == (f"r:p: same_session: {n_texts} texts in 12 sessions: {n_texts} with a "
                                        f"same-session partner, {n_pairs} related pairs → 1,000 "
-                                       f"training triplets\n")
+                                       f"training triplets\n"
+                                       f"r:p: no history questions (no session held out)\n")
 
 
 @settings(max_examples=40, deadline=None)
@@ -239,8 +240,8 @@ def test_write_read_roundtrip(tmp_path):
     triplets = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.int64)
     write_pairs(PairSet(texts, triplets, {"pair_type": "x", "texts": 7}), tmp_path / "out")
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["groups.npy", "heldout.npy", "pairs.json", "related.npy", "texts.jsonl",
-                                                     "triplets.npy", "validation.npy"]
+    assert sorted(p.name for p in out.iterdir()) == ["groups.npy", "heldout.npy", "history_queries.json", "pairs.json",
+                                                     "related.npy", "texts.jsonl", "triplets.npy", "validation.npy"]
     assert read_texts(out / "texts.jsonl") == texts
     assert "ünïcode ✓" in (out / "texts.jsonl").read_text(encoding="utf-8")  # ensure_ascii=False
     back = read_triplets(out / "triplets.npy")
@@ -253,8 +254,9 @@ def test_write_replaces_existing_and_leaves_no_temporaries(tmp_path):
     write_pairs(PairSet(["c"], np.zeros((2, 3), np.int32), {"n": 1}), tmp_path)
     assert read_texts(tmp_path / "texts.jsonl") == ["c"]
     assert read_triplets(tmp_path / "triplets.npy").shape == (2, 3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["groups.npy", "heldout.npy", "pairs.json", "related.npy", "texts.jsonl",
-                                                     "triplets.npy", "validation.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["groups.npy", "heldout.npy", "history_queries.json",
+                                                          "pairs.json", "related.npy", "texts.jsonl",
+                                                          "triplets.npy", "validation.npy"]
 
 
 def test_read_errors(tmp_path):

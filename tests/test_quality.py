@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oxidize.engine import stages
+from oxidize.engine import search_stages as stages
 from oxidize.train.trainer import save_weights, train_projection
 
 RECIPE = """\

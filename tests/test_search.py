@@ -36,7 +36,7 @@ projections:
       pairs: 200
 """
 FIELDS = {"rank", "score", "event_type", "date", "source_id", "seq", "key", "snippet",
-          "dense_rank", "lexical_rank"}
+          "dense_rank", "lexical_rank", "search"}
 
 
 def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -105,6 +105,7 @@ def test_query_json_returns_k_results_with_the_fields(built: Path):
     hits = json.loads(proc.stdout)
     assert len(hits) == 5 and all(set(h) == FIELDS for h in hits)
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert {h["search"] for h in hits} == {"0.5lexical+0.5raw"}  # the default: no history questions
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
     assert proc.stderr == ""  # up to date: no warning
@@ -137,8 +138,11 @@ def test_compare_and_base_modes(built: Path):
     base = json.loads(run(built, "query", "--base", "--mode", "dense", "--json", "-k", "4",
                           "release build").stdout)
     assert [h["key"] for h in base] == [h["key"] for h in compared["base"]]
-    hybrid = json.loads(run(built, "query", "--json", "-k", "4", "release build").stdout)
+    # the left side reads the projection: the default search does not (no history questions
+    # chose one that does), so --compare shows `hybrid`, lexical mixed with the projection
+    hybrid = json.loads(run(built, "query", "--mode", "hybrid", "--json", "-k", "4", "release build").stdout)
     assert [h["key"] for h in hybrid] == [h["key"] for h in compared["projection"]]
+    assert {h["search"] for h in compared["projection"]} == {"0.5lexical+0.5dense"}
 
 
 def test_appending_events_embeds_only_the_new_texts_and_a_stale_index_warns(project: Path):

@@ -5,10 +5,11 @@ A doit command plugin (``doit.COMMAND`` entry point ``bench``; also ``oxidize be
     doit bench SET.json [SET.json …] [-p RECIPE:PROJECTION] [--json]
 
 For each set (oxidize/search/queryset.py) it runs every query through five searches — the raw
-embedding (dense), the projection (dense), BM25 alone, and each dense side fused with BM25
-(hybrid raw, hybrid projection, the default of ``doit query``) — and prints MRR@10,
-Recall@5, Recall@10 and the warm latency per query (p50/p95). ``--json`` prints
-``{set name: {search: {mrr@10, recall@5, recall@10, queries, p50_ms, p95_ms}}}``.
+embedding (dense), the projection (dense), BM25 alone, and each dense side mixed with BM25
+(hybrid raw, hybrid projection) — and the one ``doit query`` answers with (``auto``: what
+the build chose on the project's history questions, named), and prints MRR@10, Recall@5,
+Recall@10 and the warm latency per query (p50/p95). ``--json`` prints ``{set name: {search:
+{mrr@10, recall@5, recall@10, queries, p50_ms, p95_ms}}}`` (``auto`` also names its ``search``).
 
 Exit codes: 0 — scored; 3 — a set or the projection could not be read, with one line
 naming the file and the query.
@@ -33,11 +34,12 @@ class Bench(SearchCommand):
     doc_purpose = "score a projection's search on query sets (patina's bench format)"
     doc_usage = "[-p RECIPE:PROJECTION] [--json] SET.json..."
     doc_description = ("Runs each query of each set through the raw embedding, the projection,\n"
-                       "BM25 and both hybrids; prints MRR@10, Recall@5, Recall@10 and warm latency.")
+                       "BM25, both hybrids and the search the build chose; prints MRR@10, Recall@5,\n"
+                       "Recall@10 and warm latency.")
     cmd_options = (opt_projection, opt_json, opt_help)
 
     def _execute(self, pos_args=None, projection="", json=False):
-        from oxidize.search.queryset import load_query_set, score
+        from oxidize.search.queryset import CONFIGS, load_query_set, score
 
         if not pos_args:
             raise InvalidCommand(f"oxidize: bench: give a query set, e.g. `{self._tool} bench "
@@ -48,7 +50,8 @@ class Bench(SearchCommand):
             self.warn([warning])
             results = {}
             for query_set in sets:
-                results[query_set.name] = score(search, query_set)
+                results[query_set.name] = score(search, query_set, (*CONFIGS, ("auto", "auto", False)))
+                results[query_set.name]["auto"]["search"] = search.fusion("auto").name
                 if not json:
                     self._print(search.label, query_set, results[query_set.name])
             self.warn(search.notices)
@@ -65,5 +68,7 @@ class Bench(SearchCommand):
         out.write(f"{label}: {query_set.name} ({len(query_set.queries)} queries, {query_set.path})\n")
         out.write(f"  {'search':<18} {'MRR@10':>7} {'R@5':>6} {'R@10':>6} {'p50 ms':>7} {'p95 ms':>7}\n")
         for name, r in result.items():
+            if name == "auto":
+                name = f"auto: {r['search']}"
             out.write(f"  {name:<18} {r['mrr@10']:>7.3f} {r['recall@5']:>6.3f} {r['recall@10']:>6.3f} "
                       f"{r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f}\n")

@@ -2,16 +2,19 @@
 
 A doit command plugin (``doit.COMMAND`` entry point ``query``; also ``oxidize query``):
 
-    doit query [-p RECIPE:PROJECTION] [-k 10] [--mode hybrid|dense|lexical] [--base]
+    doit query [-p RECIPE:PROJECTION] [-k 10] [--mode auto|hybrid|dense|lexical|NAME] [--base]
                [--compare] [--json] TEXT…
 
-By default (``--mode hybrid``) the text is searched twice and the two lists fused
-(oxidize/search/fusion.py): by meaning — embedded with the model's *query* prefix (E5:
-``query: ``), projected with the projection's weights, searched in ``index.usearch`` — and
-by its words, BM25 over the same items (oxidize/search/lexical.py). ``--mode dense`` / ``lexical``
-search one side alone; ``--base`` puts the plain embedding of the same population
-(``base.npy``, searched exactly) on the dense side; ``--compare`` shows the projection's search beside the
-plain embedding's (dense), and what each found that the other did not. A stale index
+By default (``--mode auto``) the text is searched the way the build chose for this index on
+the project's history questions (oxidize/search/choice.py): its words by BM25 over the items
+(oxidize/search/lexical.py) and its meaning — embedded with the model's *query* prefix (E5:
+``query: ``), as it is and projected with the projection's weights — the lists merged as the
+chosen fusion says (oxidize/search/fusion.py). ``--mode hybrid`` is lexical fused with the
+projection's list, ``dense`` / ``lexical`` one list alone, and any name of the fusion menu
+(``0.5lexical+0.5raw``, …) that search; ``--base`` puts the plain embedding of the same
+population (``base.npy``, searched exactly) in the projection's place; ``--compare`` shows
+the projection's search beside the plain embedding's (dense), and what each found that the
+other did not. ``--json`` names the search in each hit (``search``). A stale index
 is still searched, after one warning line saying why it is stale (the reasons of
 ``doit stale``). This module imports nothing heavy: onnxruntime and usearch load in
 :mod:`oxidize.search` when a query runs.
@@ -41,11 +44,10 @@ opt_base = {"name": "base", "long": "base", "type": bool, "default": False,
             "help": "search the plain embedding of the same items instead of the projection"}
 opt_compare = {"name": "compare", "long": "compare", "type": bool, "default": False,
                "help": "show the projection's and the plain embedding's rankings side by side"}
-opt_mode = {"name": "mode", "long": "mode", "type": str, "default": "hybrid",
-            "choices": (("hybrid", "fuse the lexical (BM25) and the dense lists (default)"),
-                        ("dense", "the embedding's nearest items alone"),
-                        ("lexical", "BM25 over the items' words alone")),
-            "help": "how to search: hybrid (default), dense or lexical"}
+opt_mode = {"name": "mode", "long": "mode", "type": str, "default": "auto",
+            "help": "how to search: auto (default: what the build chose on the project's history "
+                    "questions), hybrid (lexical fused with the projection), dense, lexical, or a "
+                    "name of the fusion menu such as 0.5lexical+0.5raw"}
 opt_help = {"name": "help", "long": "help", "type": bool, "default": False,
             "help": "print this help and exit"}
 opt_json = {"name": "json", "long": "json", "type": bool, "default": False,
@@ -125,12 +127,13 @@ class Query(SearchCommand):
 
     name = "query"
     doc_purpose = "search a projection's index with a text"
-    doc_usage = "[-p RECIPE:PROJECTION] [-k N] [--mode hybrid|dense|lexical] [--base | --compare] [--json] TEXT..."
-    doc_description = ("Searches the projection's index (built by `doit`) for TEXT: by meaning (the\n"
-                       "projected embedding) and by its words (BM25), fused; prints the best items.")
+    doc_usage = "[-p RECIPE:PROJECTION] [-k N] [--mode auto|hybrid|dense|lexical|NAME] [--base | --compare] [--json] TEXT..."
+    doc_description = ("Searches the projection's index (built by `doit`) for TEXT: by its words (BM25)\n"
+                       "and by meaning (the embedding, plain and projected), fused as the build chose;\n"
+                       "prints the best items.")
     cmd_options = (opt_projection, opt_k, opt_mode, opt_base, opt_compare, opt_json, opt_help)
 
-    def _execute(self, pos_args=None, projection="", k=DEFAULT_K, mode="hybrid", base=False,
+    def _execute(self, pos_args=None, projection="", k=DEFAULT_K, mode="auto", base=False,
                  compare=False, json=False):
         text = " ".join(pos_args or []).strip()
         if not text:
@@ -142,24 +145,28 @@ class Query(SearchCommand):
             raise InvalidCommand("oxidize: query: --base and --compare exclude each other")
         try:
             search, warning = self.open_search(projection)
-            results = {}
+            results, used = {}, {}
             if compare:  # what the projection's search finds against the plain embedding's
-                results["projection"] = search.query(text, k, mode=mode)
+                left = mode if search.fusion(mode).projected else "hybrid"  # one that reads it
+                results["projection"] = search.query(text, k, mode=left)
                 results["base"] = search.query(text, k, base=True, mode="dense")
+                used = {"projection": search.fusion(left).name, "base": search.fusion("dense", True).name}
             else:
-                results["base" if base else "projection"] = search.query(text, k, base=base, mode=mode)
+                name = "base" if base else "projection"
+                results[name] = search.query(text, k, base=base, mode=mode)
+                used = {name: search.fusion(mode, base).name}
         except OxidizeError as err:
             raise InvalidCommand(f"oxidize: {err}") from None
         self.warn([warning, *search.notices])
-        self._print(results, json, compare, text, mode)
+        self._print(results, json, compare, text, used)
         return 0
 
-    def _print(self, results: dict, as_json: bool, compare: bool, text: str, mode: str) -> None:
+    def _print(self, results: dict, as_json: bool, compare: bool, text: str, used: dict) -> None:
         from oxidize.search.index import hit_dict
 
         out = self.outstream
         if as_json:
-            data = {name: [hit_dict(h) for h in hits] for name, hits in results.items()}
+            data = {name: [{**hit_dict(h), "search": used[name]} for h in hits] for name, hits in results.items()}
             out.write(json.dumps(data if compare else next(iter(data.values())), indent=2,
                                  ensure_ascii=False) + "\n")
             return
@@ -171,7 +178,7 @@ class Query(SearchCommand):
             return
         proj, base = results["projection"], results["base"]
         proj_keys, base_keys = {h.key for h in proj}, {h.key for h in base}
-        name = {"dense": "projection", "hybrid": "hybrid + projection"}.get(mode, mode)
+        name = "projection" if used["projection"] == "dense" else f"projection, {used['projection']}"
         out.write(f"  {name} (+ = not in base)".ljust(44) + " | base, dense (- = not on the left)\n")
         for i in range(max(len(proj), len(base))):
             left = right = ""

@@ -79,6 +79,7 @@ class Layout:
     validation = property(lambda self: self.dir / "validation.npy")
     groups = property(lambda self: self.dir / "groups.npy")
     related = property(lambda self: self.dir / "related.npy")
+    history = property(lambda self: self.dir / "history_queries.json")
     embeddings = property(lambda self: self.dir / "embeddings.npy")
     embed_json = property(lambda self: self.dir / "embed.json")
     weights = property(lambda self: self.dir / "weights.safetensors")

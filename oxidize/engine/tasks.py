@@ -42,7 +42,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
     listing and ``stale`` pass nothing and still work without one.
     """
     from oxidize.embed import models  # light: the registry imports no numerical library
-    from oxidize.engine import stages  # light at import; heavy libraries load inside the actions
+    from oxidize.engine import search_stages, stages  # light at import; heavy libraries load in the actions
 
     root = Path(root)
     base, cache_file = build_dir(root), in_build(CACHE_FILE, root)
@@ -113,7 +113,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
             out = Layout(name, proj.name, base)
             label = f"{name}:{proj.name}"
             pairs_targets = [str(out.texts), str(out.triplets), str(out.heldout), str(out.validation),
-                             str(out.groups), str(out.related), str(out.pairs_json)]
+                             str(out.groups), str(out.related), str(out.history), str(out.pairs_json)]
             embed_targets = [str(out.embeddings), str(out.embed_json)]
             train_targets = [str(out.weights), str(out.training_json), str(out.onnx)]
             yield {
@@ -153,7 +153,8 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
             eval_targets = [str(out.metrics), str(out.training_png)]
             index_targets = [str(out.index), str(out.base_vectors), str(out.projected_vectors),
                              str(out.vector_keys), str(out.index_table)]
-            # Query sets are scored on the search index, so with them eval follows the index.
+            # Eval reports the search the index step chose on the history questions, and scores
+            # the query sets on the index: it follows the index.
             query_sets = [_rel(recipe.path.parent / q, root) for q in proj.eval.queries]
             yield {
                 "basename": name,
@@ -161,11 +162,10 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "doc": f"score {label} against the base embedding and random on held-out data"
                        + (f" and {len(query_sets)} query set(s)" if query_sets else "")
                        + (f" (gate: {proj.gate})" if proj.gate else ""),
-                "actions": [(stages.build_eval, (recipe_file, name, proj.name, str(out.dir)))],
+                "actions": [(search_stages.build_eval, (recipe_file, name, proj.name, str(out.dir)))],
                 "file_dep": [str(out.embeddings), str(out.heldout), str(out.weights),
                              str(out.training_json)]
-                            + ([*index_targets, *(q for q in query_sets if os.path.isfile(root / q))]
-                               if query_sets else []),
+                            + [*index_targets, *(q for q in query_sets if os.path.isfile(root / q))],
                 "targets": eval_targets,
                 "uptodate": [StageInputs(recipe.projection(proj.name).eval_settings(), eval_targets)],
                 "verbosity": 2,
@@ -175,9 +175,10 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
                 "name": f"{proj.name}.index",
                 "doc": f"search index of {label}: every {proj.training.pair_type} item of the log, "
                        f"projected (`doit query -p {label}`)",
-                "actions": [(stages.build_index, (recipe_file, name, proj.name, _rel(log, root),
+                "actions": [(search_stages.build_index, (recipe_file, name, proj.name, _rel(log, root),
                                                   str(out.dir), model_json, cache_file))],
-                "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights)]
+                "file_dep": ([_rel(log, root)] if log_exists else []) + [model_json, str(out.weights),
+                                                                        str(out.history)]
                             + _files_dep(described, proj),
                 "targets": index_targets,
                 "uptodate": [StageInputs({**recipe.projection(proj.name).index_settings(),

@@ -113,7 +113,7 @@ def scrape(repo: Path, out: Path, say=print, notes: str | None = None) -> dict:
         span = f"{previous['head']}..{head}" if incremental else head
         added = _commits(repo, span, db, seq, say)
         last_touched = _co_changes(db)
-        described, skipped = _file_texts(repo, db, last_touched, notes)
+        described, skipped = _file_texts(repo, db, last_touched, notes, tree=head)
         db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
         db.execute("DELETE FROM scrape WHERE name = 'notes'")
         if notes:
@@ -136,7 +136,7 @@ def describe_files(repo: Path, out: Path) -> dict:
     described, skipped = 0, {}
     with _rewriting(out, keep=bool(previous)) as db:
         if repository:
-            described, skipped = _file_texts(repo, db, code=False)
+            described, skipped = _file_texts(repo, db, code=False, tree=head)
         else:
             db.execute("DELETE FROM file_texts")
         db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
@@ -283,12 +283,15 @@ def _co_changes(db: sqlite3.Connection) -> dict[str, str]:
 
 
 def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str] | None = None,
-                notes: str | None = None, code: bool = True) -> tuple[int, dict[str, int]]:
-    """Describe every text file at HEAD whose blob is new, and (``code``) replace its code
-    events; return (described, skipped by why)."""
+                notes: str | None = None, code: bool = True, tree: str = "HEAD") -> tuple[int, dict[str, int]]:
+    """Describe every text file of ``tree`` (the HEAD the scrape captured) whose blob is new,
+    and (``code``) replace its code events; return (described, skipped by why). A file that
+    cannot be read for its text (a submodule, over 1 MB, binary) keeps a row with its path
+    text: ``file_texts`` lists every file at HEAD, which is what the search population holds."""
     from oxidize.gitlog.describe import describe_content
+    from oxidize.pairs.co_changed import describe_file
 
-    listing = git(repo, "ls-tree", "-r", "-z", "--long", "HEAD")
+    listing = git(repo, "ls-tree", "-r", "-z", "--long", tree)
     known = dict(db.execute("SELECT path, blob FROM file_texts"))
     wanted, present, skipped = [], set(), Counter()
     for entry in listing.split(b"\0"):
@@ -298,17 +301,16 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
         mode, kind, blob, size = meta.split()
         path = raw_path.decode("utf-8", "replace")
         present.add(path)
-        if kind != b"blob":
-            skipped["submodule"] += 1
+        if known.get(path) == blob.decode():
+            continue
+        if kind != b"blob" or (size.isdigit() and int(size) > MAX_FILE_BYTES):
+            skipped["submodule" if kind != b"blob" else "larger than 1 MB"] += 1
+            db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)", (path, blob.decode(), describe_file(path)))
             continue
         if not size.isdigit():  # ls-tree cannot read it: a blob missing from a partial clone
             skipped["missing blob (partial clone)"] += 1
             continue
-        if int(size) > MAX_FILE_BYTES:
-            skipped["larger than 1 MB"] += 1
-            continue
-        if known.get(path) != blob.decode():
-            wanted.append((path, blob.decode()))
+        wanted.append((path, blob.decode()))
     gone = [(p,) for p in set(known) - present] + [(p,) for p, _ in wanted]
     # Without it each file's DELETE below scans every event: 3,000 files of a 50,000-commit
     # history took 36 s instead of 1 s (an older scrape gets it here too).
@@ -334,6 +336,7 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
             proc.stdout.read(1)  # the newline after the content
             if b"\0" in data[:8192]:
                 skipped["binary"] += 1
+                db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)", (path, blob, describe_file(path)))
                 continue
             db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
                        (path, blob, describe_content(path, data)))

@@ -41,6 +41,7 @@ HELDOUT_FILE = "heldout.npy"
 VALIDATION_FILE = "validation.npy"
 GROUPS_FILE = "groups.npy"
 RELATED_FILE = "related.npy"
+HISTORY_FILE = "history_queries.json"
 
 
 @dataclass
@@ -60,6 +61,8 @@ class PairSet:
         groups: ``int32[len(texts)]``, each text's group (its session) or -1; and
         related: ``int32[k, 2]`` undirected edges — together, the texts that must never be
             each other's negative (``training.negatives: hard`` mines among the rest).
+        history: the questions the part of the log after the held-out cut asks
+            (:class:`oxidize.pairs.history.History`), ``None`` = the pair type asks none.
     """
 
     texts: list[str]
@@ -69,6 +72,7 @@ class PairSet:
     validation: np.ndarray | None = None
     groups: np.ndarray | None = None
     related: np.ndarray | None = None
+    history: Any = None
 
 
 Generator = Callable[..., PairSet]
@@ -135,7 +139,14 @@ def generate_pairs(log: EventLog, training: Any, label: str = "") -> PairSet:
     generator = PAIR_TYPES.get(training.pair_type)
     if generator is None:
         raise OxidizeError(f"unknown pair_type `{training.pair_type}`; known: {', '.join(sorted(PAIR_TYPES))}")
-    return generator(log, training, label)
+    pairset = generator(log, training, label)
+    if pairset.history is None:
+        from oxidize.pairs.history import History
+
+        pairset.history = History("none", note=f"{training.pair_type} asks no history questions")
+    pairset.stats["history_questions"] = len(pairset.history.query_set("")["queries"])
+    print(f"{label + ': ' if label else ''}{pairset.history.line()}", flush=True)
+    return pairset
 
 
 def default_pair_count(n_texts: int) -> int:
@@ -167,7 +178,7 @@ def _texts_jsonl(texts: list[str]) -> bytes:
 
 def write_pairs(pairset: PairSet, out_dir: Path | str) -> None:
     """Write ``texts.jsonl``, ``triplets.npy``, ``heldout.npy``, ``validation.npy``,
-    ``groups.npy``, ``related.npy`` and ``pairs.json`` into
+    ``groups.npy``, ``related.npy``, ``history_queries.json`` and ``pairs.json`` into
     ``out_dir``, atomically.
 
     Each file is renamed into place only when complete; ``pairs.json`` goes last so that
@@ -197,6 +208,9 @@ def write_pairs(pairset: PairSet, out_dir: Path | str) -> None:
     for name, array in parts.items():
         with atomic_path(out / name, suffix=".npy") as tmp:
             np.save(tmp, array, allow_pickle=False)
+    history = pairset.history.query_set(f"{out.parent.name}:{out.name} history") if pairset.history \
+        else {"name": "history", "queries": []}
+    write_json(out / HISTORY_FILE, history)
     write_json(out / STATS_FILE, pairset.stats)
 
 

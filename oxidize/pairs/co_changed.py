@@ -149,18 +149,27 @@ def _commit_files(data: dict) -> list[str] | None:
     return list(dict.fromkeys(f for f in files if isinstance(f, str) and f))
 
 
-def read_commits(log: Any) -> list[tuple[list[str], str, int]]:
-    """``(distinct files, timestamp, seq)`` of every ``git.commit`` event with a file list;
-    without such events, of every row of patina's ``commits`` / ``commit_files`` tables
-    (:func:`commit_table`, ``seq`` 0: not an event)."""
+def commit_records(log: Any) -> list[dict]:
+    """``{files, timestamp, seq, sha, message, author}`` of every ``git.commit`` event with a
+    file list (``files`` distinct), in ``seq`` order; without such events, of every row of
+    patina's ``commits`` / ``commit_files`` tables (:func:`commit_table`, ``seq`` 0: not an
+    event, no author)."""
     commits = []
     for event in log.events(("git.commit",)):
         files = _commit_files(event.data)
         if files is not None:
-            commits.append((files, event.timestamp, event.seq))
+            commits.append({"files": files, "timestamp": event.timestamp, "seq": event.seq,
+                            "sha": event.source_id, "message": event.data.get("message"),
+                            "author": event.data.get("author")})
     if not commits:
-        commits = [(files, timestamp, 0) for _sha, _message, files, timestamp in commit_table(log)]
+        commits = [{"files": files, "timestamp": timestamp, "seq": 0, "sha": sha, "message": message,
+                    "author": None} for sha, message, files, timestamp in commit_table(log)]
     return commits
+
+
+def read_commits(log: Any) -> list[tuple[list[str], str, int]]:
+    """``(distinct files, timestamp, seq)`` of each of :func:`commit_records`."""
+    return [(c["files"], c["timestamp"], c["seq"]) for c in commit_records(log)]
 
 
 def commit_table(log: Any) -> list[tuple[str, str, list[str], str]]:
@@ -230,32 +239,25 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     import numpy as np
 
     from oxidize.pairs.graph import graph_pairset
-    from oxidize.pairs.split import holdout_fraction
+    from oxidize.pairs.history import History
+    from oxidize.pairs.split import heldout_groups, holdout_fraction
 
     min_count = int(getattr(training, "min_count", 2))
     holdout = holdout_fraction(training)
-    table = log.co_changes() if hasattr(log, "co_changes") else None
-    commits = None
-    if table:
-        source = "co_changes table"
+    commits = commit_records(log)
+    if commits:
+        table = count_from_commits([(c["files"], c["timestamp"], c["seq"]) for c in commits])
+        source = "git.commit files" if any(c["seq"] for c in commits) else "commits and commit_files tables"
     else:
-        commits = read_commits(log)
-        table = count_from_commits(commits)
-        source = "git.commit files" if any(seq for _f, _t, seq in commits) or not commits \
-            else "commits and commit_files tables"
-        if not table:
-            raise EventLogError(
-                f"{log.path}: no co-changes for co_changed pairs: the log has no `co_changes` table "
-                f"with rows and its {len(commits):,} git.commit event(s) with data.files have no two "
-                f"files changed together (commits of more than {MAX_COMMIT_FILES} files are skipped)")
+        table = log.co_changes() if hasattr(log, "co_changes") else None
+        source = "co_changes table"
+    if not table:
+        raise EventLogError(
+            f"{log.path}: no co-changes for co_changed pairs: the log has no `co_changes` table "
+            f"with rows and its {len(commits):,} git.commit event(s) with data.files have no two "
+            f"files changed together (commits of more than {MAX_COMMIT_FILES} files are skipped)")
 
-    # Undirected counts; a pair stored both ways counts once, with the larger count.
-    counts: dict[tuple[str, str], int] = {}
-    for a, b, n in table:
-        if a == b:
-            continue
-        key = (a, b) if a < b else (b, a)
-        counts[key] = max(counts.get(key, 0), int(n))
+    counts = _undirected(table)
     strong = [key for key, n in counts.items() if n >= min_count]
     if not strong:
         top = max(counts.values(), default=0)
@@ -264,24 +266,61 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
                             f"lower training.min_count")
     files = sorted({f for pair in strong for f in pair})
     index = {f: i for i, f in enumerate(files)}
-    positive = np.array([(index[a], index[b]) for a, b in strong], dtype=np.int64)
-    related = np.array([(index[a], index[b]) for (a, b), n in counts.items()
-                        if 0 < n and a in index and b in index], dtype=np.int64).reshape(-1, 2)
 
     first_events: list = [None] * len(files)
     if holdout > 0:
-        if commits is None:
-            commits = read_commits(log)
-        for commit_files, timestamp, seq in commits:  # in seq order: the first one wins
-            for f in commit_files:
+        for commit in commits:  # in seq order: the first one wins
+            for f in commit["files"]:
                 i = index.get(f)
                 if i is not None and first_events[i] is None:
-                    first_events[i] = (timestamp, seq)
+                    first_events[i] = (commit["timestamp"], commit["seq"])
+    heldout = heldout_groups(first_events, holdout, log.path)
 
+    # The history cut: the latest commits, as many as training.holdout's share of them, are
+    # left out of the counts training sees and ask the history questions instead
+    # (oxidize.pairs.history); a later commit adds nothing to training. (The held-out files
+    # above are the file → file test; a file born after the cut has no training edge either.)
     described = file_texts(log)
+    train_counts, history = counts, History("later commit subjects → the files they changed")
+    later = heldout_groups([(c["timestamp"], c["seq"]) for c in commits], holdout, log.path) \
+        if commits else np.zeros(0, dtype=bool)
+    if not commits:
+        history.note = "the log has only a co_changes table, no commits to ask from"
+    elif later.any():
+        train_counts = _undirected(count_from_commits([(c["files"], c["timestamp"], c["seq"])
+                                                       for c, late in zip(commits, later.tolist()) if not late]))
+        history = _history([c for c, late in zip(commits, later.tolist()) if late], commits,
+                           set(described) or None)
+    else:
+        history.note = "nothing held out: training.holdout is 0"
+
+    def edges(pairs) -> np.ndarray:
+        return np.array([(index[a], index[b]) for a, b in pairs if a in index and b in index],
+                        dtype=np.int64).reshape(-1, 2)
+
+    positive = edges(key for key, n in train_counts.items() if n >= min_count)
+    related = edges(key for key, n in train_counts.items() if n > 0)
     texts = [described.get(f) or describe_file(f) for f in files]
     return graph_pairset(
         log, training, label, pair_type=PAIR_TYPE, noun="files", texts=texts,
-        positive=positive, related=related, first_events=first_events,
+        positive=positive, related=related, first_events=first_events, heldout=heldout,
+        eval_positive=edges(strong), history=history,
         summary={"source": source, "min_count": min_count, "files": len(files)},
         detail=f" ({source}, min_count {min_count})")
+
+
+def _undirected(table) -> dict[tuple[str, str], int]:
+    """Counts by unordered pair; a pair stored both ways counts once, with the larger count."""
+    counts: dict[tuple[str, str], int] = {}
+    for a, b, n in table:
+        if a == b:
+            continue
+        key = (a, b) if a < b else (b, a)
+        counts[key] = max(counts.get(key, 0), int(n))
+    return counts
+
+
+def _history(later: list[dict], commits: list[dict], present: set[str] | None):
+    from oxidize.pairs.history import commit_file_questions, common_files
+
+    return commit_file_questions(later, common_files(c["files"] for c in commits), present)

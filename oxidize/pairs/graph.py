@@ -124,12 +124,18 @@ def sample_triplets(n: int, positive: np.ndarray, related: np.ndarray, train: np
 
 def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts: list[str],
                   positive: np.ndarray, related: np.ndarray, first_events: list, summary: dict,
-                  detail: str = ""):
+                  detail: str = "", heldout: np.ndarray | None = None,
+                  eval_positive: np.ndarray | None = None, history=None):
     """Split a relation graph by time, sample its training triplets and list its held-out pairs.
 
     The common tail of the graph pair types: ``texts[i]`` is node ``i``, which is also its
-    own group for the held-out split (``first_events[i]`` dates it). Prints the one summary
-    line and returns the :class:`~oxidize.pairs.PairSet`.
+    own group for the held-out split (``first_events[i]`` dates it, unless the caller passes
+    the ``heldout`` mask it already cut). ``positive`` and ``related`` are what training
+    knows; ``eval_positive`` (default: ``positive``) relates the held-out nodes for the
+    validation and test pairs — a caller whose training counts stop at the cut
+    (``co_changed``) passes the counts of the whole log here. ``history``: the
+    :class:`~oxidize.pairs.history.History` questions of the part after the cut. Prints the
+    one summary line and returns the :class:`~oxidize.pairs.PairSet`.
 
     Raises:
         EventLogError: no training node can be an anchor (says whether the split is why).
@@ -145,7 +151,9 @@ def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts
     holdout = holdout_fraction(training)
     n = len(texts)
     positive = undirected(positive)
-    heldout = heldout_groups(first_events, holdout, log.path)
+    if heldout is None:
+        heldout = heldout_groups(first_events, holdout, log.path)
+    eval_positive = positive if eval_positive is None else undirected(eval_positive)
     train = ~heldout
     n_train = int(train.sum())
     n_triplets = default_pair_count(n_train) if training.pairs is None else int(training.pairs)
@@ -159,8 +167,8 @@ def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts
                             f"a related {noun[:-1] if noun.endswith('s') else noun} and an unrelated one{why}")
     train_pairs = int((train[positive[:, 0]] & train[positive[:, 1]]).sum())
     test = test_groups(first_events, heldout, log.path)
-    pairs = pairs_along_edges(positive, test)
-    validation = pairs_along_edges(positive, heldout & ~test)
+    pairs = pairs_along_edges(eval_positive, test)
+    validation = pairs_along_edges(eval_positive, heldout & ~test)
     stats = log.stats()
     out = {"pair_type": pair_type, **summary, "texts": n, "anchors": n_anchors, "pairs": train_pairs,
            "triplets": int(n_triplets),
@@ -173,4 +181,4 @@ def graph_pairset(log, training, label: str, *, pair_type: str, noun: str, texts
           f"{out['heldout_queries']:,} test)", flush=True)
     never = undirected(np.concatenate([np.asarray(related, np.int64).reshape(-1, 2), positive]))
     return PairSet(texts=texts, triplets=triplets, stats=out, heldout=pairs, validation=validation,
-                   related=never.astype(np.int32))
+                   related=never.astype(np.int32), history=history)

@@ -47,18 +47,20 @@ from oxidize.pairs.co_changed import MAX_COMMIT_FILES, commit_table
 PAIR_TYPE = "same_commit"
 
 
-def read_commits(log: Any, min_chars: int) -> tuple[list[str], list[list[str]], list[tuple[str, int]], int]:
-    """Usable commits in ``seq`` order: ``(messages, files, (timestamp, seq), n_commit_events)``;
-    from patina's ``commits`` / ``commit_files`` tables when the log has no ``git.commit`` event."""
+def read_commits(log: Any, min_chars: int, shas: list | None = None,
+                 ) -> tuple[list[str], list[list[str]], list[tuple[str, int]], int]:
+    """Usable commits in ``seq`` order: ``(messages, files, (timestamp, seq), n_commit_events)``
+    (and each one's sha appended to ``shas``); from patina's ``commits`` / ``commit_files``
+    tables when the log has no ``git.commit`` event."""
     messages: dict[str, None] = {}
     files: list[list[str]] = []
     first: list[tuple[str, int]] = []
     n_events = 0
-    rows = [(event.data.get("message"), event.data.get("files"), event.timestamp, event.seq)
+    rows = [(event.data.get("message"), event.data.get("files"), event.timestamp, event.seq, event.source_id)
             for event in log.events(("git.commit",))]
     if not rows:  # patina's commits / commit_files tables (seq 0: not an event)
-        rows = [(message, files_, timestamp, 0) for _sha, message, files_, timestamp in commit_table(log)]
-    for message, names, timestamp, seq in rows:
+        rows = [(message, files_, timestamp, 0, sha) for sha, message, files_, timestamp in commit_table(log)]
+    for message, names, timestamp, seq, sha in rows:
         n_events += 1
         if not isinstance(message, str) or not isinstance(names, list):
             continue
@@ -69,6 +71,8 @@ def read_commits(log: Any, min_chars: int) -> tuple[list[str], list[list[str]], 
         messages[message] = None
         files.append(names)
         first.append((timestamp, seq))
+        if shas is not None:
+            shas.append(sha)
     return list(messages), files, first, n_events
 
 
@@ -101,10 +105,12 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     import numpy as np
 
     from oxidize.pairs.graph import graph_pairset
+    from oxidize.pairs.split import heldout_groups, holdout_fraction
 
     min_count = int(getattr(training, "min_count", 2))
     min_chars = int(training.min_chars)
-    messages, files, first, n_events = read_commits(log, min_chars)
+    shas: list = []
+    messages, files, first, n_events = read_commits(log, min_chars, shas)
     if not messages:
         raise EventLogError(
             f"{log.path}: no usable commits for same_commit pairs: {n_events:,} git.commit event(s), none "
@@ -125,8 +131,34 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     positive = new_id[pairs[strong]]
     kept = np.flatnonzero(keep).tolist()
     texts = [messages[i] for i in kept]
+    heldout = heldout_groups([first[i] for i in kept], holdout_fraction(training), log.path)
     return graph_pairset(
         log, training, label, pair_type=PAIR_TYPE, noun="commits", texts=texts,
-        positive=positive, related=related, first_events=[first[i] for i in kept],
+        positive=positive, related=related, first_events=[first[i] for i in kept], heldout=heldout,
+        history=_history([kept[i] for i in np.flatnonzero(heldout).tolist()], messages, first, shas,
+                         pairs[strong]),
         summary={"min_count": min_count, "commits": len(texts)},
         detail=f" (sharing ≥{min_count} files)")
+
+
+def _history(later: list[int], messages: list[str], first: list, shas: list[str], strong):
+    """Each later commit's subject → the commits sharing ``min_count`` files with it, its own
+    message (``seq``: its index key) excluded from the hits (oxidize.pairs.history)."""
+    from oxidize.pairs.history import History, subject, usable_subject
+
+    history = History("later commit subjects → commits on the same files")
+    partners: dict[int, list[int]] = {}
+    for a, b in strong.tolist():
+        partners.setdefault(a, []).append(b)
+        partners.setdefault(b, []).append(a)
+    for i in sorted(later, key=lambda i: first[i][1]):
+        why = usable_subject(messages[i], None)
+        if why is not None:
+            history.skipped[why] += 1
+            continue
+        history.queries.append({"id": str(shas[i])[:12], "query": subject(messages[i]),
+                                "relevant_docs": [shas[j] for j in partners.get(i, ())],
+                                **({"exclude_keys": [first[i][1]]} if first[i][1] else {})})
+    if not later:
+        history.note = "nothing held out"
+    return history

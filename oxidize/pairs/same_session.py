@@ -53,11 +53,13 @@ PAIR_TYPE = "same_session"
 
 
 def collect_sessions(log: Any, event_types: tuple[str, ...], min_chars: int,
-                     first_events: list | None = None) -> tuple[list[str], list[int], int]:
+                     first_events: list | None = None,
+                     names: list | None = None) -> tuple[list[str], list[int], int]:
     """Read observations and assign each unique text to the first session that wrote it.
 
     When ``first_events`` is a list, the ``(timestamp, seq)`` of each session's first owned
-    text is appended to it, in session order (the session's time for the held-out split).
+    text is appended to it, in session order (the session's time for the held-out split);
+    when ``names`` is a list, each session's id.
 
     Returns:
         ``(texts, owner, n_sessions)``: every unique qualifying text in order of first
@@ -84,6 +86,8 @@ def collect_sessions(log: Any, event_types: tuple[str, ...], min_chars: int,
             session = session_ids[event.source_id] = len(session_ids)
             if first_events is not None:
                 first_events.append((event.timestamp, event.seq))
+            if names is not None:
+                names.append(event.source_id)
         seen[content] = None
         add_owner(session)
     if no_text:
@@ -115,7 +119,8 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     event_types = tuple(training.event_types)
     min_chars = int(training.min_chars)
     first_events: list = []
-    all_texts, all_owner, n_seen = collect_sessions(log, event_types, min_chars, first_events)
+    names: list = []
+    all_texts, all_owner, n_seen = collect_sessions(log, event_types, min_chars, first_events, names)
 
     owner = np.asarray(all_owner, dtype=np.int64)
     per_session = np.bincount(owner, minlength=n_seen) if n_seen else np.zeros(0, dtype=np.int64)
@@ -202,5 +207,11 @@ def generate(log: Any, training: Any, label: str = "") -> PairSet:
     print(f"{prefix}{PAIR_TYPE}: {n_all:,} texts in {n_usable:,} sessions: {n_texts:,} with a "
           f"same-session partner, {summary['pairs']:,} related pairs → {n_triplets:,} training "
           f"triplets{held}", flush=True)
+    from oxidize.pairs.history import session_questions
+
+    usable_at = np.flatnonzero(usable)  # usable session i → its number among all sessions
+    held_names = [names[s] for s in sorted(usable_at[np.flatnonzero(held_session)].tolist(),
+                                           key=lambda s: first_events[s][1])]  # oldest first
+    history = session_questions(log, held_names)
     return PairSet(texts=texts, triplets=triplets, stats=summary, heldout=heldout, validation=validation,
-                   groups=session_of)
+                   groups=session_of, history=history)

@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 #: 2: the lexical index and the weights in index.sqlite. 3: f16 storage, expansion_add 64.
 #: 4: the plain embeddings as vectors searched exactly (no second graph); graphs built at
 #: expansion 128. 5: the graph's vectors in i8, re-ranked by the projected vectors' f16 rows.
-INDEX_FORMAT = 5
+#: 6: ``meta.search_choice``, the search chosen on the history questions.
+INDEX_FORMAT = 6
 INDEX_FILE = "index.usearch"
 TABLE_FILE = "index.sqlite"
 #: HNSW graph settings, chosen by measurement (``python -m benchmarks.bench_index_settings``,
@@ -212,6 +213,20 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             db.commit()
         finally:
             db.close()
+
+
+def record_meta(directory: Path, name: str, value: Any) -> None:
+    """Set one ``meta`` entry in place, in one transaction (what the index step measured on
+    the index it wrote: the search it chose); an unchanged value leaves the file's bytes."""
+    db = sqlite3.connect(Path(directory) / TABLE_FILE, timeout=30)
+    try:
+        text = json.dumps(value)
+        row = db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        if row is None or row[0] != text:
+            with db:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, text))
+    finally:
+        db.close()
 
 
 #: One row of the ``items`` table, written by :func:`write_index` and by an update in place.

@@ -7,7 +7,7 @@ events are appended, so an index can be compared and diffed across builds):
 | pair type       | items                                                         | key                          |
 |-----------------|---------------------------------------------------------------|------------------------------|
 | `same_session`  | session notes of ``index.event_types`` longer than `min_chars` | the event's `seq`            |
-| `co_changed`    | every file of the log's commits (and of its `co_changes` table) | :func:`stable_key` of the path |
+| `co_changed`    | every file at HEAD where the log knows them (a scraped repository, a patina checkout); else every file of the log's commits (and of its `co_changes` table) | :func:`stable_key` of the path |
 | `same_commit`   | every `git.commit` with a message longer than `min_chars`      | the event's `seq` (else :func:`stable_key` of the sha, from patina's `commits` table) |
 | `caller_callee` | every function of `code.function` / `code.call` events        | :func:`stable_key` of the name |
 
@@ -77,7 +77,10 @@ def _files(log: Any) -> list[Item]:
     for a, b, _count in (log.co_changes() or []) if hasattr(log, "co_changes") else []:
         for path in (a, b):
             first.setdefault(path, (None, ""))
-    described = file_texts(log)  # a file at HEAD of a scraped repository: from its content
+    described = file_texts(log)  # every file at HEAD of a scraped repository, from its content
+    if described:  # the log knows what is at HEAD: a deleted file is no answer to a question
+        first = {**{path: at for path, at in first.items() if path in described},
+                 **{path: (None, "") for path in described if path not in first}}
     return [Item(stable_key(path), seq, "file", path, timestamp, described.get(path) or describe_file(path))
             for path, (seq, timestamp) in first.items()]
 

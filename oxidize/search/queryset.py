@@ -28,7 +28,8 @@ from typing import Any
 from oxidize.errors import OxidizeError
 
 K = 10
-#: The searches ``doit bench`` compares: (name, mode, base).
+#: The searches ``doit bench`` and the eval step compare: (name, mode, base) — each list
+#: alone, and the default fusion with the plain embedding and with the projection.
 CONFIGS: tuple[tuple[str, str, bool], ...] = (
     ("raw dense", "dense", True),
     ("projection dense", "dense", False),
@@ -48,6 +49,7 @@ class BenchQuery:
     query: str
     relevant: tuple[str, ...]   # relevant_docs + relevant_commits
     keywords: tuple[str, ...]   # the legacy "relevant" substrings
+    exclude: tuple[int, ...] = ()  # item keys that never count: the question's own text
 
     def answers(self, doc_id: str) -> bool:
         """Whether a hit with id ``doc_id`` answers this query (see the module docstring)."""
@@ -106,6 +108,15 @@ def load_query_set(path: Path | str) -> QuerySet:
     if not isinstance(raw, list) or not raw:
         raise QuerySetError(f"{path}: no queries; expected \"queries\": [{{\"id\": …, \"query\": …, "
                             f"\"relevant_docs\": […]}}, …]")
+    name = data.get("name") if isinstance(data.get("name"), str) and data.get("name") else path.stem
+    return QuerySet(name, path, tuple(queries_of(data, path)))
+
+
+def queries_of(data: dict, path: Path) -> list[BenchQuery]:
+    """The checked questions of a query set's JSON object (``[]`` when it has none)."""
+    raw = data.get("queries") or []
+    if not isinstance(raw, list):
+        raise QuerySetError(f"{path}: 'queries' must be a list of questions")
     queries: list[BenchQuery] = []
     seen: set[str] = set()
     for number, entry in enumerate(raw, 1):
@@ -135,9 +146,12 @@ def load_query_set(path: Path | str) -> QuerySet:
         if not relevant and not lists["relevant"]:
             raise QuerySetError(f"{where}: no ground truth; give relevant_docs, relevant_commits "
                                 f"or relevant")
-        queries.append(BenchQuery(qid, text, relevant, lists["relevant"]))
-    name = data.get("name") if isinstance(data.get("name"), str) and data.get("name") else path.stem
-    return QuerySet(name, path, tuple(queries))
+        exclude = entry.get("exclude_keys") or []
+        if not isinstance(exclude, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                    for v in exclude):
+            raise QuerySetError(f"{where}: 'exclude_keys' must be a list of item keys (integers)")
+        queries.append(BenchQuery(qid, text, relevant, lists["relevant"], tuple(exclude)))
+    return queries
 
 
 def score(search: Any, query_set: QuerySet, configs=CONFIGS, timed: bool = True) -> dict[str, dict]:
@@ -145,27 +159,28 @@ def score(search: Any, query_set: QuerySet, configs=CONFIGS, timed: bool = True)
     :class:`oxidize.search.ProjectionSearch` ``search``: ``{config name: {"mrr@10",
     "recall@5", "recall@10", "queries"[, "p50_ms", "p95_ms"]}}``.
 
-    Latency is warm: each search runs once on the first query before any is timed (model,
-    index and weights loaded), and it times the whole search as ``doit query`` runs it
-    (embedding, projection, both lists, fusion, the hits' rows), best-matching snippets left out.
+    Each question is searched once for its three lists and every config ranked from them
+    (:func:`oxidize.search.choice.score_menu`). Latency (``timed``) is warm: each search
+    runs once on the first query before any is timed (model, index and weights loaded), and
+    it times the whole search as ``doit query`` runs it (embedding, projection, the lists,
+    fusion, the hits' rows), best-matching snippets left out.
     """
     import numpy as np
 
+    from oxidize.search.choice import score_menu
+
+    fusions = {name: search.fusion(mode, base) for name, mode, base in configs}
+    scores = score_menu(search, list(query_set.queries), list(dict.fromkeys(fusions.values())))
     results: dict[str, dict] = {}
     for name, mode, base in configs:
-        search.query(query_set.queries[0].query, K, base=base, mode=mode, snippets=False)  # warm
-        rr, r5, r10, ms = [], [], [], []
-        for q in query_set.queries:
-            start = time.perf_counter()
-            hits = search.query(q.query, K, base=base, mode=mode, snippets=False)
-            ms.append((time.perf_counter() - start) * 1000)
-            ids = [hit.source_id for hit in hits]
-            rr.append(q.reciprocal_rank(ids))
-            r5.append(q.recall(ids, 5))
-            r10.append(q.recall(ids, 10))
-        entry = {"mrr@10": round(float(np.mean(rr)), 4), "recall@5": round(float(np.mean(r5)), 4),
-                 "recall@10": round(float(np.mean(r10)), 4), "queries": len(query_set.queries)}
+        entry = scores.summary(fusions[name].name)
         if timed:
+            search.query(query_set.queries[0].query, K, base=base, mode=mode, snippets=False)  # warm
+            ms = []
+            for q in query_set.queries:
+                start = time.perf_counter()
+                search.query(q.query, K, base=base, mode=mode, snippets=False)
+                ms.append((time.perf_counter() - start) * 1000)
             entry["p50_ms"] = round(float(np.percentile(ms, 50)), 2)
             entry["p95_ms"] = round(float(np.percentile(ms, 95)), 2)
         results[name] = entry
