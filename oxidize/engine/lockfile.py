@@ -45,8 +45,9 @@ LOCK_VERSION = 2
 #: every recorded platform's. Measured on patina-dev.db, int8 kernels against float32
 #: (``OXIDIZE_CPU_FEATURES=-vnni``): docs/ci.md has the figures.
 METRIC_TOLERANCE = 0.02
-#: Output fields a complete build may lack (no test queries: no metrics).
-OPTIONAL = frozenset({"test_mrr", "base_mrr"})
+#: Output fields a complete build may lack (no test queries: no metrics), or a lock written
+#: before oxidize recorded them (the search chosen on the history questions).
+OPTIONAL = frozenset({"test_mrr", "base_mrr", "search"})
 #: ``OXIDIZE_LOCKED=strict``: a platform the lock does not have fails instead.
 STRICT = "strict"
 #: Environment variable switching the lock task from "write" to "compare".
@@ -191,8 +192,24 @@ def compute_lock(recipe, root: Path | str = ".") -> dict[str, dict[str, Any]]:
             "final_loss": final_loss,
             "test_mrr": metrics.get("projection"),
             "base_mrr": metrics.get("base"),
+            "search": _chosen_search(root / out.index_table),
         }
     return lock
+
+
+def _chosen_search(table: Path) -> str | None:
+    """The search the index step chose on the history questions (``meta.search_choice``)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{table}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE name = 'search_choice'").fetchone()
+        finally:
+            db.close()
+        return json.loads(row[0]).get("search") if row else None
+    except (sqlite3.Error, ValueError, AttributeError):
+        return None
 
 
 def _check_built_from_this_recipe(recipe, root: Path) -> None:

@@ -206,7 +206,7 @@ def task_dicts(root: Path | str = ".", check_inputs: bool | set[str] | None = No
         lock_deps = [model_json] + ([_rel(log, root)] if log_exists else [])
         for proj in recipe.projections.values():
             out = Layout(name, proj.name, base)
-            lock_deps += [str(out.pairs_json), str(out.triplets), str(out.embeddings),
+            lock_deps += [str(out.pairs_json), str(out.triplets), str(out.embeddings), str(out.index_table),
                           str(out.weights), str(out.training_json), str(out.metrics)]
         yield {
             "basename": name,

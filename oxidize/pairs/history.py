@@ -15,13 +15,13 @@ What each pair type asks:
   and counted in the pairs line: merges, commits by bots, dependency bumps and releases
   (a subject like "Bump x from 1 to 2" names no file's purpose), commits of more than
   :data:`MAX_FILES` files (a reformat or a move), subjects of fewer than
-  :data:`MIN_WORDS` words; and, as answers, files that more than :data:`COMMON_SHARE` of
-  all commits touch (a changelog, a lock file: answering every question, they would make
-  any search look right) and files deleted since (where the log knows the files at HEAD,
-  only those are searched).
-* ``same_session``: each later session's **goal** (its first goal note; the title where it
-  has none) **→ its notes**. The goal note is itself searchable, so it is excluded from
-  the hits of its own question (``exclude_keys``, oxidize's own field; patina ignores it).
+  :data:`MIN_WORDS` words; and, as answers, changelogs and lock files (answering every
+  question, they would make any search look right; :func:`common_files`) and files deleted
+  since (where the log knows the files at HEAD, only those are searched).
+* ``same_session``: each later session's **goals and title → its notes** (each goal note and
+  the title that has at least :data:`MIN_WORDS` words is one question). A goal note is itself
+  searchable, so it is excluded from the hits of its own question (``exclude_keys``,
+  oxidize's own field; patina ignores it).
 * ``same_commit``: each later commit's **subject → the commits that changed ≥ ``min_count``
   of the same files** (the earlier work on that code), its own message excluded.
 * ``caller_callee``: none. Its items are functions whose texts hold their names and
@@ -42,9 +42,14 @@ HISTORY_FILE = "history_queries.json"
 MAX_FILES = 10
 #: A subject of fewer words says nothing a search can use ("wip", "fix tests").
 MIN_WORDS = 3
-#: Files touched by more than this share of all commits (a changelog) are never an answer.
-COMMON_SHARE = 0.1
-#: …provided they were touched this often at all (a tiny log has no such files).
+#: A changelog or a lock file is never an answer: most changes touch it, so it would answer
+#: every question and make any search look right. Known by its name …
+BOOKKEEPING = re.compile(r"(^|/)((change(s|log)|history|news|release[-_ ]?notes|authors|contributors)"
+                         r"(\.(md|rst|txt|markdown|adoc))?|[^/]*\.lock|package-lock\.json|pnpm-lock\.yaml)$", re.I)
+#: … or by touching more than this share of all commits (on click, httpx and patina the
+#: busiest source file is touched by 10 % of the commits, click's changelog by 19 %) …
+COMMON_SHARE = 0.25
+#: … provided it was touched this often at all (a tiny log has no such files).
 COMMON_MIN_COMMITS = 10
 #: At most this many questions (the latest): scoring the menu stays under a second or two.
 MAX_QUESTIONS = 500
@@ -99,14 +104,16 @@ def usable_subject(message: Any, author: Any) -> str | None:
 
 
 def common_files(file_lists: Iterable[list[str]]) -> set[str]:
-    """Files more than :data:`COMMON_SHARE` of the commits touch (at least
-    :data:`COMMON_MIN_COMMITS` times): never an answer."""
+    """The changelogs and lock files of the commits (by name, :data:`BOOKKEEPING`) and the
+    files more than :data:`COMMON_SHARE` of them touch (at least :data:`COMMON_MIN_COMMITS`
+    times): never an answer."""
     counts: Counter = Counter()
     n = 0
     for files in file_lists:
         n += 1
         counts.update(set(files))
-    return {f for f, c in counts.items() if c >= COMMON_MIN_COMMITS and c > COMMON_SHARE * n}
+    return {f for f, c in counts.items()
+            if BOOKKEEPING.search(f) or (c >= COMMON_MIN_COMMITS and c > COMMON_SHARE * n)}
 
 
 def commit_file_questions(later: list[dict], common: set[str], present: set[str] | None = None) -> History:
@@ -139,36 +146,29 @@ def commit_file_questions(later: list[dict], common: set[str], present: set[str]
 
 
 def session_questions(log: Any, held_sessions: list[str]) -> History:
-    """Each held-out session's goal (else its title) → the session (see the module docstring)."""
+    """Each held-out session's goals and title → the session (see the module docstring)."""
     history = History("later session goals → their notes")
     wanted = set(held_sessions)
-    goals: dict[str, tuple[str, int]] = {}
-    titles: dict[str, str] = {}
-    for event in log.events(("session.goal", "session.started")):
+    asked: dict[str, list[tuple[str, list[int]]]] = {}
+    for event in log.events(("session.started", "session.goal")):
         if event.source_id not in wanted:
             continue
-        if event.event_type == "session.goal":
-            content = event.data.get("content")
-            if isinstance(content, str) and content.strip() and event.source_id not in goals:
-                goals[event.source_id] = (content.strip(), event.seq)
-        else:
-            title = event.data.get("title")
-            if isinstance(title, str) and title.strip():
-                titles.setdefault(event.source_id, title.strip())
+        text = event.data.get("content" if event.event_type == "session.goal" else "title")
+        if isinstance(text, str) and text.strip():
+            # a goal note is itself searchable: its own question must not find it
+            exclude = [event.seq] if event.event_type == "session.goal" else []
+            asked.setdefault(event.source_id, []).append((" ".join(text.split()), exclude))
     for session in held_sessions:
-        if session in goals:
-            text, seq = goals[session]
-            exclude = [seq]  # the goal note's own index key (harmless where goals are not indexed)
-        elif session in titles:
-            text, exclude = titles[session], []
-        else:
+        if session not in asked:
             history.skipped["sessions with no goal or title"] += 1
-            continue
-        if len(text.split()) < MIN_WORDS:
-            history.skipped[f"goals under {MIN_WORDS} words"] += 1
-            continue
-        history.queries.append({"id": session, "query": text, "relevant_docs": [session],
-                                **({"exclude_keys": exclude} if exclude else {})})
-    if not history.queries and not history.skipped:
+        seen: set[str] = set()
+        for number, (text, exclude) in enumerate(asked.get(session, ()), 1):
+            if len(text.split()) < MIN_WORDS:
+                history.skipped[f"goals and titles under {MIN_WORDS} words"] += 1
+            elif text not in seen:
+                seen.add(text)
+                history.queries.append({"id": f"{session}#{number}", "query": text, "relevant_docs": [session],
+                                        **({"exclude_keys": exclude} if exclude else {})})
+    if not held_sessions:
         history.note = "no session held out"
     return history

@@ -4,8 +4,9 @@ For projection ``P`` of a patina checkout's recipe, in
 ``.patina/local/data/embeddings/<model>/projections/`` (where patina's ``scry`` looks):
 
 * ``P.safetensors`` — the projection in patina's format (:mod:`oxidize.patina.weights`), only
-  when it beats the raw embedding on the held-out test split (``metrics.json``); otherwise
-  the file is removed, and patina searches with its raw query embedding;
+  when it beats the raw embedding on questions — the recipe's query sets, else the history
+  questions of the log (``metrics.json``), else the held-out test split; otherwise the file
+  is removed, and patina searches with its raw query embedding;
 * ``P.usearch`` — patina's population for ``P`` under patina's keys
   (:mod:`oxidize.patina.population`): the projected vectors when the projection is exported,
   else the raw embeddings, so that either way a patina query meets the vectors it expects.
@@ -44,13 +45,20 @@ class Verdict:
 
 
 def verdict(metrics: dict) -> Verdict:
-    """Export only a projection that beats the raw embedding on the test split: patina measured
-    its own projection far below raw E5 and dropped it. With query sets (``eval.queries``),
-    people's questions decide instead: the projection's dense MRR@10 against the raw
-    embedding's, averaged over every query of the sets (patina searches the projection dense
-    and fuses its own lexical side)."""
+    """Export only a projection that beats the raw embedding: patina measured its own projection
+    far below raw E5 and dropped it. People's questions decide where there are any: the query
+    sets (``eval.queries``), else the log's history questions (at least
+    :data:`~oxidize.search.choice.MIN_QUESTIONS` of them) — the projection's dense MRR@10
+    against the raw embedding's (patina searches the projection dense and fuses its own
+    lexical side); else the held-out test split."""
+    from oxidize.search.choice import MIN_QUESTIONS
+
     if metrics.get("query_sets"):
         return _query_set_verdict(metrics["query_sets"])
+    history = metrics.get("history") or {}
+    if (history.get("queries") or 0) >= MIN_QUESTIONS:
+        return _query_set_verdict([{"name": "the history questions", "queries": history["queries"],
+                                    "results": history["results"]}])
     metric = metrics.get("primary_metric", "mrr@10")
     queries = metrics.get("heldout_queries") or 0
     if not queries:
@@ -71,11 +79,13 @@ def _query_set_verdict(sets: list[dict]) -> Verdict:
     mine = sum(s["results"]["projection dense"]["mrr@10"] * s["queries"] for s in sets) / n
     raw = sum(s["results"]["raw dense"]["mrr@10"] * s["queries"] for s in sets) / n
     names = ", ".join(s["name"] for s in sets)
+    which = names if names == "the history questions" else f"the query sets ({names}"
+    which += f" ({n} queries)" if names == "the history questions" else f"; {n} queries)"
     if mine > raw:
-        return Verdict(True, f"on the query sets ({names}; {n} queries) mrr@10 {mine:.3f} beats "
-                             f"the raw embedding's {raw:.3f}", decided_by_queries=True)
-    return Verdict(False, f"on the query sets ({names}; {n} queries) mrr@10 {mine:.3f} does not "
-                          f"beat the raw embedding's {raw:.3f}", decided_by_queries=True)
+        return Verdict(True, f"on {which} mrr@10 {mine:.3f} beats the raw embedding's {raw:.3f}",
+                       decided_by_queries=True)
+    return Verdict(False, f"on {which} mrr@10 {mine:.3f} does not beat the raw embedding's {raw:.3f}",
+                   decided_by_queries=True)
 
 
 def export_projection(recipe, projection: str, eventlog: Path, out_dir: Path, model_record: dict,
