@@ -91,19 +91,27 @@ def test_describe_content_reads_what_a_file_says_and_defines():
     from oxidize.gitlog.describe import describe_content
 
     py = describe_content("src/fusion.py", FILES["src/fusion.py"].encode())
-    assert py.startswith("file src/fusion.py: ") and "Reciprocal rank fusion" in py and "defines: fuse, Fuser" in py
+    assert py == ("file src/fusion.py: fusion, python source — Reciprocal rank fusion of ranked lists.; "
+                  "function fuse; class Fuser")
     rs = describe_content("core/store.rs", FILES["core/store.rs"].encode())
-    assert "Where vectors are stored on disk." in rs and "defines: Store, open" in rs
+    # the module's own //! comment is the file's account, not the first struct's doc
+    assert rs.endswith("— Where vectors are stored on disk.; struct Store; function open")
     md = describe_content("docs/faq.md", FILES["docs/faq.md"].encode())
-    assert "defines: FAQ, Why is the cache slow" in md
+    assert md.endswith("markdown document — sections: FAQ, Why is the cache slow")
     go = describe_content("cmd/main.go", FILES["cmd/main.go"].encode())
-    assert "Package main starts the server." in go and "defines: main" in go
-    ts = describe_content("web/app.ts", b"// The app\nexport function start() {}\nexport class App {}\n")
-    assert "The app" in ts and "defines: start, App" in ts
-    c = describe_content("lib/m.c", b"/* Matrix helpers */\nint add(int a, int b) { return a + b; }\n")
-    assert "Matrix helpers" in c and "*/" not in c and "defines: add" in c
+    assert "Package main starts the server." in go and go.endswith("; function main")
+    ts = describe_content("web/app.ts", b"// The app\n\nexport function start() {}\n/** The app itself. */\n"
+                                        b"export class App {\n  /** Runs it. */\n  run() {}\n}\n")
+    assert ts.endswith("— The app; function start; class App: The app itself. (methods: run)")
+    c = describe_content("lib/m.c", b"/* Matrix helpers */\n\n/* Adds two. */\nint add(int a, int b) { return a + b; }\n")
+    assert c.endswith("— Matrix helpers; function add: Adds two.") and "*/" not in c
+    doc = describe_content("pkg/lines.py", b'"""Lines."""\nclass Tracker:\n    """Counts blank lines before a class.\n\n'
+                                           b'    More."""\n    def before(self):\n        pass\n'
+                                           b'    def _private(self):\n        pass\n')
+    assert doc.endswith("— Lines.; class Tracker: Counts blank lines before a class. (methods: before)")
     assert describe_content("x.py", b"def (:\n") == "file x.py: x, python source"  # unparsable: the path
-    assert len(describe_content("big.py", ('"""' + "word " * 2000 + '"""').encode())) <= 700
+    assert len(describe_content("big.py", ('"""' + "word " * 2000 + '"""').encode())) <= 2000
+    assert len(describe_content("big.py", ('"""' + "word " * 2000 + '"""').encode(), max_chars=700)) <= 700
 
 
 def test_a_repository_builds_and_its_files_are_described_by_content(project: Path):
@@ -118,7 +126,7 @@ def test_a_repository_builds_and_its_files_are_described_by_content(project: Pat
     assert ("core/index.rs", "src/fusion.py") not in pairs
     items = sqlite3.connect(project / "build/g/temporal/index.sqlite").execute(
         "SELECT source_id, text FROM items").fetchall()
-    assert dict(items)["core/store.rs"].endswith("Where vectors are stored on disk.; defines: Store, open")
+    assert dict(items)["core/store.rs"].endswith("Where vectors are stored on disk.; struct Store; function open")
     hits = json.loads(run(project, "query", "--json", "--mode", "lexical", "-k", "1", "reciprocal").stdout)
     assert hits[0]["source_id"] == "src/fusion.py"  # a word of its content, not of its path
     assert git(project / "repo", "status", "--porcelain") == ""  # the repository is only read
@@ -142,7 +150,7 @@ def test_a_new_commit_is_stale_and_scraped_incrementally(project: Path):
                        "AND source_id = 'src/rank.py::best'").fetchone()[0]
     assert calls == 1  # the changed file's code events were replaced, not doubled
     text = db.execute("SELECT text FROM file_texts WHERE path = 'src/rank.py'").fetchone()[0]
-    assert "defines: rank, best" in text
+    assert text.endswith("; function rank; function best")
 
 
 def test_a_rewritten_history_is_noticed_and_scraped_again(project: Path):
@@ -212,3 +220,55 @@ def test_notes_become_sessions(project: Path):
     assert run(project).returncode == 0
     rows = scraped(project).execute("SELECT event_type, source_id FROM eventlog WHERE event_type LIKE 'session.%'").fetchall()
     assert ("session.decision", "20250101-0900") in rows and ("session.work", "b") in rows
+
+
+def test_definitions_of_each_language_with_their_docs():
+    from oxidize.gitlog.definitions import definitions
+
+    def found(path, text):
+        return [(d.kind, d.name, d.doc, d.members) for d in definitions(path, text.encode())]
+
+    assert found("a.py", 'class Tracker(Base):\n    """Counts lines. More."""\n    def run(self, x):\n'
+                         '        """Runs it."""\n\ndef helper():\n    pass\n') == [
+        ("class", "Tracker", "Counts lines.", ("run",)), ("method", "Tracker.run", "Runs it.", ()),
+        ("function", "helper", "", ())]
+    assert found("a.rs", "/// A store of vectors.\n#[derive(Debug)]\npub struct Store;\n"
+                         "impl Store {\n    /// Opens it.\n    pub fn open() {}\n}\n/// Kinds.\nenum Kind { A }\n"
+                         "/// Can be searched.\ntrait Search {}\n") == [
+        ("struct", "Store", "A store of vectors.", ("open",)), ("method", "Store.open", "Opens it.", ()),
+        ("enum", "Kind", "Kinds.", ()), ("trait", "Search", "Can be searched.", ())]
+    assert found("a.go", "package a\n\n// Server serves.\ntype Server struct{}\n\n// Reader reads.\n"
+                         "type Reader interface{}\n\n// Serve starts it.\nfunc (s *Server) Serve() {}\n") == [
+        ("struct", "Server", "Server serves.", ("Serve",)), ("interface", "Reader", "Reader reads.", ()),
+        ("method", "Server.Serve", "Serve starts it.", ())]
+    assert found("a.cpp", "/// A matrix.\nclass M {\n public:\n  void add();\n};\n") == [
+        ("class", "M", "A matrix.", ())]
+    assert found("a.md", "# Title\n\nIntro text. More.\n\n## Install\n\nRun it.\n") == [
+        ("section", "Title", "Intro text.", ()), ("section", "Install", "Run it.", ())]
+
+
+def test_definitions_become_code_events_and_items_that_credit_their_file(project: Path):
+    commit(project / "repo", {"src/lines.py": '"""Lines."""\n\nclass EmptyLineTracker:\n'
+                              '    """Decides how many blank lines go before functions and classes."""\n'
+                              '    def before(self):\n        """Counts the empty lines above a decorator."""\n'
+                              '\ndef _undocumented():\n    pass\n'},
+           "add the blank line rules")
+    assert run(project).returncode == 0
+    db = scraped(project)
+    events = dict(db.execute("SELECT source_id, event_type FROM eventlog WHERE source_file = 'src/lines.py' "
+                             "AND event_type != 'code.call'"))
+    assert events["src/lines.py::EmptyLineTracker"] == "code.class"
+    assert events["src/lines.py::_undocumented"] == "code.function"
+    items = dict(sqlite3.connect(project / "build/g/temporal/index.sqlite").execute(
+        "SELECT source_id, event_type FROM items"))
+    assert items["src/lines.py::EmptyLineTracker"] == "code.class"  # documented: searchable
+    assert "src/lines.py::_undocumented" not in items  # no doc: its file's text names it
+    # the method's docstring is in no file text: its item finds the file
+    hits = json.loads(run(project, "query", "--json", "-k", "3", "--mode", "lexical",
+                          "empty lines above a decorator").stdout)
+    assert hits[0]["source_id"] == "src/lines.py" and hits[0]["event_type"] == "file"
+    assert hits[0]["match"]["source_id"] == "src/lines.py::EmptyLineTracker.before"
+    assert hits[0]["snippet"].startswith("(EmptyLineTracker.before: ")
+    assert len({h["source_id"] for h in hits}) == len(hits)  # each file once
+    text = run(project, "query", "-k", "1", "--mode", "lexical", "empty lines above a decorator").stdout
+    assert "src/lines.py" in text and "(EmptyLineTracker.before: " in text

@@ -188,6 +188,9 @@ class _Search:
     def source_ids(self, keys):
         return {key: f"f{key}" for key in keys}
 
+    def files(self):
+        return False
+
 
 def test_score_menu_ranks_every_entry_from_one_search_and_drops_excluded_items():
     lists = {"q": {"lexical": [(1, 5.0), (2, 4.0)], "dense": [(2, 0.9), (3, 0.8)], "raw": [(3, 0.9), (2, 0.8)]}}

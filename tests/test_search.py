@@ -36,7 +36,7 @@ projections:
       pairs: 200
 """
 FIELDS = {"rank", "score", "event_type", "date", "source_id", "seq", "key", "snippet",
-          "dense_rank", "lexical_rank", "search"}
+          "dense_rank", "lexical_rank", "match", "search"}
 
 
 def run(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

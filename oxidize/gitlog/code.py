@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import warnings
 
-from oxidize.gitlog.describe import _LANGUAGES, _parser
+from oxidize.gitlog.definitions import LANGUAGES, parser
 
 #: tree-sitter node types of a function or method definition, and of a call.
 _FUNCTIONS = {"function_item", "function_declaration", "method_declaration", "function_definition",
@@ -30,8 +30,8 @@ def functions_and_calls(path: str, data: bytes) -> tuple[list[dict], list[dict]]
     try:
         if suffix == ".py":
             return _python(data.decode("utf-8", "replace"))
-        if suffix in _LANGUAGES:
-            return _tree_sitter(_LANGUAGES[suffix], data)
+        if suffix in LANGUAGES:
+            return _tree_sitter(LANGUAGES[suffix], data)
     except (SyntaxError, ValueError, RecursionError, ImportError):
         pass
     return [], []
@@ -58,7 +58,7 @@ def _python(text: str) -> tuple[list[dict], list[dict]]:
 
 
 def _tree_sitter(language: str, data: bytes) -> tuple[list[dict], list[dict]]:
-    root = _parser(language).parse(data).root_node
+    root = parser(language).parse(data).root_node
     functions, calls = [], []
     stack = [root]
     while stack:

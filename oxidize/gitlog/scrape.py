@@ -188,6 +188,13 @@ def _schema(db: sqlite3.Connection) -> None:
         CREATE TABLE file_texts (path TEXT PRIMARY KEY, blob TEXT, text TEXT);
         CREATE TABLE scrape (name TEXT PRIMARY KEY, value TEXT);
     """)
+    db.execute(DEFINITIONS_TABLE)
+
+
+#: What each file at HEAD defines (oxidize/gitlog/definitions.py): the file population's
+#: search items beside the files themselves.
+DEFINITIONS_TABLE = ("CREATE TABLE IF NOT EXISTS definitions (path TEXT, name TEXT, kind TEXT, "
+                     "signature TEXT, doc TEXT, line INTEGER, members TEXT, text TEXT)")
 
 
 def _commits(repo: Path, span: str, db: sqlite3.Connection, seq: int, say) -> int:
@@ -247,12 +254,20 @@ def _note_events(db: sqlite3.Connection, path: str, data: bytes, date: str, seq:
     return seq
 
 
-def _code_events(db: sqlite3.Connection, path: str, data: bytes, date: str, seq: int) -> int:
-    """``code.function`` / ``code.call`` events of one file (oxidize/gitlog/code.py)."""
+def _code_events(db: sqlite3.Connection, path: str, data: bytes, date: str, seq: int,
+                 defined: list) -> int:
+    """``code.function`` / ``code.call`` events of one file (oxidize/gitlog/code.py) and its
+    types' events (``code.class``, ``code.struct``, …: oxidize/gitlog/definitions.py)."""
     from oxidize.gitlog.code import functions_and_calls
 
     functions, calls = functions_and_calls(path, data)
     rows = []
+    for d in defined:
+        if d.event_type and d.event_type != "code.function":
+            seq += 1
+            rows.append((seq, d.event_type, date, f"{path}::{d.name}", path, json.dumps(
+                {"file": path, "name": d.name, "kind": d.kind, "definition": d.signature, "doc": d.doc,
+                 "members": list(d.members), "line_number": d.line}, ensure_ascii=False)))
     for fn in functions:
         seq += 1
         rows.append((seq, "code.function", date, f"{path}::{fn['name']}", path, json.dumps(
@@ -291,8 +306,13 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
     from oxidize.gitlog.describe import describe_content
     from oxidize.pairs.co_changed import describe_file
 
+    from oxidize.gitlog.definitions import definitions
+
     listing = git(repo, "ls-tree", "-r", "-z", "--long", tree)
-    known = dict(db.execute("SELECT path, blob FROM file_texts"))
+    fresh = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'definitions'").fetchone() is None
+    db.execute(DEFINITIONS_TABLE)
+    # a scrape from before definitions were kept reads every file once more
+    known = {} if fresh else dict(db.execute("SELECT path, blob FROM file_texts"))
     wanted, present, skipped = [], set(), Counter()
     for entry in listing.split(b"\0"):
         if not entry:
@@ -316,7 +336,8 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
     # history took 36 s instead of 1 s (an older scrape gets it here too).
     db.execute("CREATE INDEX IF NOT EXISTS eventlog_source_file ON eventlog(source_file)")
     db.executemany("DELETE FROM file_texts WHERE path = ?", gone)
-    db.executemany("DELETE FROM eventlog WHERE (event_type IN ('code.function', 'code.call') "
+    db.executemany("DELETE FROM definitions WHERE path = ?", gone)
+    db.executemany("DELETE FROM eventlog WHERE (event_type LIKE 'code.%' "
                    "OR event_type LIKE 'session.%') AND source_file = ?", gone)
     seq = db.execute("SELECT coalesce(max(seq), 0) FROM eventlog").fetchone()[0]
     described = 0
@@ -340,9 +361,13 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
                 continue
             db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
                        (path, blob, describe_content(path, data)))
+            defined = definitions(path, data)
+            db.executemany("INSERT INTO definitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(path, d.name, d.kind, d.signature, d.doc, d.line, json.dumps(list(d.members)),
+                             d.text(path)) for d in defined])
             date = (last_touched or {}).get(path, "")
             if code:
-                seq = _code_events(db, path, data, date, seq)
+                seq = _code_events(db, path, data, date, seq, defined)
             if notes and fnmatch.fnmatch(path, notes):
                 seq = _note_events(db, path, data, date, seq)
             described += 1

@@ -142,6 +142,28 @@ def file_texts(log) -> dict[str, str]:
             if isinstance(r.get("path"), str) and isinstance(r.get("text"), str) and r["text"]}
 
 
+def file_definitions(log) -> list[dict]:
+    """What each file at HEAD defines, where the log knows it (the ``definitions`` table of a
+    scraped repository, or of the described files beside a patina checkout's log:
+    oxidize/gitlog/scrape.py), as ``{path, name, kind, text, documented}`` rows
+    (``documented``: it has a doc comment, or methods); ``[]`` else."""
+    rows = log.table("definitions") if hasattr(log, "table") else None
+    beside = getattr(log, "described_files", None)
+    if not rows and beside is not None:
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{beside}?mode=ro", uri=True)
+        try:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'definitions'").fetchone():
+                rows = [{"path": p, "name": n, "kind": k, "doc": d, "members": m, "text": x}
+                        for p, n, k, d, m, x in db.execute("SELECT path, name, kind, doc, members, text "
+                                                           "FROM definitions ORDER BY rowid")]
+        finally:
+            db.close()
+    return [{**r, "documented": bool(r.get("doc")) or r.get("members") not in (None, "", "[]")}
+            for r in rows or () if all(isinstance(r.get(k), str) and r[k] for k in ("path", "name", "kind", "text"))]
+
+
 def _commit_files(data: dict) -> list[str] | None:
     files = data.get("files")
     if not isinstance(files, list):

@@ -77,12 +77,19 @@ def score_menu(search: Any, queries: list, menu=None, lists=None) -> MenuScores:
     if lists is None:
         wanted = tuple(dict.fromkeys(name for fusion in menu for name in fusion.lists))
         lists = question_lists(search, queries, wanted)
+    from oxidize.search.fusion import POOL
+    from oxidize.search.population import credited
+
+    files = search.files()  # a definition's hit credits its file: each file once, at its best item
     lists = [_without(per_query, q.exclude) for per_query, q in zip(lists, queries)]
-    ranked = {f.name: [[key for key, *_ in f.rank(per_query, K)] for per_query in lists] for f in menu}
+    ranked = {f.name: [[key for key, *_ in f.rank(per_query, POOL if files else K)] for per_query in lists]
+              for f in menu}
     ids = search.source_ids({key for rows in ranked.values() for keys in rows for key in keys})
     scores = MenuScores([f.name for f in menu], {})
     for name, rows in ranked.items():
         hit_ids = [[ids.get(key, "") for key in keys] for keys in rows]
+        if files:
+            hit_ids = [list(dict.fromkeys(credited(i) for i in row))[:K] for row in hit_ids]
         scores.rr[name] = np.array([q.reciprocal_rank(h, K) for q, h in zip(queries, hit_ids)])
         scores.recall5[name] = np.array([q.recall(h, 5) for q, h in zip(queries, hit_ids)])
         scores.recall10[name] = np.array([q.recall(h, 10) for q, h in zip(queries, hit_ids)])

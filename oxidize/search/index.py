@@ -53,83 +53,22 @@ if TYPE_CHECKING:
 INDEX_FORMAT = 6
 INDEX_FILE = "index.usearch"
 TABLE_FILE = "index.sqlite"
-#: HNSW graph settings, chosen by measurement (``python -m benchmarks.bench_index_settings``,
-#: docs/benchmarks.md, session 7; 100k
-#: clustered stand-in vectors, 2 cores, recall@10 against exact search on 300 queries other
-#: than the calibration's, each setting with its expansion calibrated as below):
-#:
-#: ======  =========  ====  ==========  ==========  =======  ========
-#:  dim     storage   ef+   build (s)   recall@10    query   graph MB
-#: ======  =========  ====  ==========  ==========  =======  ========
-#:  256     f32       128      37.2       1.000     1.8 ms     145
-#:  256     f32        64      16.9       0.993     1.1 ms     145
-#:  256     **f16**  **64**    11.3       0.995     0.9 ms      81
-#:  256     i8         64       6.1       0.931     4.3 ms      81
-#:  768     f32       128     124.1       1.000     3.7 ms     529
-#:  768     **f16**  **64**    31.3       0.999     2.5 ms     273
-#:  768     i8         64      15.1       0.876     9.1 ms     145
-#: ======  =========  ====  ==========  ==========  =======  ========
-#:
-#: So (session 7): half-precision storage; ``i8`` *alone* loses recall no expansion wins back
-#: (each unit-vector component is small, so 127 levels lose too much) — session 9 (below)
-#: keeps i8 in the graph and ranks its candidates by exact cosine from f16 rows instead.
-#: A build-time expansion of 64 looked 3.3–4× faster on these stand-ins, but on *real*
-#: projected vectors (``python -m benchmarks.bench_real_index``: 100k notes made of
-#: patina-dev's sentences, the dev build's ``semantic`` weights, session 8) a graph built at 64
-#: needed search expansion 1536 (5 ms a query), one built at 128 only 256 (0.9 ms), for the
-#: same index step time (25–26 s: the wide calibration cost what the sparse build saved). So
-#: graphs are built at expansion 128 at every size.
-#:
-#: At a million items (256-d f16, docs/benchmarks.md, sessions 7–8; recall on 300 other
-#: queries at the calibrated expansion, one query's time):
-#:
-#: ============  ====  ==========  ==========  =========  =======
-#:  connectivity  ef+   build (s)   recall@10  expansion   query
-#: ============  ====  ==========  ==========  =========  =======
-#:  16             64       482       0.985       2048     20 ms
-#:  16             96       513       0.996       1024     11.1 ms
-#:  **16**      **128**    ~590       0.999        768     7.0 ms
-#:  12            128       510       0.992   1024/1536  7.3/13.2 ms
-#:  14            128      ~545       0.998       1024     8.7 ms
-#: ============  ====  ==========  ==========  =========  =======
-#:
-#: (12 links: 1024 chosen on one sample, 1536 once the recall is checked on a second,
-#: :mod:`oxidize.search.recall`.) On these stand-ins 14 links were the only setting within both
-#: the 600 s build and the 10 ms query of issue #24. But on real projected vectors
-#: (``bench_real_index``, 200k items) 14 links needed search expansion 1024 (5.3–5.8 ms a
-#: query) where 16 needed 512 (2.8–3.4 ms) for the same index step (77 s and 74 s); real
-#: vectors are what users search, so graphs keep 16 links at every size; in f16 the
-#: million-item build stayed above 600 s (~650 s).
-#:
-#: Session 9: the graph's vectors in i8, its candidates ranked by exact cosine
-#: (:class:`~oxidize.search.vector_rows.RerankedGraph`: the ``k`` wanted + 30 asked of the graph,
-#: ranked from the f16 rows). An i8 cosine alone is coarse (each unit-vector component keeps
-#: about 8 of 127 levels: 0.91–0.95 recall whatever the expansion), but the true 10 nearest
-#: are among its 40 nearest. Graph build and recall@10 on 1,000 held-out items as queries
-#: (``/tmp`` script, same run per size; stand-ins as ``bench_query``, real = 200k notes of
-#: ``bench_real_index`` projected with the dev ``semantic`` weights):
-#:
-#: ==============  =======  ========  ==============================  ==============================
-#:  vectors         graph    build     recall@10 at expansion 256/1024  query at 1024
-#: ==============  =======  ========  ==============================  ==============================
-#:  200k stand-in   f16       60.3 s   0.9995 / 0.9995                  5.2 ms
-#:  200k stand-in   i8+rows   28.7 s   1.0000 / 1.0000                  3.0 ms
-#:  200k real       f16       57.8 s   0.994 / 0.999                    4.7 ms
-#:  200k real       i8+rows   36.1 s   0.992 / 0.999                    2.7 ms
-#:  200k real       bf16      42.1 s   0.992 / 0.997                    3.1 ms
-#:  400k real       f16      158.3 s   0.980 / 0.997                    6.4 ms
-#:  400k real       i8+rows  119.4 s   0.978 / 0.996                    3.8 ms
-#:  1M stand-in     i8+rows  444.1 s   1.000 / 1.000                    6.9 ms
-#: ==============  =======  ========  ==============================  ==============================
-#:
-#: (f16 at 1M: ~590 s.) So graphs store i8: the same recall, faster builds and queries, half
-#: the graph's vector memory; the f16 rows (512 MB at a million 256-d items) are read from a
-#: memory map, 40 rows a query.
+#: HNSW graph settings, chosen by measurement (docs/benchmarks.md, "Index settings":
+#: ``python -m benchmarks.bench_index_settings`` on stand-ins, ``bench_real_index`` on real
+#: projected notes). 16 links at every size: on 200k real vectors 14 links needed expansion
+#: 1024 (5.3–5.8 ms a query) where 16 needed 512 (2.8–3.4 ms) for the same build time. Built
+#: at expansion 128: a graph built at 64 needed search expansion 1536 (5 ms) on 100k real
+#: notes, one built at 128 only 256 (0.9 ms). The graph stores i8 vectors and ranks its
+#: candidates by exact cosine from the f16 rows (:class:`~oxidize.search.vector_rows.
+#: RerankedGraph`): an i8 cosine alone keeps about 8 of 127 levels per unit-vector component
+#: (0.91–0.95 recall whatever the expansion), but the true 10 nearest are among its 40
+#: nearest; re-ranked, i8 finds what f16 finds (200k real: 0.992/0.999 at expansion
+#: 256/1024) and builds 1.3–2× faster (36 s against 58 s).
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
 #: How a graph of oxidize's own indexes stores its vectors (patina's export stays ``f32``):
-#: i8, its candidates re-ranked by the f16 rows of :mod:`oxidize.search.vector_rows` (see above).
+#: i8, its candidates re-ranked by the f16 rows of :mod:`oxidize.search.vector_rows` (above).
 #: USearch quantises a component ``c`` as ``round(127 c)``; newer releases normalise the row
 #: first, older ones (2.12) do not and wrap above 1.0 — projected vectors are unit rows
 #: (:func:`oxidize.projection.project` normalises), so both store the same levels.
@@ -142,7 +81,7 @@ PATINA_EXPANSION_ADD = 128
 #: the graph 0.6 ms at recall 1.000 (docs/benchmarks.md, "Index per size"). Graphs of up to
 #: this many items are built (an update in place may grow them past it) but not calibrated:
 #: no search reads them, and calibrating one cost most of the dev build's incremental index
-#: step (4,635 items: 1.0 s of 1.3 s, session 11).
+#: step (4,635 items: 1.0 s of 1.3 s).
 EXACT_MAX = 20_000
 #: A list that only feeds a fusion (hybrid's raw embedding list beside the projection's) is
 #: an exact search only up to this many items; above, the raw cosine ranking of the other
@@ -173,6 +112,9 @@ class Hit:
     #: where it is not in that list (or the mode did not search it).
     dense_rank: int | None = None
     lexical_rank: int | None = None
+    #: In a file search, the definition that matched (``{source_id, event_type, snippet}``:
+    #: the file ranks by its best item), ``None`` when the file itself did.
+    match: dict | None = None
 
 
 def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,

@@ -7,12 +7,22 @@ events are appended, so an index can be compared and diffed across builds):
 | pair type       | items                                                         | key                          |
 |-----------------|---------------------------------------------------------------|------------------------------|
 | `same_session`  | session notes of ``index.event_types`` longer than `min_chars` | the event's `seq`            |
-| `co_changed`    | every file at HEAD where the log knows them (a scraped repository, a patina checkout); else every file of the log's commits (and of its `co_changes` table) | :func:`stable_key` of the path |
+| `co_changed`    | every file at HEAD where the log knows them (a scraped repository, a patina checkout); else every file of the log's commits (and of its `co_changes` table); and what each file defines | :func:`stable_key` of the path (of ``path::name``) |
 | `same_commit`   | every `git.commit` with a message longer than `min_chars`      | the event's `seq` (else :func:`stable_key` of the sha, from patina's `commits` table) |
 | `caller_callee` | every function of `code.function` / `code.call` events        | :func:`stable_key` of the name |
 
 Texts are the ones the pairs step embeds for the same item, so a text already embedded for
 training costs nothing here (the embedding cache is content-addressed).
+
+A file population also holds each file's **documented definitions** (classes, functions,
+methods and types with a docstring or doc comment, or a class's methods;
+oxidize/gitlog/definitions.py), ``source_id`` ``path::name``: people ask about code at that
+grain ("which class decides how many blank lines go before a function"), and a definition's
+docstring is a sentence its file's text may have no room for. A hit on a definition
+**credits its file** (:func:`credited`): a file ranks by its best item, and the search shows
+which definition matched. Undocumented definitions and Markdown sections are left out: on
+three repositories' question sets (docs/benchmarks.md, "File texts") they added items that
+outranked the answers.
 """
 
 from __future__ import annotations
@@ -20,6 +30,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any
+
+
+#: Pair types whose search population is files (and their definitions).
+FILE_POPULATIONS = frozenset({"co_changed"})
+#: ``source_id`` separator of a definition: ``path::name``.
+DEFINED_IN = "::"
+
+
+def credited(source_id: str) -> str:
+    """The file a file population's item answers for: itself, or the file it is defined in."""
+    return source_id.split(DEFINED_IN, 1)[0]
 
 
 @dataclass(frozen=True)
@@ -68,7 +89,7 @@ def _session_notes(log: Any, event_types: tuple[str, ...], min_chars: int) -> li
 
 
 def _files(log: Any) -> list[Item]:
-    from oxidize.pairs.co_changed import describe_file, file_texts, read_commits
+    from oxidize.pairs.co_changed import describe_file, file_definitions, file_texts, read_commits
 
     first: dict[str, tuple[int | None, str]] = {}
     for files, timestamp, seq in read_commits(log):
@@ -81,8 +102,22 @@ def _files(log: Any) -> list[Item]:
     if described:  # the log knows what is at HEAD: a deleted file is no answer to a question
         first = {**{path: at for path, at in first.items() if path in described},
                  **{path: (None, "") for path in described if path not in first}}
-    return [Item(stable_key(path), seq, "file", path, timestamp, described.get(path) or describe_file(path))
-            for path, (seq, timestamp) in first.items()]
+    items = [Item(stable_key(path), seq, "file", path, timestamp, described.get(path) or describe_file(path))
+             for path, (seq, timestamp) in first.items()]
+    from oxidize.gitlog.definitions import EVENT_TYPES
+
+    seen: set[str] = set()
+    for row in file_definitions(log):
+        if row["kind"] == "section" or not row["documented"]:
+            continue
+        name = f"{row['path']}{DEFINED_IN}{row['name']}"
+        if name in seen or row["path"] not in first:  # overloads keep the first; a file gone
+            continue
+        seen.add(name)
+        seq, timestamp = first[row["path"]]
+        items.append(Item(stable_key(name), seq, EVENT_TYPES.get(row["kind"], f"code.{row['kind']}"), name,
+                          timestamp, row["text"]))
+    return items
 
 
 def _commits(log: Any, min_chars: int) -> list[Item]:

@@ -168,11 +168,56 @@ class ProjectionSearch:
             from oxidize.search.fusion import BY_NAME
 
             spec = BY_NAME["raw" if base else "dense"]
+        from oxidize.search.fusion import POOL
+
         lists, vector = self.lists(text, spec.lists, k)
+        files = self.files()
+        fused = spec.rank(lists, POOL if files else k)
+        if files:  # a definition's hit credits its file: each file once, at its best item
+            fused = self.by_file(fused, k)
         ranked = [(key, score, ranks.get("dense", ranks.get("raw")), ranks.get("lexical"))
-                  for key, score, ranks in spec.rank(lists, k)]
+                  for key, score, ranks in fused]
         nearest = self._nearest_sentence(text, vector) if snippets else None
-        return searcher.hits(ranked, query=text, nearest=nearest)
+        hits = searcher.hits(ranked, query=text, nearest=nearest)
+        return [self._as_file(hit) for hit in hits] if files else hits
+
+    def files(self) -> bool:
+        """Whether the index is a file population (files and their definitions)."""
+        from oxidize.search.population import FILE_POPULATIONS
+
+        return self.searcher(False).meta.get("pair_type") in FILE_POPULATIONS
+
+    def by_file(self, ranked: list, k: int) -> list:
+        """The first ``k`` rows of ``ranked`` (best first) whose items answer for different
+        files (:func:`oxidize.search.population.credited`)."""
+        from oxidize.search.population import credited
+
+        ids = self.source_ids([row[0] for row in ranked])
+        seen: set[str] = set()
+        out = []
+        for row in ranked:
+            file = credited(ids.get(row[0], ""))
+            if file not in seen:
+                seen.add(file)
+                out.append(row)
+                if len(out) == k:
+                    break
+        return out
+
+    @staticmethod
+    def _as_file(hit: Hit) -> Hit:
+        """A definition's hit shown as its file's, with what matched."""
+        from dataclasses import replace
+
+        from oxidize.search.population import DEFINED_IN, credited, stable_key
+
+        if DEFINED_IN not in hit.source_id:
+            return hit
+        file = credited(hit.source_id)
+        name = hit.source_id[len(file) + len(DEFINED_IN):]
+        return replace(hit, source_id=file, event_type="file", key=stable_key(file),
+                       snippet=f"({name}: {hit.snippet})",
+                       match={"source_id": hit.source_id, "event_type": hit.event_type, "snippet": hit.snippet})
 
     def lists(self, text: str, names: tuple[str, ...], k: int = 10, vector=None):
         """The ranked lists ``names`` (of ``lexical``, ``dense``, ``raw``) of one query, each
@@ -182,7 +227,7 @@ class ProjectionSearch:
         query's embedding when the caller has it (the eval step embeds its questions at once)."""
         from oxidize.search.fusion import POOL
 
-        pool = k if len(names) == 1 else max(k, POOL)
+        pool = k if len(names) == 1 and not self.files() else max(k, POOL)
         searcher = self.searcher(names == ("raw",))
         # The lexical search runs in a second thread while the query is embedded and the
         # vector indexes searched (SQLite, onnxruntime and USearch release the GIL): a hybrid
