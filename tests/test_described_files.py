@@ -26,6 +26,7 @@ projections:
     epochs: 1
     batch_size: 8
     training:
+      pair_type: co_changed
       pairs: 100
       holdout: 0
 """

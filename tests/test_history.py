@@ -201,3 +201,44 @@ def test_score_menu_ranks_every_entry_from_one_search_and_drops_excluded_items()
     scores = score_menu(_Search(lists), [own], [BY_NAME["lexical"]])
     assert float(scores.rr["lexical"][0]) == 1.0
     assert Fusion("x", ("lexical",), "single").rank({}, 3) == []
+
+
+# ------------------------------------------------------------------ commit_files pairs
+
+def test_commit_files_pairs_a_message_with_the_files_it_changed_and_never_with_a_later_commit():
+    commits = _commits(40)
+    pairset = _pairs(commits, pair_type="commit_files")
+    n_commits = pairset.stats["commits"]
+    texts = pairset.texts
+    files = [t.split(":")[0].removeprefix("file ") for t in texts[n_commits:]]
+    changed = {c: set(f) for c, (m, f) in enumerate(commits)}
+    message_of = {m: c for c, (m, _f) in enumerate(commits)}
+    folders = []
+    for a, p, n in pairset.triplets.tolist():
+        assert a < n_commits <= p and n >= n_commits  # a message, a file it changed, a file it did not
+        commit = message_of[texts[a]]
+        assert files[p - n_commits] in changed[commit] and files[n - n_commits] not in changed[commit]
+        assert commit < 30  # the latest quarter of the commits never trains
+        folders.append(files[p - n_commits].split("/")[0] == files[n - n_commits].split("/")[0])
+    # each commit here changes both files of its folder: no sibling is left, so a negative is
+    # always a file of another folder
+    assert not any(folders)
+    assert len(pairset.history.queries) == 10 and pairset.heldout.shape[1] == 2
+    rewritten = commits[:30] + [(f"tie the store to the network {k}", ["store/a.py", "network/a.py"])
+                                for k in range(10)]
+    again = _pairs(rewritten, pair_type="commit_files")
+
+    def as_texts(ps):
+        return [tuple(ps.texts[i] for i in row) for row in ps.triplets.tolist()]
+
+    assert as_texts(again) == as_texts(pairset)  # the later commits changed nothing training sees
+
+
+def test_commit_files_hard_negatives_come_from_the_positives_folder():
+    commits = [(f"edit the parser part number {k}", [f"parser/p{k % 6}.py"]) for k in range(60)]
+    pairset = _pairs(commits, pair_type="commit_files", pairs=2000, holdout=0.0)
+    n_commits = pairset.stats["commits"]
+    same = np.mean([pairset.texts[p].split(":")[0].rsplit("/", 1)[0] ==
+                    pairset.texts[n].split(":")[0].rsplit("/", 1)[0] for _a, p, n in pairset.triplets.tolist()])
+    assert n_commits == 60 and same == 1.0  # one folder: every negative is a sibling, never the file itself
+    assert all(pairset.texts[p] != pairset.texts[n] for _a, p, n in pairset.triplets.tolist())

@@ -108,7 +108,7 @@ def test_commits_and_commit_files_tables_when_the_log_has_no_commit_events(tmp_p
     conn.commit()
     conn.close()
     recipe = parse_recipe({"version": 1, "projections": {
-        "temporal": {"training": {"holdout": 0.2}},
+        "temporal": {"training": {"pair_type": "co_changed", "holdout": 0.2}},
         "commits": {"training": {"pair_type": "same_commit", "holdout": 0.2}}}}, tmp_path / "r.yaml", "r")
     with open_eventlog(path) as log:
         temporal = generate_pairs(log, recipe.projection("temporal").training)

@@ -82,7 +82,7 @@ def test_defaults_applied():
     assert (projection.training.loss, projection.training.temperature) == ("in_batch", 0.1)
 
 
-@pytest.mark.parametrize("name, pair_type", [("semantic", "same_session"), ("temporal", "co_changed"),
+@pytest.mark.parametrize("name, pair_type", [("semantic", "same_session"), ("temporal", "commit_files"),
                                              ("dependency", "caller_callee"), ("other", "same_session")])
 def test_pair_type_default_depends_on_projection_name(name, pair_type):
     recipe = parse({"version": 1, "projections": {name: {}}})

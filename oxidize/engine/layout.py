@@ -136,7 +136,7 @@ def files_repository(recipe: Recipe) -> Path | None:
 
     if isinstance(recipe.eventlog, GitSource) or recipe.path.parent.name != ".patina":
         return None
-    if not any(p.training.pair_type == "co_changed" for p in recipe.projections.values()):
+    if not any(p.training.pair_type in ("co_changed", "commit_files") for p in recipe.projections.values()):
         return None
     return recipe.path.parent.parent
 

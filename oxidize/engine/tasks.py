@@ -270,7 +270,8 @@ def _described_files_task(recipe: Recipe, root: Path) -> dict | None:
 
 def _files_dep(described: dict | None, proj) -> list[str]:
     """The described files as a dependency of a ``co_changed`` projection's steps."""
-    return list(described["targets"]) if described and proj.training.pair_type == "co_changed" else []
+    return list(described["targets"]) if described and proj.training.pair_type in ("co_changed", "commit_files") \
+        else []
 
 
 def _patina_export_task(recipe: Recipe, projection: str, root: Path, out: Layout, log: Path,

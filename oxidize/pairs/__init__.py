@@ -107,6 +107,7 @@ NOT_IMPLEMENTED: frozenset[str] = frozenset()
 PAIR_TYPES: dict[str, Generator] = {
     "same_session": _from_module("oxidize.pairs.same_session"),
     "co_changed": _from_module("oxidize.pairs.co_changed"),
+    "commit_files": _from_module("oxidize.pairs.commit_files"),
     "same_commit": _from_module("oxidize.pairs.same_commit"),
     "caller_callee": _from_module("oxidize.pairs.caller_callee"),
     **{name: _not_implemented(name) for name in sorted(NOT_IMPLEMENTED)},
@@ -119,7 +120,7 @@ PAIR_TYPES: dict[str, Generator] = {
 #: whitening held 1.03× the base on later sessions and 1.14× on later files but 0.98× on
 #: later commit messages, where principal components held 1.00–1.02×: commits that share
 #: files are not paraphrases of each other, so their "within" directions are mostly noise.
-REFERENCE_STARTS: dict[str, str] = {"same_session": "within", "co_changed": "within",
+REFERENCE_STARTS: dict[str, str] = {"same_session": "within", "co_changed": "within", "commit_files": "within",
                                     "same_commit": "pca", "caller_callee": "within"}
 
 

@@ -42,9 +42,9 @@ DEFAULT_INDEX_EVENT_TYPES: tuple[str, ...] = (
 DEFAULT_EVENT_TYPES: tuple[str, ...] = DEFAULT_INDEX_EVENT_TYPES
 DEFAULT_LAYERS: tuple[int | None, int, int] = (None, 1024, 256)
 SUPPORTED_VERSION = 1
-PAIR_TYPES = ("same_session", "co_changed", "same_commit", "caller_callee")
+PAIR_TYPES = ("same_session", "co_changed", "commit_files", "same_commit", "caller_callee")
 # patina's projection names imply the kind of pairs they learn from.
-PAIR_TYPE_BY_PROJECTION = {"semantic": "same_session", "temporal": "co_changed",
+PAIR_TYPE_BY_PROJECTION = {"semantic": "same_session", "temporal": "commit_files",
                            "dependency": "caller_callee"}
 OPTIMIZERS = ("adam", "sgd")
 # How the projection's linear path starts (oxidize.train.start.linear_init); the first is the

@@ -7,7 +7,7 @@ events are appended, so an index can be compared and diffed across builds):
 | pair type       | items                                                         | key                          |
 |-----------------|---------------------------------------------------------------|------------------------------|
 | `same_session`  | session notes of ``index.event_types`` longer than `min_chars` | the event's `seq`            |
-| `co_changed`    | every file at HEAD where the log knows them (a scraped repository, a patina checkout); else every file of the log's commits (and of its `co_changes` table); and what each file defines | :func:`stable_key` of the path (of ``path::name``) |
+| `co_changed`, `commit_files` | every file at HEAD where the log knows them (a scraped repository, a patina checkout); else every file of the log's commits (and of its `co_changes` table); and what each file defines | :func:`stable_key` of the path (of ``path::name``) |
 | `same_commit`   | every `git.commit` with a message longer than `min_chars`      | the event's `seq` (else :func:`stable_key` of the sha, from patina's `commits` table) |
 | `caller_callee` | every function of `code.function` / `code.call` events        | :func:`stable_key` of the name |
 
@@ -33,7 +33,7 @@ from typing import Any
 
 
 #: Pair types whose search population is files (and their definitions).
-FILE_POPULATIONS = frozenset({"co_changed"})
+FILE_POPULATIONS = frozenset({"co_changed", "commit_files"})
 #: ``source_id`` separator of a definition: ``path::name``.
 DEFINED_IN = "::"
 
@@ -69,7 +69,7 @@ def search_population(log: Any, projection: Any) -> list[Item]:
     min_chars = int(projection.training.min_chars)
     if pair_type == "same_session":
         return _session_notes(log, projection.index.event_types, min_chars)
-    if pair_type == "co_changed":
+    if pair_type in FILE_POPULATIONS:
         return _files(log)
     if pair_type == "same_commit":
         return _commits(log, min_chars)
