@@ -160,7 +160,7 @@ def test_appending_events_embeds_only_the_new_texts_and_a_stale_index_warns(proj
 
 @pytest.mark.parametrize("args, expected", [
     (("query",), "give the text to search for"),
-    (("query", "-k", "0", "x"), "-k must be at least 1"),
+    (("query", "-k", "0", "x"), "-k must be from 1 to 10,000"),
     (("query", "-p", "a:nope", "x"), "no projection 'a:nope'; the projections are: a:semantic"),
 ])
 def test_bad_queries_are_one_line(built: Path, args, expected):

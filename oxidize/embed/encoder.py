@@ -261,7 +261,7 @@ class Encoder:
         return out
 
     def _tokenize(self, texts: list[str]):
-        return self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        return self._tokenizer.encode_batch([tokenizable(t) for t in texts], add_special_tokens=True)
 
     def _run(self, encodings) -> np.ndarray:
         """One batch: pad to its longest member, infer, pool, normalise → float32 [b, dim]."""
@@ -305,6 +305,17 @@ class Encoder:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def tokenizable(text: str) -> str:
+    """``text`` as the tokenizer takes it: a lone surrogate — a byte that was not UTF-8,
+    decoded by Python's ``surrogateescape`` (a file name, a terminal's Latin-1), or a JSON
+    ``"\\ud800"`` — becomes U+FFFD (the tokenizer refuses any text holding one)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
 
 
 def _in_order(pool, func, items, window: int):

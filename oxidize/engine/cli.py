@@ -20,7 +20,7 @@ usage: oxidize [COMMAND] [OPTIONS] [ARGS]
   oxidize list [--all]         list recipes (with --all: every task)
   oxidize stale [--check] [--json] [--locked]
                                what is stale, and why
-  oxidize query [-p R:P] [-k N] [--mode hybrid|dense|lexical] [--base | --compare] [--json] TEXT...
+  oxidize query [-p R:P] [-k N] [--mode auto|hybrid|dense|lexical|NAME] [--base | --compare] [--json] TEXT...
                                search a projection's index with a text (words + meaning)
   oxidize bench [-p R:P] [--json] SET.json...
                                score the search on query sets (patina's bench format)
@@ -47,11 +47,32 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(f"oxidize {__version__} (doit {'.'.join(map(str, doit.__version__))})\n")
         return 0
-    from doit.doit_cmd import DoitMain
-
     from oxidize.engine.loader import OxidizeLoader
 
-    return DoitMain(OxidizeLoader()).run(args)
+    return _main_class()(OxidizeLoader()).run(args)
+
+
+def _main_class():
+    """doit's ``DoitMain``, except how it reads ``NAME=VALUE`` arguments as doit variables:
+    after ``query`` or ``bench`` every argument is the command's (``oxidize query "a=b"``
+    searches for it), and an empty argument is no variable (doit itself fails on ``''``
+    with an IndexError before any command runs)."""
+    from doit.doit_cmd import DoitMain, reset_vars, set_var
+
+    class OxidizeMain(DoitMain):
+        def process_args(self, cmd_args):
+            reset_vars()
+            out = []
+            for position, arg in enumerate(cmd_args):
+                if cmd_args[:position] and cmd_args[0] in ("query", "bench"):
+                    out.append(arg)
+                elif arg and arg[0] != "-" and "=" in arg:
+                    set_var(*arg.split("=", 1))
+                else:
+                    out.append(arg)
+            return out
+
+    return OxidizeMain
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,8 @@ from doit.exceptions import InvalidCommand
 from oxidize.errors import OxidizeError
 
 DEFAULT_K = 10
+#: The most results a query shows.
+MAX_K = 10_000
 
 opt_projection = {"name": "projection", "short": "p", "long": "projection", "type": str, "default": "",
                   "help": "RECIPE:PROJECTION to search (default: the only projection of the project)"}
@@ -71,6 +73,23 @@ class SearchCommand(DoitCmdBase):
 
         return [CmdOption(opt) for opt in with_oxidize_defaults(
             (*self.base_options, *loader, *self.cmd_options))]
+
+    def parse_execute(self, in_args):
+        """Options anywhere among the arguments (``bench SET.json -p R:P``, ``query "why" -k 3``),
+        as people type them: doit's own parser stops at the first argument that is not one.
+        ``--`` still ends the options (a query that starts with ``-``)."""
+        import getopt
+
+        parser = self.cmdparser
+        try:
+            opts, args = getopt.gnu_getopt(list(in_args), parser.get_short(), parser.get_long())
+        except getopt.GetoptError:
+            return super().parse_execute(in_args)  # doit's own message names the bad option
+        ordered: list[str] = []
+        for opt, value in opts:
+            this, _inverse = parser.get_option(opt)
+            ordered += [opt] if this.type is bool else ([f"{opt}={value}"] if opt.startswith("--") else [opt, value])
+        return super().parse_execute([*ordered, "--", *args])
 
     def execute(self, params, args):
         """``--help`` prints the command's help (``doit help query``) before any project is
@@ -135,12 +154,12 @@ class Query(SearchCommand):
 
     def _execute(self, pos_args=None, projection="", k=DEFAULT_K, mode="auto", base=False,
                  compare=False, json=False):
-        text = " ".join(pos_args or []).strip()
+        text = from_terminal(" ".join(pos_args or [])).strip()
         if not text:
             raise InvalidCommand("oxidize: query: give the text to search for, e.g. "
                                  f"`{self._tool} query \"why is the cache slow\"`")
-        if k < 1:
-            raise InvalidCommand(f"oxidize: query: -k must be at least 1, got {k}")
+        if not 1 <= k <= MAX_K:
+            raise InvalidCommand(f"oxidize: query: -k must be from 1 to {MAX_K:,}, got {k}")
         if base and compare:
             raise InvalidCommand("oxidize: query: --base and --compare exclude each other")
         try:
@@ -157,7 +176,12 @@ class Query(SearchCommand):
                 used = {name: search.fusion(mode, base).name}
         except OxidizeError as err:
             raise InvalidCommand(f"oxidize: {err}") from None
-        self.warn([warning, *search.notices])
+        from oxidize.search.lexical import query_terms
+
+        nothing = any(name == "lexical" for name in used.values()) and not query_terms(text)
+        self.warn([warning, *search.notices,
+                   "the query has no word lexical search can use (only common words or single letters); "
+                   "nothing found: try --mode dense" if nothing else ""])
         self._print(results, json, compare, text, used)
         return 0
 
@@ -173,8 +197,8 @@ class Query(SearchCommand):
         if not compare:
             marked = _marker(out, text)
             for hit in next(iter(results.values())):
-                out.write(f"{hit.rank:>3}  {hit.score:.3f}  {hit.event_type:<18} {hit.date:<10}  "
-                          f"{_short(hit.source_id, 24):<24}  {marked(hit.snippet)}\n")
+                out.write(f"{hit.rank:>3}  {hit.score:.3f}  {_line(hit.event_type):<18} {_line(hit.date):<10}  "
+                          f"{_short(hit.source_id, 24):<24}  {marked(_line(hit.snippet))}\n")
             return
         proj, base = results["projection"], results["base"]
         proj_keys, base_keys = {h.key for h in proj}, {h.key for h in base}
@@ -192,6 +216,27 @@ class Query(SearchCommand):
         gained, lost = len(proj_keys - base_keys), len(base_keys - proj_keys)
         out.write(f"the {name} search brought {gained} item{'s' if gained != 1 else ''} into the top "
                   f"{len(proj)} that the plain embedding did not find, and dropped {lost} of its\n")
+
+
+def from_terminal(text: str) -> str:
+    """A command-line text as the user typed it: bytes that are not UTF-8 (a Latin-1
+    terminal's ``café``) reach Python as lone surrogates; they are read as Windows-1252, the
+    superset of Latin-1 terminals send, rather than failing in the tokenizer."""
+    import os
+
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate no byte made: the tokenizer's own fallback
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
 
 
 def _choose(recipes, wanted: str):
@@ -220,5 +265,14 @@ def _marker(out, text: str):
     return lambda snippet: mark(snippet, text)
 
 
+def _line(text: str) -> str:
+    """``text`` on one line of the table: control characters (a newline in a file name) shown
+    escaped, as Python writes them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _short(text: str, width: int) -> str:
+    text = _line(text)
     return text if len(text) <= width else text[:width - 1] + "…"

@@ -48,10 +48,12 @@ def build_index(recipe_file: str, recipe_name: str, projection: str, eventlog: s
             "model_fingerprint": record["fingerprint"],
             "weights_sha256": file_sha256(out / "weights.safetensors"),
             "pair_type": proj.training.pair_type}
-    updated = update_index(out, items, base, projected, meta, out / "weights.safetensors")
+    why: list[str] = []
+    updated = update_index(out, items, base, projected, meta, out / "weights.safetensors", why)
     if updated is None:
         write_index(out, items, base, projected, meta, weights_file=out / "weights.safetensors")
-        how = f"indexed {len(items):,} items"
+        how = (f"the index on disk was damaged ({why[0]}): indexed {len(items):,} items afresh" if why
+               else f"indexed {len(items):,} items")
     else:
         how = summary(updated)
     _say(label, f"{how} ({stats.unique:,} distinct texts: {stats.embedded:,} "

@@ -241,6 +241,9 @@ def render(reason: Reason) -> str:
                     f"(same size and modification time)")
         case LastBuildFailed(message=message):
             return f"last build failed: {message.splitlines()[0] if message else 'no message'}"
+        case GitHistoryMoved(repo=repo, new=str() as new) if new == "missing" or new.startswith("no-head"):
+            return (f"{repo} is no longer a folder" if new == "missing" else
+                    f"{repo} has no commit on its current branch (an orphan or new branch)")
         case GitHistoryMoved(repo=repo, old=old, new=new, rewritten=True):
             return (f"the history of {repo} was rewritten: {old[:10]} is no longer an ancestor "
                     f"of HEAD {new[:10]}")

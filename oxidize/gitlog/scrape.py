@@ -83,18 +83,15 @@ def history_change(repo: Path, old: str, new: str) -> tuple[int | None, str, boo
 def scrape(repo: Path, out: Path, say=print, notes: str | None = None) -> dict:
     """Scrape ``repo`` into ``out`` (see the module docstring); return what was done."""
     repo = Path(repo)
-    if not repo.is_dir():
-        raise EventLogError(f"{repo}: no such folder (eventlog: {{git: …}} names a git repository)")
-    inside = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True)
-    if inside.returncode != 0:
-        raise EventLogError(f"{repo} is not a git repository (git rev-parse found none); "
-                            f"point eventlog: {{git: …}} at a clone")
+    check_repository(repo)
     head = head_state(repo)
-    if head.startswith("no-head"):
-        raise EventLogError(f"{repo}: the repository has no commits yet; commit something first")
     if git(repo, "rev-parse", "--is-shallow-repository").strip() == b"true":
         say(f"{repo} is a shallow clone: only the history it holds is scraped "
             f"(git fetch --unshallow for all of it)")
+    folder = _folder(repo)
+    if folder:
+        say(f"{repo} is the folder {folder} of the repository at {_toplevel(repo)}: only the commits "
+            f"that changed it and the files in it are read, with paths relative to it")
     previous = _previous(out)
     start = time.perf_counter()
     incremental = False
@@ -114,6 +111,9 @@ def scrape(repo: Path, out: Path, say=print, notes: str | None = None) -> dict:
         added = _commits(repo, span, db, seq, say)
         last_touched = _co_changes(db)
         described, skipped = _file_texts(repo, db, last_touched, notes, tree=head)
+        if notes and not any(fnmatch.fnmatch(path, notes) for (path,) in db.execute("SELECT path FROM file_texts")):
+            say(f"notes: {notes!r} matches no file at HEAD (a glob relative to {repo}, e.g. "
+                f"'layer/sessions/*.md'): no session notes were read")
         db.execute("INSERT OR REPLACE INTO scrape VALUES ('head', ?)", (head,))
         db.execute("DELETE FROM scrape WHERE name = 'notes'")
         if notes:
@@ -121,6 +121,38 @@ def scrape(repo: Path, out: Path, say=print, notes: str | None = None) -> dict:
     seconds = time.perf_counter() - start
     return {"head": head, "new_commits": added, "rescraped": bool(previous) and not incremental,
             "files_described": described, "files_skipped": skipped, "seconds": round(seconds, 2)}
+
+
+def check_repository(repo: Path) -> None:
+    """An EventLogError naming what ``repo`` is when it is not a repository with commits:
+    missing, a file, not a repository, or a branch with no commit yet."""
+    if repo.is_file():
+        raise EventLogError(f"{repo} is a file, not a folder; eventlog: {{git: …}} names the folder of a "
+                            f"git repository (or a folder inside one)")
+    if not repo.is_dir():
+        raise EventLogError(f"{repo}: no such folder (eventlog: {{git: …}} names a git repository)")
+    inside = subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True)
+    if inside.returncode != 0:
+        raise EventLogError(f"{repo} is not a git repository (git rev-parse found none); "
+                            f"point eventlog: {{git: …}} at a clone")
+    if head_state(repo).startswith("no-head"):
+        branch = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "--short", "-q", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or "HEAD"
+        others = subprocess.run(["git", "-C", str(repo), "rev-list", "-n", "1", "--all"],
+                                capture_output=True, text=True).stdout.strip()
+        if others:
+            raise EventLogError(f"{repo}: the branch {branch} has no commit yet (an orphan branch?) although "
+                                f"the repository has history on others; check out a branch with commits")
+        raise EventLogError(f"{repo}: the repository has no commits yet; commit something first")
+
+
+def _folder(repo: Path) -> str:
+    """Where ``repo`` sits inside its repository (``src/``), or ``""`` at its top."""
+    return git(repo, "rev-parse", "--show-prefix").decode("utf-8", "backslashreplace").strip()
+
+
+def _toplevel(repo: Path) -> str:
+    return git(repo, "rev-parse", "--show-toplevel").decode("utf-8", "backslashreplace").strip()
 
 
 def describe_files(repo: Path, out: Path) -> dict:
@@ -199,8 +231,10 @@ DEFINITIONS_TABLE = ("CREATE TABLE IF NOT EXISTS definitions (path TEXT, name TE
 
 def _commits(repo: Path, span: str, db: sqlite3.Connection, seq: int, say) -> int:
     """Stream ``git log --reverse`` of ``span`` into events; return how many were added."""
-    proc = subprocess.Popen(["git", "-C", str(repo), "log", "--reverse", "--no-renames",
-                             "--name-only", "-z", f"--format={_FORMAT}", span, "--"],
+    # --relative: inside a folder of a repository, only the commits that changed it (the
+    # pathspec `.`) and its files, with paths relative to it — as ls-tree lists them
+    proc = subprocess.Popen(["git", "-C", str(repo), "log", "--reverse", "--no-renames", "--relative",
+                             "--name-only", "-z", f"--format={_FORMAT}", span, "--", "."],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     added, buffer, last_said = 0, b"", time.perf_counter()
     rows = []
@@ -235,8 +269,9 @@ def _commits(repo: Path, span: str, db: sqlite3.Connection, seq: int, say) -> in
 
 def _event(seq: int, record: bytes) -> tuple:
     sha, date, author, message, files = record.split(b"\x1f", 4)
-    text = lambda b: b.decode("utf-8", "replace")  # noqa: E731 - non-UTF-8 names and messages kept readable
-    paths = [text(p) for p in files.strip(b"\n\0").split(b"\0") if p.strip()]
+    text = lambda b: b.decode("utf-8", "replace")  # noqa: E731 - non-UTF-8 messages kept readable
+    # a path's bytes that are not UTF-8 kept as \xNN: two such names stay two, as ls-tree lists them
+    paths = [p.decode("utf-8", "backslashreplace") for p in files.strip(b"\n\0").split(b"\0") if p.strip()]
     data = {"sha": text(sha), "message": text(message).strip(), "author": text(author),
             "date": text(date), "files": [p.strip("\n") for p in paths]}
     return (seq, "git.commit", text(date), text(sha), None, json.dumps(data, ensure_ascii=False))
@@ -319,7 +354,7 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
             continue
         meta, _, raw_path = entry.partition(b"\t")
         mode, kind, blob, size = meta.split()
-        path = raw_path.decode("utf-8", "replace")
+        path = raw_path.decode("utf-8", "backslashreplace")  # two names differing in non-UTF-8 bytes stay two
         present.add(path)
         if known.get(path) == blob.decode():
             continue

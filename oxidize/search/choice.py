@@ -53,19 +53,33 @@ class MenuScores:
                 "queries": int(len(self.rr[name]))}
 
 
+#: From this many questions on, scoring says how far it is (on stderr).
+PROGRESS_FROM = 500
+
+
 def question_lists(search: Any, queries: list, names=("lexical", "dense", "raw"),
-                   vectors=None) -> list[dict]:
+                   vectors=None, label: str = "") -> list[dict]:
     """The ranked lists of every question (each as deep as fusion reads them), the questions
-    embedded in one call (``vectors``: their embeddings, when the caller has them)."""
+    embedded in one call (``vectors``: their embeddings, when the caller has them); a long
+    set reports its progress under ``label``."""
     if not queries:
         return []
     if vectors is None and any(n in names for n in ("dense", "raw")):
         vectors = search.embed_queries([q.query for q in queries])
-    return [search.lists(q.query, tuple(names), K, vector=None if vectors is None else vectors[i])[0]
-            for i, q in enumerate(queries)]
+    progress = None
+    if len(queries) >= PROGRESS_FROM:
+        from oxidize.util.progress import Progress
+
+        progress = Progress(len(queries), f"{label or 'questions'} searched", unit="questions")
+    out = []
+    for i, q in enumerate(queries):
+        out.append(search.lists(q.query, tuple(names), K, vector=None if vectors is None else vectors[i])[0])
+        if progress is not None and ((i + 1) % 100 == 0 or i + 1 == len(queries)):
+            progress.update(i + 1)
+    return out
 
 
-def score_menu(search: Any, queries: list, menu=None, lists=None) -> MenuScores:
+def score_menu(search: Any, queries: list, menu=None, lists=None, label: str = "") -> MenuScores:
     """Each fusion of ``menu`` (default: the whole menu, and ``--base``'s plain variants of
     the bench's five searches) ranked from each question's lists and scored against the
     question's answers."""
@@ -76,7 +90,7 @@ def score_menu(search: Any, queries: list, menu=None, lists=None) -> MenuScores:
     menu = list(MENU if menu is None else menu)
     if lists is None:
         wanted = tuple(dict.fromkeys(name for fusion in menu for name in fusion.lists))
-        lists = question_lists(search, queries, wanted)
+        lists = question_lists(search, queries, wanted, label=label)
     from oxidize.search.fusion import POOL
     from oxidize.search.population import credited
 

@@ -150,11 +150,25 @@ def write_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: n
             db.executemany("INSERT INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in meta.items()))
             lexical.create(db)
             if weights_file is not None:
-                db.execute("CREATE TABLE weights (data BLOB)")
-                db.execute("INSERT INTO weights VALUES (?)", (Path(weights_file).read_bytes(),))
+                store_weights(db, Path(weights_file).read_bytes(), create=True)
             db.commit()
         finally:
             db.close()
+
+
+#: ``meta`` entry: the sha256 of the weights stored in the table (damage shows against it).
+STORED_WEIGHTS = "stored_weights_sha256"
+
+
+def store_weights(db: sqlite3.Connection, data: bytes, create: bool = False) -> None:
+    """Keep the weights' bytes in the table being written, and their sha256 in ``meta``."""
+    import hashlib
+
+    if create:
+        db.execute("CREATE TABLE weights (data BLOB)")
+    db.execute("DELETE FROM weights")
+    db.execute("INSERT INTO weights VALUES (?)", (data,))
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (STORED_WEIGHTS, json.dumps(hashlib.sha256(data).hexdigest())))
 
 
 def record_meta(directory: Path, name: str, value: Any) -> None:
@@ -344,6 +358,8 @@ class Searcher:
         except lexical.LexicalMissing:
             raise SearchError(f"{self.directory / TABLE_FILE}: no lexical index (built by an older "
                               f"oxidize); rebuild it with `doit`") from None
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
 
     def has_lexical(self) -> bool:
         from oxidize.search import lexical
@@ -357,8 +373,12 @@ class Searcher:
 
         try:
             row = self.db.execute("SELECT data FROM weights").fetchone()
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise self._damaged(exc) from None
             return None
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
         return load_weights(self.directory / TABLE_FILE, data=bytes(row[0])) if row else None
 
     def hits(self, ranked: list[tuple[int, float, int | None, int | None]], query: str = "",
@@ -368,9 +388,12 @@ class Searcher:
         from oxidize.search.snippets import best_snippet
 
         keys = [key for key, *_ in ranked]
-        rows = {row[0]: row for row in self.db.execute(
-            f"SELECT key, seq, event_type, source_id, timestamp, text FROM items WHERE key IN "
-            f"({','.join('?' * len(keys))})", keys)} if keys else {}
+        try:
+            rows = {row[0]: row for row in self.db.execute(
+                f"SELECT key, seq, event_type, source_id, timestamp, text FROM items WHERE key IN "
+                f"({','.join('?' * len(keys))})", keys)} if keys else {}
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged(exc) from None
         hits = []
         for rank, (key, score, dense_rank, lexical_rank) in enumerate(ranked, 1):
             _, seq, event_type, source_id, timestamp, text = rows.get(key, (key, None, "?", "?", "", ""))
@@ -379,6 +402,10 @@ class Searcher:
                             snippet=best_snippet(text, query, nearest=nearest),
                             dense_rank=dense_rank, lexical_rank=lexical_rank))
         return hits
+
+    def _damaged(self, exc: Exception) -> SearchError:
+        return SearchError(f"{self.directory / TABLE_FILE}: damaged ({str(exc).strip() or type(exc).__name__}); "
+                           f"`doit` writes the index afresh")
 
     def close(self) -> None:
         self.db.close()

@@ -169,18 +169,27 @@ def score(search: Any, query_set: QuerySet, configs=CONFIGS, timed: bool = True)
 
     from oxidize.search.choice import score_menu
 
+    from oxidize.search.choice import PROGRESS_FROM
+    from oxidize.util.progress import Progress
+
     fusions = {name: search.fusion(mode, base) for name, mode, base in configs}
-    scores = score_menu(search, list(query_set.queries), list(dict.fromkeys(fusions.values())))
+    scores = score_menu(search, list(query_set.queries), list(dict.fromkeys(fusions.values())),
+                        label=query_set.name)
     results: dict[str, dict] = {}
-    for name, mode, base in configs:
+    n = len(query_set.queries)
+    timing = Progress(n * len(configs), f"{query_set.name} timed", unit="searches") \
+        if timed and n >= PROGRESS_FROM else None
+    for c, (name, mode, base) in enumerate(configs):
         entry = scores.summary(fusions[name].name)
         if timed:
             search.query(query_set.queries[0].query, K, base=base, mode=mode, snippets=False)  # warm
             ms = []
-            for q in query_set.queries:
+            for i, q in enumerate(query_set.queries):
                 start = time.perf_counter()
                 search.query(q.query, K, base=base, mode=mode, snippets=False)
                 ms.append((time.perf_counter() - start) * 1000)
+                if timing is not None and (i % 200 == 0 or i + 1 == n):
+                    timing.update(c * n + i + 1)
             entry["p50_ms"] = round(float(np.percentile(ms, 50)), 2)
             entry["p95_ms"] = round(float(np.percentile(ms, 95)), 2)
         results[name] = entry

@@ -136,13 +136,18 @@ class ProjectionSearch:
 
     def source_ids(self, keys) -> dict[int, str]:
         """The source id (session id, file path, commit sha, function) of each of ``keys``."""
+        import sqlite3
+
         keys = list(keys)
-        db = self.searcher(False).db
+        searcher = self.searcher(False)
         out: dict[int, str] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            out.update(db.execute(f"SELECT key, source_id FROM items WHERE key IN "
-                                  f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                out.update(searcher.db.execute(f"SELECT key, source_id FROM items WHERE key IN "
+                                               f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise searcher._damaged(exc) from None
         return out
 
     def query(self, text: str, k: int = 10, base: bool = False, mode: str | None = None,

@@ -46,11 +46,16 @@ SAME_PROJECTION = ("weights_sha256", "dim")
 
 
 def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray,
-                 meta: dict[str, Any], weights_file: Path) -> dict[str, Any] | None:
+                 meta: dict[str, Any], weights_file: Path, why: list[str] | None = None,
+                 ) -> dict[str, Any] | None:
     """Update the index in ``out_dir`` to ``items`` in place (see the module docstring);
     return what changed (``added``, ``removed``, ``changed``, ``count``, and whether the
     projected graph was ``rebuilt``), or ``None`` where it cannot be updated and must be
-    written in full. ``meta`` is what :func:`~oxidize.search.index.write_index` would record."""
+    written in full. ``meta`` is what :func:`~oxidize.search.index.write_index` would record.
+
+    The files on disk are checked first (:func:`damage`): a file cut short, bytes flipped in
+    the vectors or the table — the index is then written in full, and ``why`` receives the
+    reason (the index step says it)."""
     import numpy as np
 
     from oxidize.search import index as ix
@@ -63,7 +68,11 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     wanted = {**meta, **ix.index_meta(items, base, projected)}
     try:
         old_meta, removed, changed, added = _difference(table, items, wanted)
-    except (sqlite3.Error, ValueError, _NotUpdatable):
+    except (sqlite3.Error, ValueError) as exc:
+        if why is not None and "no such table: lexical" not in str(exc):  # an older index is no damage
+            why.append(f"{ix.TABLE_FILE} cannot be read ({str(exc).strip() or type(exc).__name__})")
+        return None
+    except _NotUpdatable:
         return None
     change = len(removed) + len(changed) + len(added)
     if change > UPDATE_MAX_FRACTION * max(len(items), 1):
@@ -72,6 +81,11 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     drop, add = removed + changed, [*changed, *added]
     done = {"added": len(added), "removed": len(removed), "changed": len(changed),
             "count": len(items), "rebuilt": rebuild}
+    broken = damage(out_dir, items, base, projected, old_meta, unchanged=not (drop or add))
+    if broken:
+        if why is not None:
+            why.append(broken)
+        return None
     if not (drop or add or rebuild):
         return done  # the same items, model and weights: the index on disk is this one
     keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
@@ -94,6 +108,51 @@ def summary(done: dict[str, Any]) -> str:
 
 class _NotUpdatable(Exception):
     pass
+
+
+def damage(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray, meta: dict,
+           unchanged: bool) -> str | None:
+    """What is wrong with the index files on disk, in words, or ``None``: the table's pages
+    (SQLite's ``quick_check``), its lexical index (FTS5's ``integrity-check``) and the weights
+    stored in it (their sha256, recorded when written), the graph (readable, as many vectors
+    as items) and, when the items are ``unchanged`` (the rows are then kept, not written
+    again), the vector rows byte for byte against what the items give."""
+    import hashlib
+
+    import numpy as np
+
+    from oxidize.search import index as ix
+    from oxidize.search.lexical import FTS_TABLE
+    from oxidize.search import vector_rows as vr
+    from oxidize.search.usearch_import import usearch_index
+
+    table = out_dir / ix.TABLE_FILE
+    try:
+        db = sqlite3.connect(table)  # FTS5's integrity-check writes nothing but needs a writable handle
+        try:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                return f"{ix.TABLE_FILE} is damaged ({check})"
+            db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES('integrity-check')")
+            row = db.execute("SELECT data FROM weights").fetchone()
+            db.rollback()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        return f"{ix.TABLE_FILE} is damaged ({str(exc).strip() or type(exc).__name__})"
+    stored = meta.get(ix.STORED_WEIGHTS)
+    if row is not None and stored is not None and hashlib.sha256(bytes(row[0])).hexdigest() != stored:
+        return f"the weights stored in {ix.TABLE_FILE} are not the ones it was written with"
+    try:
+        graph = usearch_index().Index.restore(str(out_dir / ix.INDEX_FILE), view=True)
+    except Exception as exc:  # noqa: BLE001 - usearch raises RuntimeError/ValueError on damage
+        return f"{ix.INDEX_FILE} is not a readable graph ({str(exc).strip() or type(exc).__name__})"
+    if graph is None or len(graph) != meta.get("count"):
+        return f"{ix.INDEX_FILE} holds {0 if graph is None else len(graph):,} vectors, not {meta.get('count'):,}"
+    if unchanged:
+        keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
+        return vr.differs(out_dir, keys, {vr.BASE_FILE: base, vr.PROJECTED_FILE: projected})
+    return None
 
 
 def _difference(table: Path, items: list[Item], wanted: dict) -> tuple[dict, list[int], list[int], list[int]]:
@@ -178,8 +237,9 @@ def _update_table(table: Path, items: list[Item], drop: list[int], add: list[int
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                            ((k, json.dumps(v)) for k, v in meta.items()))
             if weights_file is not None:
-                db.execute("DELETE FROM weights")
-                db.execute("INSERT INTO weights VALUES (?)", (Path(weights_file).read_bytes(),))
+                from oxidize.search.index import store_weights
+
+                store_weights(db, Path(weights_file).read_bytes())
             db.commit()
         finally:
             db.close()

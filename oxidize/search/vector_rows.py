@@ -69,6 +69,32 @@ def write(out_dir: Path, keys: np.ndarray, vectors: dict[str, np.ndarray]) -> No
             np.save(handle, np.ascontiguousarray(keys[order], dtype=np.uint64))
 
 
+def differs(out_dir: Path, keys: np.ndarray, vectors: dict[str, np.ndarray]) -> str | None:
+    """Which of the files :func:`write` would write from ``keys`` and ``vectors`` holds other
+    bytes on disk (a file cut short, bytes flipped), and how; ``None`` when each holds exactly
+    those rows. Compared block by block, as written."""
+    import numpy as np
+
+    order = np.argsort(keys, kind="stable")
+    name = KEYS_FILE
+    try:
+        stored = _map(out_dir / KEYS_FILE)
+        if stored.shape != (len(keys),) or not np.array_equal(stored, keys[order]):
+            return f"{KEYS_FILE} holds other keys than the index's items"
+        for name, array in vectors.items():
+            rows = _map(out_dir / name)
+            if rows.shape != tuple(array.shape) or rows.dtype != np.float16:
+                return f"{name} holds {rows.shape[0] if rows.ndim else 0:,} rows of {rows.dtype}, " \
+                       f"not {len(array):,} of float16"
+            for lo in range(0, len(order), _BLOCK):
+                want = np.ascontiguousarray(array[order[lo:lo + _BLOCK]], dtype=np.float16)
+                if not np.array_equal(rows[lo:lo + _BLOCK].view(np.uint16), want.view(np.uint16)):
+                    return f"{name} holds other values than the index's items (rows {lo:,} on)"
+    except (OSError, ValueError) as exc:
+        return f"{name} cannot be read ({exc})"
+    return None
+
+
 class Matches(NamedTuple):
     """What a search found, shaped as USearch's results (``keys``, ``distances``)."""
 
