@@ -396,6 +396,20 @@ class HeldoutScorer:
         return mrr, ranks
 
 
+def paired_z(candidate: np.ndarray, reference: np.ndarray) -> float:
+    """How many standard errors of the per-query difference ``candidate`` (reciprocal ranks)
+    is above ``reference`` on the same queries (negative: below; 0 with fewer than two)."""
+    import numpy as np
+
+    diff = np.asarray(candidate, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    if len(diff) < 2:
+        return 0.0
+    se = diff.std(ddof=1) / np.sqrt(len(diff))
+    if se == 0:
+        return 0.0 if diff.mean() == 0 else float(np.sign(diff.mean()) * np.inf)
+    return float(diff.mean() / se)
+
+
 def clearly_better(candidate: np.ndarray, reference: np.ndarray, z: float) -> bool:
     """Whether per-query reciprocal ranks ``candidate`` beat ``reference`` (the same queries)
     by more than ``z`` standard errors of their mean paired difference.

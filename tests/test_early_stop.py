@@ -62,7 +62,8 @@ def test_a_training_clearly_below_its_start_stops_inside_the_first_epoch(monkeyp
     start = train_projection(emb, trip, **{**kw, "epochs": 1, "learning_rate": 1e-12}, heldout=held)
     for k in ("w0", "w1", "b1", "w2", "b2"):
         np.testing.assert_array_equal(result.weights[k], start.weights[k])
-    monkeypatch.setattr(early_stop, "STOP_Z", math.inf)  # without the rule: all ten epochs
+    monkeypatch.setattr(early_stop, "STOP_Z", math.inf)  # without the rule …
+    monkeypatch.setattr(early_stop, "REACH_Z", -math.inf)  # … and the one below: all ten epochs
     assert len(train_projection(emb, trip, **kw, heldout=held).losses) == 10
 
 
@@ -99,3 +100,31 @@ def test_a_training_that_wins_gives_the_same_bytes_as_without_the_checks(monkeyp
     assert not checked.stopped_early and checked.losses == unchecked.losses
     for k in checked.weights:
         assert checked.weights[k].tobytes() == unchecked.weights[k].tobytes()
+
+
+def test_a_training_that_hovers_under_the_bar_stops_after_its_first_epochs(monkeypatch):
+    from oxidize.train import trainer
+
+    emb, trip, held = grouped_problem()
+    kw = {**KW, "epochs": 6, "learning_rate": 1e-2, "patience": None, "init": "pca"}
+    monkeypatch.setattr(trainer, "EPOCH_CLEAR_Z", 1e9)  # no epoch clears the bar …
+    monkeypatch.setattr(early_stop, "REACH_Z", 1e9)  # … nor comes within reach of it
+    result = train_projection(emb, trip, **kw, heldout=held)
+    assert len(result.losses) == early_stop.REACH_EPOCHS and result.stopped_early and result.chosen_epoch == 0
+    assert result.stop_note.startswith("no epoch came within reach of the start map's ")
+    monkeypatch.setattr(early_stop, "REACH_Z", -math.inf)
+    assert len(train_projection(emb, trip, **kw, heldout=held).losses) == 6
+
+
+def test_where_an_early_epoch_clears_the_bar_the_reach_rule_changes_nothing(monkeypatch):
+    emb, trip, held = grouped_problem()
+    kw = {**KW, "epochs": 5, "learning_rate": 1e-2, "init": "pca"}
+    monkeypatch.setattr(trainer, "EPOCH_CLEAR_Z", -1e9)  # a better epoch is kept: epoch 1 here
+    monkeypatch.setattr(early_stop, "REACH_Z", 1e9)  # the rule would stop anything not kept
+    kept = train_projection(emb, trip, **kw, heldout=held)
+    assert kept.chosen_epoch and len(kept.losses) == 5  # epoch 1 was kept, so every epoch ran
+    monkeypatch.setattr(early_stop, "REACH_Z", -math.inf)
+    without = train_projection(emb, trip, **kw, heldout=held)
+    assert without.heldout_mrr == kept.heldout_mrr
+    for k in ("w0", "w1", "b1", "w2", "b2"):
+        np.testing.assert_array_equal(without.weights[k], kept.weights[k])

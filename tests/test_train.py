@@ -541,8 +541,11 @@ def test_clearly_better_weighs_the_gain_against_its_spread():
 def test_an_epoch_replaces_the_start_only_when_clearly_better(monkeypatch):
     from oxidize.train import trainer
 
+    from oxidize.train import early_stop
+
     emb, trip, held = grouped_problem()
     kw = {**KW, "epochs": 4, "learning_rate": 1e-2, "patience": None, "init": "pca"}
+    monkeypatch.setattr(early_stop, "REACH_Z", -1e9)  # the epochs' choice alone, every epoch run
     monkeypatch.setattr(trainer, "EPOCH_CLEAR_Z", -1e9)  # any better epoch: the best is kept
     eager = train_projection(emb, trip, **kw, heldout=held)
     curve = eager.heldout_mrr
@@ -610,9 +613,12 @@ def test_early_stopping_keeps_the_best_epoch_by_held_out_mrr(monkeypatch):
     assert result.config["selection"].startswith("best validation mrr@10 of the epochs clearly above")
 
 
-def test_training_that_cannot_beat_the_start_keeps_the_initial_weights():
+def test_training_that_cannot_beat_the_start_keeps_the_initial_weights(monkeypatch):
     """Held-out groups already perfectly ranked by the identity start (MRR@10 = 1): no
     epoch can be strictly better, so epoch 0's weights come back unchanged."""
+    from oxidize.train import early_stop
+
+    monkeypatch.setattr(early_stop, "REACH_Z", -1e9)  # every epoch runs (the stop has its own tests)
     emb, trip, held = grouped_problem()
     rng = np.random.default_rng(9)
     tight = emb.copy()

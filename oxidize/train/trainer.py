@@ -42,7 +42,7 @@ import numpy as np
 
 from oxidize.errors import TrainingError
 from oxidize.losses import InBatchLoss, TripletLoss
-from oxidize.evaluate import HeldoutScorer, clearly_better
+from oxidize.evaluate import HeldoutScorer, clearly_better, paired_z
 from oxidize.train.early_stop import EarlyStop
 from oxidize.train.record import save_weights  # noqa: F401 - imported from here too
 from oxidize.projection import WEIGHT_KEYS, load_weights, project  # noqa: F401 - load_weights, project: public here
@@ -327,8 +327,12 @@ def _train(threads_ctl: blas.BlasThreads, emb, trips, held, test, kernels, *, hi
                 best_flat[...] = params.flat
             note = (" (best so far)" if best_epoch == epoch else
                     " (not clearly above the start map)" if seen_epoch == epoch else "")
-            line += f" validation mrr@10 {mrr:.4f}{note}"
-            if stopper.check(ranks, mrr, epoch, n_batches) and epoch < epochs:
+            above = paired_z(ranks, start_ranks)  # (not `z`: that name is a work buffer here)
+            line += f" validation mrr@10 {mrr:.4f} (z {above:+.1f}){note}"
+            stop = stopper.check(ranks, mrr, epoch, n_batches)
+            if not stop and epoch < epochs:  # hovering under the bar (oxidize/train/early_stop.py)
+                stop = stopper.epoch_end(above, epoch, best_epoch != 0, n_batches)
+            if stop and epoch < epochs:
                 stopped_early = True
         if progress:
             print(f"{line} ({time.perf_counter() - epoch_start:.1f}s)", file=sys.stderr, flush=True)
