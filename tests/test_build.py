@@ -86,7 +86,9 @@ def test_changing_epochs_reruns_only_that_training(project: Path):
     recipe.write_text(recipe.read_text().replace("epochs: 2", "epochs: 3"))
     # the index reads the weights only: the same bytes (the kept epoch did not change) leave it
     assert executed(doit(project)) == {"a:semantic.train", "a:semantic.eval"}
-    assert len(json.loads((project / "build/a/semantic/training.json").read_text())["losses"]) == 3
+    training = json.loads((project / "build/a/semantic/training.json").read_text())
+    # trained with the new key (it may stop sooner: training that cannot clear the bar stops)
+    assert training["config"]["epochs"] == 3 and 1 <= len(training["losses"]) <= 3
 
 
 def test_changing_pair_count_keeps_embeddings(project: Path):

@@ -4,6 +4,7 @@ chooses on them: no leakage into training, the rules that leave commits out, the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,3 +243,13 @@ def test_commit_files_hard_negatives_come_from_the_positives_folder():
                     pairset.texts[n].split(":")[0].rsplit("/", 1)[0] for _a, p, n in pairset.triplets.tolist()])
     assert n_commits == 60 and same == 1.0  # one folder: every negative is a sibling, never the file itself
     assert all(pairset.texts[p] != pairset.texts[n] for _a, p, n in pairset.triplets.tolist())
+
+
+def test_a_commit_the_log_holds_twice_asks_under_two_ids():
+    from oxidize.search.queryset import queries_of
+
+    later = [{"sha": "abc", "message": "Fix the retry of timeouts", "author": "a", "files": ["net.py"]}] * 2
+    history = commit_file_questions(later, set())
+    ids = [q["id"] for q in history.query_set("h")["queries"]]
+    assert ids == ["abc", "abc-2"]
+    assert len(queries_of(history.query_set("h"), Path("h.json"))) == 2  # a set the build reads

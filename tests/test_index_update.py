@@ -106,6 +106,20 @@ def test_new_weights_rebuild_only_the_projected_graph(tmp_path: Path, weights: P
     assert db.execute("SELECT data FROM weights").fetchone()[0] == b"retrained weights"
 
 
+def test_new_weights_over_the_same_items_are_no_damage(tmp_path: Path, weights: Path):
+    """A retrained projection moves every projected row of an unchanged population: an update
+    (the graph built again), not a damaged index written afresh."""
+    n = 300
+    base, projected = clustered(n, 24, 5), clustered(n, 16, 6)
+    items = items_of(n)
+    out = written(tmp_path / "ix", items, base, projected, weights)
+    weights.write_bytes(b"retrained weights")
+    why: list[str] = []
+    done = update_index(out, items, base, -projected, {**META, "weights_sha256": "w2"}, weights, why)
+    assert done is not None and done["rebuilt"] and why == []
+    assert ix.Searcher(out).nearest(-projected[7], 1)[0][0] == items[7].key
+
+
 @pytest.mark.parametrize("why", ["model", "many", "damaged", "damaged graph", "missing"])
 def test_anything_else_is_a_full_write(tmp_path: Path, weights: Path, why: str):
     n = 200

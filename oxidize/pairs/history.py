@@ -70,8 +70,12 @@ class History:
     note: str = ""                  # why there are none, when there are none
 
     def query_set(self, name: str) -> dict[str, Any]:
-        """The bench-format object written to ``history_queries.json``."""
-        queries = self.queries[-MAX_QUESTIONS:]
+        """The bench-format object written to ``history_queries.json`` (an id that repeats —
+        a log holding one commit twice — gets ``-2``, ``-3`` …: ids are unique in a set)."""
+        queries, seen = [], Counter()
+        for query in self.queries[-MAX_QUESTIONS:]:
+            seen[query["id"]] += 1
+            queries.append(query if seen[query["id"]] == 1 else {**query, "id": f"{query['id']}-{seen[query['id']]}"})
         return {"name": name, "kind": self.kind, "queries": queries,
                 "left_out": dict(sorted(self.skipped.items())),
                 **({"latest_only": len(self.queries)} if len(self.queries) > len(queries) else {}),

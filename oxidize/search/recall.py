@@ -9,10 +9,10 @@ reaches :data:`RECALL_TARGET` (oxidize/search/index.py records it, every search 
 Each sampled item is a query for the 10 nearest *other* items (its own key is not counted);
 the same items moved far from every item must find :data:`FAR_RECALL_FLOOR`; the expansion
 those ask for is doubled up to :data:`HEADROOM_UP_TO` (:data:`HEADROOM`) and its recall
-measured on a second sample. Until session 11 the queries were items moved by random noise
-of norm 4/3, meant to sit as far from the data as questions do; on a real million projected
-notes those were two steps of expansion harder than what users ask (recall@10 at expansion
-1024 / 2048 / 4096, docs/benchmarks.md, sessions 10–11):
+measured on a second sample. Items moved by random noise of norm 4/3 (meant to sit as far
+from the data as questions do) are only a floor: on a real million projected notes they
+are two steps of expansion harder than what users ask (recall@10 at expansion
+1024 / 2048 / 4096, docs/benchmarks.md, "Index per size"):
 
 =====================================  ===============  ===============  ===============
  queries (999,000 real notes)           1024             2048             4096
@@ -47,15 +47,15 @@ RECALL_TARGET = 0.99
 #: … on the calibration sample with this much to spare: a sample measures recall loosely (a
 #: query's recall is all or most for most queries and poor for a few), and the first step at
 #: which a sample clears a target is where its error ran high. With noisy queries and samples
-#: of 200–300 the error reached 0.014 (sessions 6–8), hence 0.005 and a second sample that
+#: of 200–300 the error reached 0.014, hence 0.005 and a second sample that
 #: measures the recall recorded (:func:`calibrate`). With 1,000 indexed items per sample,
 #: two samples at a real million differ by about 0.001 (0.9947 / 0.9958 / 0.9949 at expansion
-#: 2048), so 0.003 (session 11): 0.005 asked one step more there (3072: 11.7 ms a query,
+#: 2048), so 0.003: 0.005 asked one step more there (3072: 11.7 ms a query,
 #: against 7.7 ms at 2048, where held-out notes find 0.9955 and the questions 0.994).
 CALIBRATION_MARGIN = 0.003
 #: Expansions tried in turn by :func:`calibrate`; the last is kept if none reaches the target.
 #: Real projected notes need about twice the stand-ins' expansion, and more as they grow
-#: (``bench_real_index``, session 9: 256 at 100k, 512 at 200k, 1536 at 400k), so the steps go
+#: (``bench_real_index``: 256 at 100k, 512 at 200k, 1536 at 400k), so the steps go
 #: past 2048 for a real million (an i8 graph at a million: ~7 ms at 1024).
 EXPANSION_STEPS = (128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 #: Items of each calibration sample (one chooses the expansion, one measures its recall).
@@ -65,13 +65,13 @@ CALIBRATION_QUERIES = 1_000
 #: expansion. Nobody measured people asking such queries of real notes (there they are harder
 #: than questions: 0.983 at 1024, 0.990 at 2048 at a million), but on clustered stand-ins the
 #: expansion that items alone ask for lost them: 0.786 at a million, expansion 128
-#: (``bench_query``, session 11), where items found 0.998. A floor below the target keeps such
+#: (``bench_query``), where items found 0.998. A floor below the target keeps such
 #: a graph from being searched that narrowly without asking 4096 of a real million (12–15 ms).
 FAR_RECALL_FLOOR = 0.985
 FAR_NOISE = 4 / 3
 #: The expansion those samples ask for is then doubled, up to :data:`HEADROOM_UP_TO`: real
 #: queries unlike the indexed items found less than the items did at the step the items
-#: chose, and about 0.99 at twice it (``bench_real_index``, session 11: 300 real notes held
+#: chose, and about 0.99 at twice it (``bench_real_index``: 300 real notes held
 #: back from 100k–400k notes made of other notes' sentences found 0.985 / 0.989 / 0.988 at
 #: the items' 128 / 256 / 384, and 0.992 / 0.995 / 0.994 at 256 / 512 / 768). Doubling costs
 #: a fraction of a millisecond up to 1024 (0.5 → 0.8 ms at 100k, 1.6 → 3.1 ms at 400k) and

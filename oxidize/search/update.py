@@ -81,7 +81,7 @@ def update_index(out_dir: Path, items: list[Item], base: np.ndarray, projected: 
     drop, add = removed + changed, [*changed, *added]
     done = {"added": len(added), "removed": len(removed), "changed": len(changed),
             "count": len(items), "rebuilt": rebuild}
-    broken = damage(out_dir, items, base, projected, old_meta, unchanged=not (drop or add))
+    broken = damage(out_dir, items, base, projected, old_meta, unchanged=not (drop or add), same_weights=not rebuild)
     if broken:
         if why is not None:
             why.append(broken)
@@ -111,12 +111,13 @@ class _NotUpdatable(Exception):
 
 
 def damage(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.ndarray, meta: dict,
-           unchanged: bool) -> str | None:
+           unchanged: bool, same_weights: bool = True) -> str | None:
     """What is wrong with the index files on disk, in words, or ``None``: the table's pages
     (SQLite's ``quick_check``), its lexical index (FTS5's ``integrity-check``) and the weights
     stored in it (their sha256, recorded when written), the graph (readable, as many vectors
     as items) and, when the items are ``unchanged`` (the rows are then kept, not written
-    again), the vector rows byte for byte against what the items give."""
+    again), the vector rows byte for byte against what the items give: the plain embeddings
+    always, the projected ones when the weights are the same too (``same_weights``)."""
     import hashlib
 
     import numpy as np
@@ -151,7 +152,7 @@ def damage(out_dir: Path, items: list[Item], base: np.ndarray, projected: np.nda
         return f"{ix.INDEX_FILE} holds {0 if graph is None else len(graph):,} vectors, not {meta.get('count'):,}"
     if unchanged:
         keys = np.fromiter((item.key for item in items), dtype=np.uint64, count=len(items))
-        return vr.differs(out_dir, keys, {vr.BASE_FILE: base, vr.PROJECTED_FILE: projected})
+        return vr.differs(out_dir, keys, {vr.BASE_FILE: base, **({vr.PROJECTED_FILE: projected} if same_weights else {})})
     return None
 
 

@@ -4,14 +4,14 @@ candidates.
 Three files sit beside each projection's graph (oxidize/search/index.py):
 
 * ``base.npy`` — the plain embeddings (hybrid search's raw list, ``--base``, ``--compare``,
-  ``doit bench``'s raw lines). Until session 8 they had an HNSW graph of their own, the
-  larger half of every index step; they are searched exactly instead (USearch's brute force
+  ``doit bench``'s raw lines). They have no graph (a second graph was the larger half of
+  every index step); they are searched exactly (USearch's brute force
   over the memory-mapped f16 rows: about 10 ms at 100k items of 384 dimensions, 75–100 ms at
   a million on 2 cores), and hybrid search above :data:`~oxidize.search.index.EXACT_MAX_FUSED`
   items ranks only the candidates the other two lists found (:data:`RERANK_POOL` + the
   lexical pool), which read the same MRR@10 as the full raw list on oxidize's question sets.
 * ``projected.npy`` — the projected vectors. The graph (``index.usearch``) holds them
-  quantised to i8, which builds it 1.3–2.1× faster (session 9); the graph's
+  quantised to i8, which builds it 1.3–2.1× faster than f16; the graph's
   :data:`RERANK_EXTRA` more candidates are ranked by their exact cosine here
   (:class:`RerankedGraph`), which finds what an f16 graph finds (docs/benchmarks.md).
 * ``keys.npy`` — the keys, ascending (a key's row is a binary search away).

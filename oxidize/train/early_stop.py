@@ -24,20 +24,20 @@ import numpy as np
 
 from oxidize.evaluate import clearly_better
 
-#: Checks of validation within the first epoch (after it: one per epoch). 8, not 4 (session 8):
-#: the dev build's incremental ``semantic`` training stops 46% into epoch 1, not 57%, and
+#: Checks of validation within the first epoch (after it: one per epoch). 8, not 4: the dev
+#: build's incremental ``semantic`` training stops 46% into epoch 1, not 57%, and
 #: ``bench_later``'s figures stay the same on every pair type (1.032×, 1.168×, 1.001×).
 CHECKS_PER_EPOCH = 8
 #: The first check of the first epoch, in triplets; the next come at twice as many, four
-#: times, … (session 12). A fall below the start map shows from the first few hundred
+#: times, …. A fall below the start map shows from the first few hundred
 #: triplets on: the dev build's ``semantic`` is 2.5 standard errors below it after 512 and
 #: 1,024 (and stops there, 3% into epoch 1, where the eighths stopped it at 29%). Doubling
 #: keeps the checks few: a check scores every validation query (20 ms there), and its first
 #: epoch, if it ran whole, would hold 14 checks (0.28 s of ~5 s) where the eighths held 7.
 FIRST_CHECK_TRIPLETS = 512
 #: How clearly below the start map a check must be to count (standard errors): as clearly as
-#: an epoch must be above it to be kept (``trainer.EPOCH_CLEAR_Z``). 2, not 3 (session 12):
-#: the dev build's incremental ``semantic`` training stops 29% into epoch 1, not 46%, and
+#: an epoch must be above it to be kept (``trainer.EPOCH_CLEAR_Z``). 2, not 3: the dev
+#: build's incremental ``semantic`` training stops 29% into epoch 1, not 46%, and
 #: every one of ``bench_later``'s 21 builds keeps the same weights, byte for byte.
 STOP_Z = 2.0
 #: How clearly a check must beat the one before to count as recovering.

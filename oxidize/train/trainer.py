@@ -11,7 +11,7 @@ Model: ``h = relu(W1 x + b1)``, ``z = W0 x + W2 h + b2``, ``y = z / ||z||`` with
 ``w0 [out, in]``, ``w1 [hidden, in]``, ``b1 [hidden]``, ``w2 [out, hidden]``, ``b2 [out]``,
 float32; loss :class:`oxidize.losses.TripletLoss`.
 
-Why a linear path plus a residual (issue #5, "never worse than the base"): an MLP trained
+Why a linear path plus a residual ("never worse than the base"): an MLP trained
 from noise on same-session triplets forgets what the base embedding knows and ranks later,
 unseen sessions *worse* than the plain embedding. Here training starts from a good linear
 map instead — ``W0`` from statistics of the training texts (:func:`linear_init`), ``b2``
