@@ -13,7 +13,7 @@ Same machine, same cores, the default model: no speedup is expected, only overhe
 * **scheduler cost per task**: 2,000 no-op tasks submitted and gathered, per task.
 
 Texts are stand-ins: patina-dev.db's session texts, each made distinct by a numbered suffix,
-cycled to the size asked. The goal (issue 12): dask:local:2 ≤ 1.15× in-process wall time.
+cycled to the size asked. The goal: dask:local:2 ≤ 1.15× in-process wall time.
 The last line projects the per-worker rate to N workers and 10^7 texts.
 Not a test: nothing here asserts a time.
 """

@@ -5,7 +5,7 @@ Run: ``python -m benchmarks.bench_later [--cuts 0.3,0.4,0.5,0.6,0.7,0.8,0.9]
 
 Why a benchmark of its own: the held-out split of a build (:mod:`oxidize.pairs.split`) scores
 a projection on the latest dozen sessions of the log it was trained on, a sample small enough
-that one draw said 1.07× for ``semantic`` where five time folds say 1.01×. Issue #16's goal
+that one draw said 1.07× for ``semantic`` where five time folds say 1.01×. The goal
 is measured the way a user meets a projection: trained on the log of today, used on the
 sessions and commits of the following weeks. This script does that on ``patina-dev.db``:
 

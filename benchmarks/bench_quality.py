@@ -31,7 +31,7 @@ from benchmarks._common import DATA_DB, header
 PATIENCE = [3]
 TYPES = {
     "semantic": ("same_session", {}),
-    # the notes semantic trained on before it trained on all six types (session 5)
+    # the notes semantic trained on before it trained on all six types
     "semantic-3types": ("same_session", {"event_types": ("session.decision", "session.observation",
                                                           "session.pattern")}),
     "temporal": ("co_changed", {}),

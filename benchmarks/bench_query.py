@@ -158,7 +158,7 @@ build_parts = {**parts, "graph and table": seconds - sum(parts.values())}  # the
 q = projected[n + grow:]
 recall, ms, searched = recall_of(out, projected[:n], keys[:n], q)
 # ... and of queries far from every item: an item moved by noise of norm 4/3 (the calibration's
-# model until session 11; on real vectors harder than the questions people ask)
+# model the calibration keeps as a floor; on real vectors harder than the questions people ask)
 far = projected[rng.choice(n, queries, replace=False)] + rng.normal(scale=(4 / 3) / dim ** 0.5, size=(queries, dim)).astype(np.float32)
 far /= np.linalg.norm(far, axis=1, keepdims=True)
 far_recall, far_ms, _ = recall_of(out, projected[:n], keys[:n], far)
@@ -195,7 +195,7 @@ print(json.dumps({"recall": recall, "far": far_recall, "far_ms": far_ms, "second
 
 
 def size_lines(sizes: list[int]) -> None:
-    """One line per size, as issue #24 asks: the whole index step of a projection (oxidize's
+    """One line per size: the whole index step of a projection (oxidize's
     ``write_index``: the projected graph, 256-d, calibrated to recall 0.99; the plain
     embeddings, 384-d like the default model's, and the projected vectors as f16 rows; the item table and its
     lexical index), clustered stand-in vectors, recall of the projected search on 300

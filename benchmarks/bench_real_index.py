@@ -1,4 +1,4 @@
-"""Recall of the index on real projected vectors, not stand-ins (issue #24).
+"""Recall of the index on real projected vectors, not stand-ins.
 
     python -m benchmarks.bench_real_index [--items 100000] [--project DIR] [--vectors DIR]
                                           [--expansions 1024,2048,4096]
