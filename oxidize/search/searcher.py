@@ -10,8 +10,11 @@ many queries (the model, the weights and the index load once)::
 
 The query is embedded with the model's *query* prefix, the indexed items were embedded with
 its *passage* prefix (E5: ``query: `` / ``passage: ``), and the projection is applied to the
-query exactly as to the items (:func:`oxidize.projection.project`). By default the dense
-list is fused with the lexical (BM25) list of the same items (``mode="hybrid"``).
+query exactly as to the items (:func:`oxidize.projection.project`). By default
+(``mode="auto"``) the lexical (BM25), raw and projected lists of the same items are merged
+the way the build chose on the project's history questions (:mod:`oxidize.search.choice`);
+in a file population each file is shown once, at its best item (a definition credits its
+file).
 """
 
 from __future__ import annotations
@@ -99,12 +102,7 @@ class ProjectionSearch:
 
     def embed_query(self, text: str):
         """The query's base embedding (query prefix), ``float32 [dim]``."""
-        vector = self.encoder().encode([text], kind="query")[0]
-        if vector.shape[0] != self.weights["w1"].shape[1]:
-            raise SearchError(f"{self.label}: the model gives {vector.shape[0]}-dimensional "
-                              f"embeddings but the weights take {self.weights['w1'].shape[1]}; "
-                              f"rebuild with `doit {self.label}`")
-        return vector
+        return self.embed_queries([text])[0]
 
     def fusion(self, mode: str | None = None, base: bool = False):
         """The :class:`~oxidize.search.fusion.Fusion` a query runs
