@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import warnings
 
-from oxidize.gitlog.definitions import LANGUAGES, parser
+from oxidize.gitlog.definitions import LANGUAGES, node_name, parser
 
 #: tree-sitter node types of a function or method definition, and of a call.
 _FUNCTIONS = {"function_item", "function_declaration", "method_declaration", "function_definition",
@@ -64,7 +64,7 @@ def _tree_sitter(language: str, data: bytes) -> tuple[list[dict], list[dict]]:
     while stack:
         node = stack.pop()
         if node.type in _FUNCTIONS:
-            name = _function_name(node)
+            name = node_name(node)
             if name:
                 header = data[node.start_byte:node.end_byte].split(b"{", 1)[0]
                 functions.append({"name": name, "line": node.start_point[0] + 1, "doc": "",
@@ -74,15 +74,6 @@ def _tree_sitter(language: str, data: bytes) -> tuple[list[dict], list[dict]]:
                 continue  # a nested function's calls are the outer one's too: counted above
         stack.extend(reversed(node.children))
     return functions, calls
-
-
-def _function_name(node) -> str:
-    target = node.child_by_field_name("name") or node.child_by_field_name("declarator")
-    while target is not None and target.child_by_field_name("declarator") is not None:
-        target = target.child_by_field_name("declarator")
-    if target is None:
-        return ""
-    return _last_identifier(target.text.decode("utf-8", "replace").split("(")[0])
 
 
 def _calls_in(node) -> list[tuple[str, int]]:

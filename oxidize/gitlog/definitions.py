@@ -257,7 +257,10 @@ def _doc_above(node) -> str:
     return first_sentence("\n".join(parts))
 
 
-def _name(node) -> str:
+def node_name(node) -> str:
+    """The name a definition node declares (its ``name`` field, or the innermost
+    ``declarator`` of a C one), its last identifier (``Store::new`` → ``new``, a template's
+    ``<…>`` dropped); ``""`` when it has none."""
     target = node.child_by_field_name("name") or node.child_by_field_name("declarator")
     while target is not None and target.child_by_field_name("declarator") is not None:
         target = target.child_by_field_name("declarator")
@@ -266,6 +269,7 @@ def _name(node) -> str:
     text = target.text.decode("utf-8", "replace").split("(")[0].strip()
     for sep in ("::", "->", "."):
         text = text.rsplit(sep, 1)[-1]
+    text = text.split("<", 1)[0].strip()
     return text if text.replace("_", "a").replace("~", "a").isalnum() else ""
 
 
@@ -299,7 +303,7 @@ def _walk(node, data: bytes, out: list[Definition], members: dict[str, list[str]
         if kind == "struct" and child.child_by_field_name("body") is None and child.type.endswith("_specifier"):
             continue  # `struct foo x;`: a use, not a definition
         if kind is not None:
-            name = _name(child)
+            name = node_name(child)
             if name:
                 if child.type == "type_spec":
                     shape = child.child_by_field_name("type")
@@ -325,7 +329,7 @@ def _walk(node, data: bytes, out: list[Definition], members: dict[str, list[str]
 
 
 def _method(node, owner: str, data: bytes, out: list[Definition], members: dict[str, list[str]]) -> None:
-    name = _name(node)
+    name = node_name(node)
     if name:
         members.setdefault(owner, []).append(name)
         out.append(Definition(f"{owner}.{name}", "method", _header(node, data), _doc_above(node),
