@@ -24,18 +24,19 @@ from oxidize.pairs.co_changed import describe_file
 #: Longest text made for a file (see the module docstring; docs/benchmarks.md, "File texts").
 MAX_CHARS = 2000
 
-def describe_content(path: str, data: bytes, max_chars: int | None = None) -> str:
+def describe_content(path: str, data: bytes, max_chars: int | None = None, defined: list | None = None) -> str:
     """``describe_file(path)``, then ``— <what the file says of itself>``, then each
     definition with the first sentence of its doc: ``class HelpFormatter: Formats help
     pages (methods: write, indent); function wrap_text: Wraps text.`` (a Markdown file: its
     first paragraph's first sentence and ``sections: <its headings>``), at most
-    ``max_chars`` (:data:`MAX_CHARS`)."""
+    ``max_chars`` (:data:`MAX_CHARS`). ``defined``: the file's definitions when the caller has
+    read them already (the scrape keeps them too), so the file is not parsed for them twice."""
     from oxidize.gitlog.definitions import definitions, module_doc
 
     head = describe_file(path)
     about = module_doc(path, data)
     parts = []
-    defined = definitions(path, data)
+    defined = definitions(path, data) if defined is None else defined
     sections = [d.name for d in defined if d.kind == "section"]
     if sections:  # a document's headings, as a list: their first sentences measured worse
         parts.append("sections: " + ", ".join(sections))

@@ -394,9 +394,9 @@ def _file_texts(repo: Path, db: sqlite3.Connection, last_touched: dict[str, str]
                 skipped["binary"] += 1
                 db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)", (path, blob, describe_file(path)))
                 continue
-            db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
-                       (path, blob, describe_content(path, data)))
             defined = definitions(path, data)
+            db.execute("INSERT OR REPLACE INTO file_texts VALUES (?, ?, ?)",
+                       (path, blob, describe_content(path, data, defined=defined)))
             db.executemany("INSERT INTO definitions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            [(path, d.name, d.kind, d.signature, d.doc, d.line, json.dumps(list(d.members)),
                              d.text(path)) for d in defined])

@@ -8,8 +8,9 @@ A query's path (``doit query``, ``doit bench``, the eval step, :func:`open_searc
                │     │                           (vector_rows) or the HNSW graph re-ranked
                │     └─► raw dense list          the plain embeddings' rows, exact
                ├─► lexical list                  lexical: SQLite FTS5, BM25, plain words
-               └─► fusion.fuse ──► index.Searcher.hits ──► snippets.best_snippet
-                    (the lists merged by rank)    (key → item row)    (the sentence that answers)
+               └─► fusion.Fusion.rank ──► index.Searcher.hits ──► snippets.best_snippet
+                    (the lists merged as the     (key → item row;    (the sentence that answers)
+                    build chose: choice.py)       a file once)
 
 What a build writes for it (``R:P.index``)::
 

@@ -59,7 +59,8 @@ class Fusion:
         """Whether it reads the projection's list (a plain-embedding search does not)."""
         return "dense" in self.lists
 
-    def rank(self, lists: Mapping[str, Ranked], k: int) -> list[tuple[int, float, dict[str, int]]]:
+    def rank(self, lists: Mapping[str, Ranked], k: int, rrf_k: float = RRF_K,
+             ) -> list[tuple[int, float, dict[str, int]]]:
         """The ``k`` best keys as ``(key, score, {list name: rank in it})``; equal scores keep
         the order of the first list, then of the second, …"""
         weights = self.weights or (1.0,) * len(self.lists)
@@ -74,7 +75,7 @@ class Fusion:
                     scores[key] = scores.get(key, 0.0) + weight * scaled
             else:
                 for rank, (key, _) in enumerate(ranked, 1):
-                    scores[key] = scores.get(key, 0.0) + weight / (RRF_K + rank)
+                    scores[key] = scores.get(key, 0.0) + weight / (rrf_k + rank)
         best = sorted(scores, key=scores.__getitem__, reverse=True)[:k]  # stable: ties keep order
         ranks = {name: {key: rank for rank, (key, _) in enumerate(lists.get(name) or (), 1)}
                  for name in self.lists}
@@ -159,11 +160,9 @@ def without_projection(fusion: Fusion) -> Fusion:
 def fuse(lists: Sequence[tuple[Sequence[int], float]], k: int, rrf_k: float = RRF_K,
          ) -> list[tuple[int, float, list[int | None]]]:
     """RRF of plain key ``lists`` (each ``(distinct keys best first, weight)``), as ``(key,
-    fused score, [rank in each list or None])``: the form the benchmarks use."""
-    scores: dict[int, float] = {}
-    for keys, weight in lists:
-        for rank, key in enumerate(keys, 1):
-            scores[key] = scores.get(key, 0.0) + weight / (rrf_k + rank)
-    best = sorted(scores, key=scores.__getitem__, reverse=True)[:k]
-    ranks = [{key: rank for rank, key in enumerate(keys, 1)} for keys, _ in lists]
-    return [(key, scores[key], [r.get(key) for r in ranks]) for key in best]
+    fused score, [rank in each list or None])``: :meth:`Fusion.rank` for unnamed lists."""
+    names = tuple(str(i) for i in range(len(lists)))
+    fusion = Fusion("rrf", names, "rrf", tuple(weight for _, weight in lists))
+    ranked = fusion.rank({name: [(key, 0.0) for key in keys] for name, (keys, _) in zip(names, lists)},
+                         k, rrf_k)
+    return [(key, score, [ranks.get(name) for name in names]) for key, score, ranks in ranked]

@@ -162,7 +162,7 @@ class ProjectionSearch:
         if not text.strip():
             raise SearchError("the query is empty")
         spec = self.fusion(mode, base)
-        searcher = self.searcher(spec.lists != ("lexical",) and not spec.projected)
+        searcher = self.searcher(spec.lists == ("raw",))  # the index lists() searches
         if "lexical" in spec.lists and not searcher.has_lexical():
             if spec.lists == ("lexical",):
                 searcher.lexical(text, k)  # raises the error that says how to rebuild
